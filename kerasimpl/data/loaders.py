@@ -1,0 +1,77 @@
+"""`keras.utils.PyDataset` loaders that ship raw uint8 batches.
+
+Resizing and preprocessing happen inside the model (on the device), so a
+batch is the raw 32x32 images: 64 x 32 x 32 x 3 bytes, not 64 x 224 x 224 x
+3 floats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+
+class ArrayDataset(keras.utils.PyDataset):
+    """Batches of `(x[idx], y[idx])` from in-memory arrays.
+
+    Epoch `e` is shuffled by a permutation seeded with `(seed, e)`, so the
+    order is reproducible and a resumed run (see `start_epoch`) sees the
+    same batches it would have seen uninterrupted.
+
+    Args:
+        x: array (N, ...), usually uint8 images; may also be cached features.
+        y: labels (N,) or `None` for prediction.
+        batch_size: images per batch; the last batch may be smaller.
+        shuffle: reshuffle at the start of every epoch.
+        seed: integer seed of the shuffles.
+        augment: optional callable `(x_batch, y_batch) -> (x_batch, y_batch)`
+            applied to training batches (see `kerasimpl.training.augmenter`).
+        indices: optional subset of rows to serve (e.g. a split's indices),
+            so no copy of the arrays is made.
+        **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
+            to `keras.utils.PyDataset`.
+    """
+
+    def __init__(self, x, y=None, batch_size=64, shuffle=False, seed=0, augment=None, indices=None, **kwargs):
+        super().__init__(**kwargs)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+        if y is not None and len(x) != len(y):
+            raise ValueError(f"x and y differ in length. Received: len(x)={len(x)}, len(y)={len(y)}")
+        self.x, self.y = x, y
+        self.indices = np.arange(len(x)) if indices is None else np.asarray(indices)
+        self.batch_size = int(batch_size)
+        self.shuffle, self.seed, self.augment = shuffle, int(seed), augment
+        self.epoch = -1  # on_epoch_begin moves to 0 before the first batch.
+        self._order = self.indices
+
+    def __len__(self):
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.indices)
+
+    def start_epoch(self, epoch):
+        """Serve epoch `epoch` next (used when a run resumes)."""
+        self.epoch = int(epoch) - 1
+
+    def on_epoch_begin(self):
+        self.epoch += 1
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            self._order = self.indices[rng.permutation(len(self.indices))]
+
+    def __getitem__(self, i):
+        if not 0 <= i < len(self):
+            raise IndexError(f"batch index {i} out of range [0, {len(self)})")
+        idx = self._order[i * self.batch_size : (i + 1) * self.batch_size]
+        xb = self.x[idx]
+        if self.y is None:
+            return (xb,)
+        yb = self.y[idx]
+        if self.augment is not None:
+            xb, yb = self.augment(xb, yb)
+        return xb, yb
