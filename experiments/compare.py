@@ -1,0 +1,169 @@
+"""Train each backbone on CIFAR-10 and compare them side by side.
+
+    python -m experiments.compare                      # the real experiment (needs internet once)
+    python -m experiments.compare --preset smoke --data PATH/cifar-10-python.tar.gz
+
+Writes to --out (default runs/compare-<time>/): config.json, results.json,
+results.md, results.csv, <backbone>/{model.keras,history.csv,*.png}, and
+plots/comparison.png; the plots are also copied under --plots-dir/<preset>/.
+"""
+
+from __future__ import annotations
+
+import experiments  # noqa: F401  (sets the default backend before keras loads)
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import warnings
+
+PRESETS = {
+    # The real experiment: full CIFAR-10, ImageNet weights, 224 px, frozen bases.
+    "full": dict(data="cifar10", weights="imagenet", image_size=224, epochs=15,
+                 backbones="vgg16,mobilenetv2,mobilenetv3large", batch_size=64, alpha=None),
+    # Offline, 2 CPU cores, < 10 min: the from-scratch CNN plus a small
+    # random-weight MobileNetV2, both trained end to end at 32 px.
+    "smoke": dict(data="synthetic", weights="none", image_size=32, epochs=8,
+                  backbones="smallcnn,mobilenetv2", batch_size=64, alpha=0.35),
+}
+
+
+def build_parser():
+    from kerasimpl.backbones import list_backbones
+
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.compare", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default="full",
+                   help="defaults for the options below (default: full)")
+    p.add_argument("--backbones", help=f"comma-separated, from: {', '.join(list_backbones())}")
+    p.add_argument("--data", help="cifar10 (download), synthetic, tfds:NAME, or a path to "
+                   "cifar-10-python.tar.gz / cifar-10-batches-py/")
+    p.add_argument("--weights", help="imagenet, none, or a path to a local weights file (single backbone)")
+    p.add_argument("--image-size", type=int, help="size the backbones see (images are resized inside the model)")
+    p.add_argument("--alpha", type=float, help="width multiplier for MobileNets")
+    p.add_argument("--epochs", type=int, help="epochs of the head (or end-to-end) stage")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning the top of the base")
+    p.add_argument("--finetune-layers", type=int, default=20, help="backbone layers unfrozen for fine-tuning")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, help="repeat with seeds seed..seed+N-1; report mean ± std")
+    p.add_argument("--augment", default="flip,translate",
+                   help="augmentations of full-model stages: flip,translate,randaugment or 'none'")
+    p.add_argument("--no-cache-features", action="store_true",
+                   help="re-run the frozen base every epoch (the seed's way) instead of caching features")
+    p.add_argument("--hidden", default="256", help="hidden widths of the dense head, e.g. 512,256 or '' for none")
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--workers", type=int, default=1, help="PyDataset workers")
+    p.add_argument("--out", help="run folder (default runs/compare-<preset>-<time>); an existing one resumes")
+    p.add_argument("--plots-dir", default="plots", help="also copy the plots to DIR/<preset>/ ('' to skip)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def resolve(args):
+    """Fill unset options from the preset; return the resolved dict."""
+    cfg = dict(PRESETS[args.preset])
+    for key in ("backbones", "data", "weights", "image_size", "alpha", "epochs", "batch_size"):
+        value = getattr(args, key)
+        if value is not None:
+            cfg[key] = value
+    cfg.update({k: getattr(args, k) for k in (
+        "finetune_epochs", "finetune_layers", "lr", "val_fraction", "seed", "seeds", "augment",
+        "hidden", "dropout", "workers", "preset")})
+    cfg["cache_features"] = not args.no_cache_features
+    cfg["backbones"] = [b.strip().lower() for b in cfg["backbones"].split(",") if b.strip()]
+    cfg["weights"] = None if str(cfg["weights"]).lower() == "none" else cfg["weights"]
+    cfg["augment"] = [] if cfg["augment"] in ("", "none") else [a.strip() for a in cfg["augment"].split(",")]
+    cfg["hidden"] = [int(h) for h in str(cfg["hidden"]).split(",") if h.strip()]
+    cfg["out"] = args.out or os.path.join("runs", f"compare-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return cfg
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from kerasimpl.artifacts import ArtifactError
+    from kerasimpl.data import DatasetError
+
+    try:
+        return run(resolve(args), plots_dir=args.plots_dir, verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2))
+    except (DatasetError, ArtifactError, ValueError, RuntimeError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(cfg, plots_dir="plots", verbose="auto") -> int:
+    from kerasimpl import comparison, plotting, reporting, runtime
+    from kerasimpl.artifacts import save_figure, write_json
+    from kerasimpl.backbones import get_spec
+    from kerasimpl.data import load_dataset, stratified_split
+    from kerasimpl.heads import HeadConfig
+    from kerasimpl.training import TrainConfig
+
+    for b in cfg["backbones"]:
+        get_spec(b)  # fail early, listing the accepted names
+    out = cfg["out"]
+    os.makedirs(out, exist_ok=True)
+    print(f"[compare] loading data: {cfg['data']}", flush=True)
+    data = load_dataset(cfg["data"])
+    split = stratified_split(data.y_train, cfg["val_fraction"], cfg["seed"])
+    write_json(os.path.join(out, "config.json"), {
+        **cfg, "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),
+        "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
+    })
+    head = HeadConfig(hidden=tuple(cfg["hidden"]), dropout=cfg["dropout"])
+    results = []
+    for name in cfg["backbones"]:
+        runs = []
+        for seed in range(cfg["seed"], cfg["seed"] + cfg["seeds"]):
+            weights = None if not get_spec(name).pretrained else cfg["weights"]
+            kwargs = {"alpha": cfg["alpha"]} if cfg["alpha"] and name.startswith("mobilenet") else {}
+            brun = comparison.BackboneRun(name, weights, cfg["image_size"] if get_spec(name).pretrained else None,
+                                          kwargs, head)
+            tcfg = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], learning_rate=cfg["lr"],
+                               finetune_epochs=0 if brun.end_to_end else cfg["finetune_epochs"],
+                               finetune_top_layers=cfg["finetune_layers"], cache_features=cfg["cache_features"],
+                               augment=tuple(cfg["augment"]), seed=seed, workers=cfg["workers"])
+            folder = os.path.join(out, name if cfg["seeds"] == 1 else os.path.join(name, f"seed{seed}"))
+            print(f"[compare] {name} (seed {seed}, {brun.weights or 'random'} weights, "
+                  f"{'end to end' if brun.end_to_end else 'frozen base'}) -> {folder}", flush=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                runs.append(comparison.run_backbone(brun, data, split, tcfg, folder, verbose=verbose))
+            print(f"[compare] {name}: test accuracy {runs[-1]['test_accuracy']:.2%}, "
+                  f"train {runs[-1]['train_seconds']:.0f} s", flush=True)
+        results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
+    note = _note(cfg, data)
+    reporting.write_tables(out, [{k: v for k, v in r.items()} for r in results], note=note)
+    os.makedirs(os.path.join(out, "plots"), exist_ok=True)
+    save_figure(plotting.comparison(results, f"{cfg['preset']} preset: accuracy vs training time"),
+                os.path.join(out, "plots", "comparison.png"))
+    for name in cfg["backbones"]:
+        for png in ("learning_curves.png", "confusion_matrix.png"):
+            src = os.path.join(out, name, png)
+            if os.path.exists(src):
+                shutil.copyfile(src, os.path.join(out, "plots", f"{name}_{png}"))
+    if plots_dir:
+        dest = os.path.join(plots_dir, cfg["preset"])
+        shutil.copytree(os.path.join(out, "plots"), dest, dirs_exist_ok=True)
+    print(open(os.path.join(out, "results.md")).read())
+    print(f"[compare] wrote {out}")
+    return 0
+
+
+def _note(cfg, data):
+    parts = [f"data: {data.source} ({len(data.y_train)} train+val, {len(data.y_test)} test images)"]
+    if data.source != "cifar10" and len(data.y_test) != 10000:
+        parts.append("NOT the full CIFAR-10 test set: figures are for this data only")
+    if cfg["weights"] is None:
+        parts.append("random initial weights (no ImageNet): backbones trained end to end")
+    return "; ".join(parts) + "."
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Callbacks: resume-safe CSV history, atomic best checkpoint, timer, epoch sync.
+
+Keras' own `CSVLogger` appends a row per epoch; after a kill between its
+write and `BackupAndRestore`'s, a resumed run writes that epoch again.
+`CSVHistory` keys rows by (stage, epoch) and rewrites the file atomically,
+so a resumed run never duplicates or loses a row.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import keras
+
+from kerasimpl.artifacts import read_csv, save_model, write_csv
+
+
+class CSVHistory(keras.callbacks.Callback):
+    """Log `stage, epoch, <metrics>` to a CSV shared by all training stages.
+
+    Args:
+        path: the CSV file.
+        stage: name of this training stage (`head`, `finetune`, ...).
+    """
+
+    def __init__(self, path, stage):
+        super().__init__()
+        self.path, self.stage = os.fspath(path), stage
+        self.rows = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.rows is None:  # First epoch of this run: drop rows it will redo.
+            old = read_csv(self.path) if os.path.exists(self.path) else []
+            self.rows = [r for r in old if r.get("stage") != self.stage or int(r["epoch"]) < epoch]
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"stage": self.stage, "epoch": epoch}
+        row.update({k: _scalar(v) for k, v in (logs or {}).items()})
+        self.rows.append(row)
+        write_csv(self.path, self.rows)
+
+
+def _scalar(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Save the model as `.keras` whenever `monitor` improves (atomically).
+
+    Args:
+        path: `.keras` destination.
+        monitor: metric to watch, e.g. `val_accuracy`.
+        mode: `max` or `min`.
+    """
+
+    def __init__(self, path, monitor="val_accuracy", mode="max"):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min'. Received: mode={mode!r}")
+        self.path, self.monitor, self.mode = os.fspath(path), monitor, mode
+        self.best = -math.inf if mode == "max" else math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        better = value > self.best if self.mode == "max" else value < self.best
+        if better:
+            self.best = float(value)
+            save_model(self.model, self.path)
+
+
+class Timer(keras.callbacks.Callback):
+    """Add `epoch_seconds` to the logs and keep the total in `seconds`."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        dt = time.perf_counter() - self._start
+        self.seconds += dt
+        if logs is not None:
+            logs["epoch_seconds"] = dt
+
+
+class EpochSync(keras.callbacks.Callback):
+    """Tell an `ArrayDataset` which epoch is starting (exact shuffles on resume)."""
+
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.dataset.start_epoch(epoch)
+
+
+class NaNGuard(keras.callbacks.TerminateOnNaN):
+    """`TerminateOnNaN` that also records that it fired (`self.fired`)."""
+
+    fired = False
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.fired = True
+        super().on_batch_end(batch, logs)
+
+
+def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True):
+    """The callbacks every kerasimpl training stage uses.
+
+    Returns:
+        `(callbacks, timer, nan_guard)`: the list for `fit`, plus the timer
+        and NaN guard to read afterwards.
+    """
+    timer, nan_guard = Timer(), NaNGuard()
+    cbs = [
+        timer,
+        nan_guard,
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, patience // 2), verbose=0),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True),
+        CSVHistory(os.path.join(folder, "history.csv"), stage),
+        keras.callbacks.BackupAndRestore(os.path.join(folder, f"backup_{stage}"), delete_checkpoint=True),
+    ]
+    if checkpoint:
+        cbs.insert(4, BestCheckpoint(os.path.join(folder, f"best_{stage}.keras")))
+    if dataset is not None:
+        cbs.insert(0, EpochSync(dataset))
+    return cbs, timer, nan_guard

@@ -1,0 +1,123 @@
+"""Train, evaluate and record backbones side by side (what `experiments.compare` runs).
+
+Each backbone gets a folder with `model.keras`, `history.csv`, its plots and
+`result.json`; a finished backbone is not trained again when a run resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+from kerasimpl import evaluation, models, plotting, training
+from kerasimpl.artifacts import read_csv, save_figure, save_model, write_json
+from kerasimpl.backbones import get_spec
+from kerasimpl.heads import HeadConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneRun:
+    """One backbone's set-up in a comparison.
+
+    Attributes:
+        backbone: registered name.
+        weights: `"imagenet"`, `None` or a path.
+        image_size: size the backbone sees (`None`: the spec's default).
+        backbone_kwargs: builder arguments, e.g. `{"alpha": 0.35}`.
+        head: head configuration.
+    """
+
+    backbone: str
+    weights: object = "imagenet"
+    image_size: object = None
+    backbone_kwargs: dict = dataclasses.field(default_factory=dict)
+    head: HeadConfig = HeadConfig()
+
+    @property
+    def end_to_end(self) -> bool:
+        """Random-weight or from-scratch bases are trained whole, not frozen."""
+        return self.weights is None or not get_spec(self.backbone).pretrained
+
+
+def run_backbone(run, data, split, config, folder, eval_batch=128, verbose="auto") -> dict:
+    """Train and evaluate one backbone; write its artifacts; return its result.
+
+    If `folder/result.json` exists the backbone finished earlier: it is
+    returned unchanged.
+    """
+    done = os.path.join(folder, "result.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            return json.load(f)
+    model = models.build_classifier(
+        run.backbone, data.num_classes, input_shape=data.image_shape, image_size=run.image_size,
+        weights=run.weights, head=run.head, freeze_base=not run.end_to_end,
+        class_names=data.class_names, backbone_kwargs=run.backbone_kwargs,
+    )
+    seconds = training.train_classifier(model, data, split, config, folder, verbose=verbose)
+    model_path = os.path.join(folder, "model.keras")
+    save_model(model, model_path)
+    start = time.perf_counter()
+    probs = evaluation.predict_proba(model, data.x_test, eval_batch)
+    test = evaluation.classification_metrics(probs, data.y_test, data.class_names)
+    val = evaluation.classification_metrics(
+        evaluation.predict_proba(model, data.x_train[split.val], eval_batch), data.y_train[split.val])
+    eval_seconds = time.perf_counter() - start
+    params = models.parameter_counts(model)
+    result = {
+        "backbone": run.backbone,
+        "weights": run.weights if run.weights is None or isinstance(run.weights, str) else str(run.weights),
+        "image_size": run.image_size or get_spec(run.backbone).input_size,
+        "trained": "end-to-end" if run.end_to_end else "frozen base" + (" + fine-tune" if config.finetune_epochs else ""),
+        "seed": config.seed,
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "top5_accuracy": test["top5_accuracy"],
+        "val_accuracy": val["accuracy"],
+        "val_loss": val["loss"],
+        "train_seconds": float(sum(seconds.values())),
+        "extract_seconds": seconds.get("extract", 0.0),
+        "head_seconds": seconds.get("head", seconds.get("frozen", 0.0)),
+        "train_stage_seconds": seconds.get("train", 0.0),
+        "finetune_seconds": seconds.get("finetune", 0.0),
+        "eval_seconds": eval_seconds,
+        "params_total": params["total"],
+        "params_trainable": params["trainable"],
+        "model_mb": evaluation.file_size_mb(model_path),
+        "images_per_second": evaluation.throughput(model, data.image_shape, eval_batch),
+        "throughput_batch": eval_batch,
+        "epochs_run": len(read_csv(os.path.join(folder, "history.csv"))),
+        "num_test": int(len(data.y_test)),
+        "per_class": test["per_class"],
+        "confusion_matrix": test["confusion_matrix"],
+    }
+    write_plots(result, folder, data.class_names)
+    write_json(done, result)
+    return result
+
+
+def write_plots(result, folder, class_names):
+    """Learning curves and confusion matrix of one backbone, as PNG."""
+    name = result["backbone"]
+    rows = read_csv(os.path.join(folder, "history.csv"))
+    save_figure(plotting.learning_curves(rows, f"{name}: learning curves"), os.path.join(folder, "learning_curves.png"))
+    save_figure(
+        plotting.confusion_matrix(result["confusion_matrix"], class_names,
+                                  f"{name}: test confusion (acc {result['test_accuracy']:.1%})"),
+        os.path.join(folder, "confusion_matrix.png"),
+    )
+
+
+def seed_average(results) -> dict:
+    """Mean ± std of one backbone's results over seeds (numbers only)."""
+    from kerasimpl.reporting import aggregate_seeds
+
+    keep = {k: v for k, v in results[0].items() if k not in ("per_class", "confusion_matrix")}
+    runs = [{k: r[k] for k in keep} for r in results]
+    out = aggregate_seeds(runs)
+    out["confusion_matrix"] = np.sum([r["confusion_matrix"] for r in results], axis=0).tolist()
+    return out

@@ -1,0 +1,66 @@
+"""Evaluation: accuracy, loss, top-k, per-class scores, confusion, speed."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from kerasimpl.data import ArrayDataset
+
+
+def predict_proba(model, x, batch_size=128, verbose=0) -> np.ndarray:
+    """Class probabilities for raw images `x` (float32, (N, classes))."""
+    return np.asarray(model.predict(ArrayDataset(x, None, batch_size), verbose=verbose), dtype=np.float32)
+
+
+def classification_metrics(probs, labels, class_names=None) -> dict:
+    """Scores of predicted probabilities against integer labels.
+
+    Returns:
+        dict with `accuracy`, `loss` (mean cross-entropy), `top5_accuracy`,
+        `confusion_matrix` (rows: true class, columns: predicted), and
+        `per_class`: a list of `{class, precision, recall, f1, support}`.
+    """
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels)
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise ValueError(f"probs must be (N, classes) for N labels. Received: {probs.shape} and {labels.shape}")
+    k = probs.shape[1]
+    pred = probs.argmax(1)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    top5 = np.argsort(-probs, axis=1)[:, : min(5, k)]
+    tp = np.diag(confusion).astype(float)
+    precision = np.divide(tp, confusion.sum(0), out=np.zeros(k), where=confusion.sum(0) > 0)
+    recall = np.divide(tp, confusion.sum(1), out=np.zeros(k), where=confusion.sum(1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    return {
+        "accuracy": float((pred == labels).mean()),
+        "loss": float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)).mean()),
+        "top5_accuracy": float((top5 == labels[:, None]).any(1).mean()),
+        "confusion_matrix": confusion.tolist(),
+        "per_class": [
+            {"class": names[i], "precision": float(precision[i]), "recall": float(recall[i]),
+             "f1": float(f1[i]), "support": int(confusion[i].sum())}
+            for i in range(k)
+        ],
+    }
+
+
+def throughput(model, input_shape, batch_size=64, repeats=5, warmup=1) -> float:
+    """Median images/s of `model.predict_on_batch` on one random uint8 batch."""
+    x = np.random.default_rng(0).integers(0, 256, size=(batch_size, *input_shape), dtype=np.uint8)
+    for _ in range(warmup):
+        model.predict_on_batch(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.predict_on_batch(x)
+        times.append(time.perf_counter() - start)
+    return float(batch_size / np.median(times))
+
+
+def file_size_mb(path) -> float:
+    return os.path.getsize(path) / 2**20

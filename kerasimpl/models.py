@@ -1,0 +1,169 @@
+"""Classifiers: raw image -> resize -> preprocess -> backbone -> pool -> head -> softmax.
+
+Everything sits in ONE flat functional graph (the backbone is built on the
+preprocessed tensor, not nested), so any backbone activation is reachable
+from the raw input: Grad-CAM and feature extraction are plain sub-models.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+from keras import layers
+
+from kerasimpl.backbones import build_backbone, get_spec
+from kerasimpl.heads import HeadConfig, build_head
+from kerasimpl.layers import LabeledSoftmax, Preprocess
+
+# Names of the layers kerasimpl adds around the backbone.
+INPUT, RESIZE, PREPROCESS, POOL, HEAD, PREDICTIONS = "image", "resize", "preprocess", "pool", "head", "predictions"
+
+
+def build_classifier(
+    backbone,
+    num_classes,
+    *,
+    input_shape=(32, 32, 3),
+    image_size=None,
+    weights="imagenet",
+    head=HeadConfig(),
+    freeze_base=True,
+    class_names=None,
+    backbone_kwargs=None,
+    name=None,
+) -> keras.Model:
+    """Build a classifier that takes raw images and returns class probabilities.
+
+    Args:
+        backbone: registered backbone name (see `kerasimpl.backbones.list_backbones()`).
+        num_classes: number of classes.
+        input_shape: shape of the raw images the model receives (uint8 or
+            float values in [0, 255]).
+        image_size: square size the backbone sees; `None` for the spec's
+            default (224 for ImageNet backbones). Images are resized inside.
+        weights: `"imagenet"`, `None` or a path to a local weights file.
+        head: `HeadConfig` of the dense head.
+        freeze_base: freeze the backbone (and all its BatchNormalization).
+            `False` trains it end to end, BatchNormalization included (from
+            scratch or from random weights, BN must learn its statistics).
+        class_names: names stored in the model (default `"0"`, `"1"`, ...).
+        backbone_kwargs: extra builder arguments, e.g. `{"alpha": 0.35}`.
+        name: model name (default `<backbone>_classifier`).
+    """
+    spec = get_spec(backbone)
+    image_size = int(image_size or spec.input_size)
+    class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise ValueError(f"Expected {num_classes} class names. Received: {len(class_names)}")
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"input_shape must be (H, W, 3). Received: input_shape={input_shape}")
+    if freeze_base and weights is None and spec.pretrained:
+        warnings.warn(
+            f"Freezing {spec.name} with random weights (weights=None): the frozen features carry no "
+            "information, expect about chance accuracy. Train end to end (freeze_base=False) or load weights.",
+            stacklevel=2,
+        )
+    inputs = keras.Input(input_shape, name=INPUT)
+    x = inputs
+    if tuple(input_shape[:2]) != (image_size, image_size):
+        x = layers.Resizing(image_size, image_size, interpolation="bilinear", name=RESIZE)(x)
+    x = Preprocess(spec.preprocessing, name=PREPROCESS)(x)
+    base = build_backbone(spec.name, x, weights=weights, **(backbone_kwargs or {}))
+    features = layers.GlobalAveragePooling2D(name=POOL)(base.output)
+    logits = build_head(features.shape[-1], num_classes, head, name=HEAD)(features)
+    outputs = LabeledSoftmax(class_names, name=PREDICTIONS)(logits)
+    model = keras.Model(inputs, outputs, name=name or f"{spec.name}_classifier")
+    if freeze_base:
+        set_base_trainable(model, False)
+    return model
+
+
+def base_layers(model) -> list:
+    """The backbone's layers, in graph order (between `preprocess` and `pool`)."""
+    names = [layer.name for layer in model.layers]
+    try:
+        start, stop = names.index(PREPROCESS), names.index(POOL)
+    except ValueError as e:
+        raise ValueError(f"{model.name} is not a kerasimpl classifier (no '{PREPROCESS}'/'{POOL}' layers)") from e
+    return model.layers[start + 1 : stop]
+
+
+def set_base_trainable(model, trainable):
+    """Freeze (or unfreeze) the whole backbone; BatchNormalization stays frozen."""
+    for layer in base_layers(model):
+        layer.trainable = bool(trainable) and not isinstance(layer, layers.BatchNormalization)
+
+
+def unfreeze(model, *, top_layers=None, from_layer=None) -> list:
+    """Unfreeze the top of the backbone for fine-tuning.
+
+    Exactly one of `top_layers` (the last N backbone layers) or `from_layer`
+    (every layer from that name up) is given. BatchNormalization layers stay
+    frozen: with `trainable=False` they use their moving statistics even in
+    training, so small fine-tuning batches cannot wreck them. Recompile
+    afterwards.
+
+    Returns:
+        The names of the layers now trainable.
+    """
+    if (top_layers is None) == (from_layer is None):
+        raise ValueError(
+            f"Give exactly one of top_layers or from_layer. Received: top_layers={top_layers}, from_layer={from_layer}"
+        )
+    base = base_layers(model)
+    if from_layer is not None:
+        names = [layer.name for layer in base]
+        if from_layer not in names:
+            raise ValueError(f"from_layer={from_layer!r} is not a backbone layer. Accepted, e.g.: {names[-5:]}")
+        start = names.index(from_layer)
+    else:
+        if not 0 < int(top_layers) <= len(base):
+            raise ValueError(f"top_layers must lie in [1, {len(base)}]. Received: top_layers={top_layers}")
+        start = len(base) - int(top_layers)
+    set_base_trainable(model, False)
+    opened = []
+    for layer in base[start:]:
+        if not isinstance(layer, layers.BatchNormalization):
+            layer.trainable = True
+            if layer.weights:
+                opened.append(layer.name)
+    return opened
+
+
+def parameter_counts(model) -> dict:
+    """Total, trainable and non-trainable parameter counts."""
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    frozen = int(sum(np.prod(w.shape) for w in model.non_trainable_weights))
+    return {"total": trainable + frozen, "trainable": trainable, "non_trainable": frozen}
+
+
+def feature_extractor(model) -> keras.Model:
+    """Sub-model from raw images to pooled backbone features (shares weights)."""
+    return keras.Model(model.inputs, model.get_layer(POOL).output, name=f"{model.name}_features")
+
+
+def class_names_of(model) -> list:
+    """The class names stored in a kerasimpl classifier."""
+    try:
+        return list(model.get_layer(PREDICTIONS).class_names)
+    except (ValueError, AttributeError):
+        return [str(i) for i in range(model.output_shape[-1])]
+
+
+def gradcam_layer_name(model, backbone=None) -> str:
+    """The default Grad-CAM layer: the spec's, else the layer feeding `pool`."""
+    if backbone is not None:
+        name = get_spec(backbone).gradcam_layer
+        if name is not None:
+            return name
+    return _producer(model, model.get_layer(POOL))
+
+
+def _producer(model, layer):
+    tensor = layer.input
+    for candidate in model.layers:
+        if candidate.output is tensor:
+            return candidate.name
+    raise ValueError(f"No layer of {model.name} produces the input of {layer.name}")

@@ -1,0 +1,103 @@
+"""Figures: learning curves, confusion matrices, comparison, saliency overlays.
+
+Built on `matplotlib.figure.Figure` (no pyplot): no window, no global state,
+safe in any thread. Every function returns the figure; `save_figure` in
+`kerasimpl.artifacts` writes it atomically.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def learning_curves(rows, title="") -> Figure:
+    """Loss and accuracy per epoch, train vs validation, stages in sequence.
+
+    Args:
+        rows: `history.csv` rows (dicts with `stage`, `epoch`, `loss`,
+            `accuracy`, `val_loss`, `val_accuracy`).
+    """
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    step = np.arange(1, len(rows) + 1)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for key, style in ((metric, "-o"), (f"val_{metric}", "--s")):
+            vals = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
+            ax.plot(step, vals, style, ms=3, label="validation" if key.startswith("val") else "train")
+        stages = [r["stage"] for r in rows]
+        for i in range(1, len(stages)):
+            if stages[i] != stages[i - 1]:
+                ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
+                ax.text(i + 0.6, ax.get_ylim()[1], stages[i], va="top", fontsize=8, color="grey")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return fig
+
+
+def confusion_matrix(matrix, class_names, title="") -> Figure:
+    """Row-normalised confusion matrix with counts in the cells."""
+    m = np.asarray(matrix, dtype=float)
+    norm = m / np.maximum(m.sum(1, keepdims=True), 1)
+    k = len(class_names)
+    fig = Figure(figsize=(0.6 * k + 3, 0.6 * k + 2))
+    ax = fig.subplots()
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
+    ax.set_title(title)
+    return fig
+
+
+def comparison(results, title="") -> Figure:
+    """Test accuracy against training time; marker area ~ parameter count."""
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
+    params = np.array([_mean(r["params_total"]) for r in results], dtype=float)
+    sizes = 60 + 600 * params / max(params.max(), 1)
+    for r, s in zip(results, sizes):
+        x, y = _mean(r["train_seconds"]), 100 * _mean(r["test_accuracy"])
+        ax.scatter(x, y, s=s, alpha=0.6)
+        ax.annotate(f"{r['backbone']}\n{_mean(r['params_total']) / 1e6:.1f}M params", (x, y),
+                    textcoords="offset points", xytext=(8, 4), fontsize=8)
+    ax.set_xlabel("training time (s)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    return fig
+
+
+def _mean(v):
+    return v["mean"] if isinstance(v, dict) else v
+
+
+def saliency_overlay(image, maps, title="") -> Figure:
+    """The image, then each map (name -> 2-D array) over it, with colour bars.
+
+    Maps of another size than the image are stretched over it (nearest).
+    """
+    image = np.asarray(image)
+    fig = Figure(figsize=(4 * (1 + len(maps)), 4))
+    axes = np.atleast_1d(fig.subplots(1, 1 + len(maps)))
+    axes[0].imshow(image.astype(np.uint8) if image.dtype != np.uint8 else image)
+    axes[0].set_title("input")
+    h, w = image.shape[:2]
+    for ax, (name, m) in zip(axes[1:], maps.items()):
+        ax.imshow(image.astype(np.uint8), alpha=1.0)
+        im = ax.imshow(np.asarray(m), cmap="jet", alpha=0.5, extent=(0, w, h, 0), interpolation="nearest")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_title(name)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title)
+    return fig

@@ -1,0 +1,76 @@
+"""Comparison tables: one row per backbone, as Markdown, CSV and JSON."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from kerasimpl.artifacts import write_csv, write_json, write_text
+
+# (key in a result, column title, format) for the side-by-side table.
+COLUMNS = (
+    ("backbone", "backbone", "{}"),
+    ("weights", "weights", "{}"),
+    ("image_size", "px", "{}"),
+    ("test_accuracy", "test acc", "{:.2%}"),
+    ("test_loss", "test loss", "{:.3f}"),
+    ("top5_accuracy", "top-5", "{:.2%}"),
+    ("val_accuracy", "val acc", "{:.2%}"),
+    ("train_seconds", "train s", "{:.1f}"),
+    ("extract_seconds", "extract s", "{:.1f}"),
+    ("params_total", "params", "{:,}"),
+    ("params_trainable", "trainable", "{:,}"),
+    ("model_mb", "size MB", "{:.1f}"),
+    ("images_per_second", "img/s", "{:.0f}"),
+)
+
+
+def _cell(value, fmt):
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    if isinstance(value, dict):  # mean +- std over seeds
+        return f"{fmt.format(value['mean'])} ± {fmt.format(value['std'])}"
+    return fmt.format(value)
+
+
+def markdown_table(results, title=None, note=None) -> str:
+    """A Markdown table of `results` (a list of dicts, one per backbone)."""
+    cols = [c for c in COLUMNS if any(c[0] in r for r in results)]
+    lines = [f"# {title}", ""] if title else []
+    if note:
+        lines += [note, ""]
+    lines.append("| " + " | ".join(c[1] for c in cols) + " |")
+    lines.append("| " + " | ".join("---" for _ in cols) + " |")
+    for r in results:
+        lines.append("| " + " | ".join(_cell(r.get(k), f) for k, _, f in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def flat_row(result) -> dict:
+    """A result without nested lists, for CSV (per-class scores dropped)."""
+    row = {}
+    for k, v in result.items():
+        if isinstance(v, dict) and set(v) == {"mean", "std"}:
+            row[k], row[f"{k}_std"] = v["mean"], v["std"]
+        elif not isinstance(v, (list, dict)):
+            row[k] = v
+    return row
+
+
+def write_tables(folder, results, title="Backbone comparison", note=None):
+    """Write `results.json`, `results.csv` and `results.md` into `folder`."""
+    write_json(os.path.join(folder, "results.json"), results)
+    write_csv(os.path.join(folder, "results.csv"), [flat_row(r) for r in results])
+    write_text(os.path.join(folder, "results.md"), markdown_table(results, title, note))
+
+
+def aggregate_seeds(runs) -> dict:
+    """Mean and standard deviation of every numeric field over seed runs."""
+    out = dict(runs[0])
+    for k, v in runs[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed":
+            vals = np.array([r[k] for r in runs], dtype=float)
+            out[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}
+    out["seeds"] = [r.get("seed") for r in runs]
+    return out
