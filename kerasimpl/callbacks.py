@@ -66,9 +66,11 @@ class BestCheckpoint(keras.callbacks.Callback):
         self.best = -math.inf if mode == "max" else math.inf
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(float(value)):
-            return
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        losses = [logs[k] for k in ("loss", "val_loss") if k in logs]
+        if value is None or not all(math.isfinite(float(v)) for v in [value, *losses]):
+            return  # never save a model whose loss went NaN
         better = value > self.best if self.mode == "max" else value < self.best
         if better:
             self.best = float(value)
@@ -133,6 +135,6 @@ def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True)
     ]
     if checkpoint:
         cbs.insert(4, BestCheckpoint(os.path.join(folder, f"best_{stage}.keras")))
-    if dataset is not None:
+    if hasattr(dataset, "start_epoch"):
         cbs.insert(0, EpochSync(dataset))
     return cbs, timer, nan_guard

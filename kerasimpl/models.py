@@ -144,6 +144,15 @@ def feature_extractor(model) -> keras.Model:
     return keras.Model(model.inputs, model.get_layer(POOL).output, name=f"{model.name}_features")
 
 
+def backbone_model(model) -> keras.Model:
+    """Sub-model from raw images to the backbone's feature map (shares weights).
+
+    It has the same layers as the model `build_backbone` returns, so its
+    `save_weights` file loads back through `weights=PATH`.
+    """
+    return keras.Model(model.inputs, model.get_layer(POOL).input, name=f"{model.name}_backbone")
+
+
 def class_names_of(model) -> list:
     """The class names stored in a kerasimpl classifier."""
     try:

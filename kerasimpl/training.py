@@ -148,10 +148,17 @@ def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto")
     return feats
 
 
-def fit_stage(model, train, val, folder, stage, config, epochs, verbose="auto"):
-    """`model.fit` with the standard callbacks; returns seconds and NaN flag."""
+def fit_stage(model, train, val, folder, stage, config, epochs, verbose="auto", extra_callbacks=()):
+    """`model.fit` with the standard callbacks; returns the training seconds.
+
+    Raises:
+        FloatingPointError: the loss became NaN (training stopped there).
+    """
     cbs, timer, nan_guard = standard_callbacks(folder, stage, dataset=train, patience=config.patience)
-    model.fit(train, validation_data=val, epochs=epochs, callbacks=cbs, verbose=verbose)
+    # shuffle=False: ArrayDataset shuffles itself, by (seed, epoch); Keras would
+    # also permute the batch order from the global RNG, which a resume cannot replay.
+    model.fit(train, validation_data=val, epochs=epochs, callbacks=cbs + list(extra_callbacks), verbose=verbose,
+              shuffle=False)
     if nan_guard.fired:
         raise FloatingPointError(
             f"{stage}: loss became NaN; training stopped. The best model so far is in "
@@ -160,7 +167,7 @@ def fit_stage(model, train, val, folder, stage, config, epochs, verbose="auto"):
     return timer.seconds
 
 
-def train_classifier(model, data, split, config, folder, verbose="auto") -> dict:
+def train_classifier(model, data, split, config, folder, verbose="auto", extra_callbacks=()) -> dict:
     """Train `model` on `data[split]` in stages; return seconds per stage.
 
     Stage 1 trains the head on cached features when the base is frozen and
@@ -168,63 +175,73 @@ def train_classifier(model, data, split, config, folder, verbose="auto") -> dict
     Stage 2 (if `config.finetune_epochs`) unfreezes the top of the base.
     A finished stage saves `<stage>.weights.h5`; a rerun in the same folder
     loads it and skips the stage, and `BackupAndRestore` resumes a stage
-    that was killed mid-way.
+    that was killed mid-way. `extra_callbacks` run after the standard ones.
+
+    Returns:
+        Seconds per stage: `extract`, `head`, `frozen`, `train`, `finetune`.
     """
     keras.utils.set_random_seed(config.seed)
-    os.makedirs(folder, exist_ok=True)
-    seconds = _load_seconds(folder)
-    frozen = not any(layer.trainable for layer in models.base_layers(model) if layer.weights)
-    if frozen and config.cache_features:
-        _run_stage(model, folder, "head", seconds, lambda: _head_stage(model, data, split, config, folder, seconds, verbose))
-    else:
-        stage = "frozen" if frozen else "train"
-        _run_stage(model, folder, stage, seconds, lambda: _full_stage(
-            model, data, split, config, folder, seconds, stage, config.epochs, config.learning_rate, verbose))
-    if config.finetune_epochs:
-        models.unfreeze(model, top_layers=config.finetune_top_layers)
-        _run_stage(model, folder, "finetune", seconds, lambda: _full_stage(
-            model, data, split, config, folder, seconds, "finetune", config.finetune_epochs, config.finetune_learning_rate, verbose))
-    return seconds
+    return _StagedRun(model, data, split, config, folder, verbose, extra_callbacks).run()
 
 
-def _run_stage(model, folder, stage, seconds, run):
-    done = os.path.join(folder, f"{stage}.weights.h5")
-    if os.path.exists(done) and stage in seconds:
-        model.load_weights(done)
-        return
-    run()
-    save_weights(model, done)
-    write_json(os.path.join(folder, "stages.json"), seconds)
+class _StagedRun:
+    def __init__(self, model, data, split, config, folder, verbose, extra_callbacks):
+        self.model, self.data, self.split, self.config = model, data, split, config
+        self.folder, self.verbose, self.extra_callbacks = folder, verbose, extra_callbacks
+        os.makedirs(folder, exist_ok=True)
+        self.times_path = os.path.join(folder, "stages.json")
+        self.seconds = {}
+        if os.path.exists(self.times_path):
+            with open(self.times_path) as f:
+                self.seconds = json.load(f)
 
+    def run(self):
+        cfg = self.config
+        frozen = not any(layer.trainable for layer in models.base_layers(self.model) if layer.weights)
+        if frozen and cfg.cache_features:
+            self.stage("head", self.head_on_features)
+        else:
+            stage = "frozen" if frozen else "train"
+            self.stage(stage, lambda: self.full_model(stage, cfg.epochs, cfg.learning_rate))
+        if cfg.finetune_epochs:
+            models.unfreeze(self.model, top_layers=cfg.finetune_top_layers)
+            self.stage("finetune", lambda: self.full_model("finetune", cfg.finetune_epochs, cfg.finetune_learning_rate))
+        return self.seconds
 
-def _load_seconds(folder):
-    path = os.path.join(folder, "stages.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return {}
+    def stage(self, name, run):
+        done = os.path.join(self.folder, f"{name}.weights.h5")
+        if os.path.exists(done) and name in self.seconds:
+            self.model.load_weights(done)  # finished in an earlier, interrupted run
+            return
+        run()
+        save_weights(self.model, done)
+        write_json(self.times_path, self.seconds)
 
+    def fit(self, model, train, val, stage, epochs):
+        self.seconds[stage] = fit_stage(model, train, val, self.folder, stage, self.config, epochs,
+                                        self.verbose, self.extra_callbacks)
 
-def _head_stage(model, data, split, config, folder, seconds, verbose):
-    start = time.perf_counter()
-    base_key = weights_fingerprint(models.base_layers(model))
-    feats = {}
-    for name, idx in (("train", split.train), ("val", split.val)):
-        key = json.dumps({"base": base_key, "source": data.source, "split": split.summary(), "part": name})
-        path = os.path.join(folder, f"features_{name}.npz")
-        feats[name] = cached_features(model, data.x_train, idx, path, key, config.batch_size, verbose)
-    seconds["extract"] = time.perf_counter() - start
-    head = model.get_layer(models.HEAD)
-    compile_head(head, config.learning_rate)
-    train = ArrayDataset(feats["train"], data.y_train[split.train], config.batch_size, shuffle=True, seed=config.seed)
-    val = ArrayDataset(feats["val"], data.y_train[split.val], config.batch_size)
-    seconds["head"] = fit_stage(head, train, val, folder, "head", config, config.epochs, verbose)
+    def head_on_features(self):
+        cfg, data, split = self.config, self.data, self.split
+        start = time.perf_counter()
+        base_key = weights_fingerprint(models.base_layers(self.model))
+        feats = {}
+        for name, idx in (("train", split.train), ("val", split.val)):
+            key = json.dumps({"base": base_key, "source": data.source, "split": split.summary(), "part": name})
+            path = os.path.join(self.folder, f"features_{name}.npz")
+            feats[name] = cached_features(self.model, data.x_train, idx, path, key, cfg.batch_size, self.verbose)
+        self.seconds["extract"] = time.perf_counter() - start
+        head = self.model.get_layer(models.HEAD)
+        compile_head(head, cfg.learning_rate)
+        train = ArrayDataset(feats["train"], data.y_train[split.train], cfg.batch_size, shuffle=True, seed=cfg.seed)
+        val = ArrayDataset(feats["val"], data.y_train[split.val], cfg.batch_size)
+        self.fit(head, train, val, "head", cfg.epochs)
 
-
-def _full_stage(model, data, split, config, folder, seconds, stage, epochs, lr, verbose):
-    compile_full(model, lr)
-    kw = {"workers": config.workers} if config.workers > 1 else {}
-    train = ArrayDataset(data.x_train, data.y_train, config.batch_size, shuffle=True, seed=config.seed,
-                         augment=augmenter(config.augment, config.seed), indices=split.train, **kw)
-    val = ArrayDataset(data.x_train, data.y_train, config.batch_size, indices=split.val)
-    seconds[stage] = fit_stage(model, train, val, folder, stage, config, epochs, verbose)
+    def full_model(self, stage, epochs, learning_rate):
+        cfg, data, split = self.config, self.data, self.split
+        compile_full(self.model, learning_rate)
+        kw = {"workers": cfg.workers} if cfg.workers > 1 else {}
+        train = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                             augment=augmenter(cfg.augment, cfg.seed), indices=split.train, **kw)
+        val = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, indices=split.val)
+        self.fit(self.model, train, val, stage, epochs)

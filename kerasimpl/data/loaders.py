@@ -46,6 +46,7 @@ class ArrayDataset(keras.utils.PyDataset):
         self.shuffle, self.seed, self.augment = shuffle, int(seed), augment
         self.epoch = -1  # on_epoch_begin moves to 0 before the first batch.
         self._order = self.indices
+        self._pinned = False
 
     def __len__(self):
         return math.ceil(len(self.indices) / self.batch_size)
@@ -55,13 +56,26 @@ class ArrayDataset(keras.utils.PyDataset):
         return len(self.indices)
 
     def start_epoch(self, epoch):
-        """Serve epoch `epoch` next (used when a run resumes)."""
-        self.epoch = int(epoch) - 1
+        """Serve epoch `epoch` now, whatever the epoch count says.
+
+        `kerasimpl.callbacks.EpochSync` calls this from `fit`'s epoch number,
+        so a resumed run shuffles as the uninterrupted one did. The next
+        `on_epoch_begin` (Keras calls it at most once per epoch, sometimes
+        before the callbacks) then leaves the order alone.
+        """
+        self._set_epoch(int(epoch))
+        self._pinned = True
 
     def on_epoch_begin(self):
-        self.epoch += 1
+        if self._pinned:
+            self._pinned = False
+            return
+        self._set_epoch(self.epoch + 1)
+
+    def _set_epoch(self, epoch):
+        self.epoch = epoch
         if self.shuffle:
-            rng = np.random.default_rng([self.seed, self.epoch])
+            rng = np.random.default_rng([self.seed, epoch])
             self._order = self.indices[rng.permutation(len(self.indices))]
 
     def __getitem__(self, i):

@@ -1,0 +1,41 @@
+"""Shared fixtures. The backend defaults to torch (KERAS_BACKEND overrides)."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+SUBSET_ENV = "KERASIMPL_CIFAR10_SUBSET"
+
+
+@pytest.fixture(scope="session")
+def subset_path():
+    """Path of the real CIFAR-10 subset archive (set by .ci/run)."""
+    path = os.environ.get(SUBSET_ENV)
+    if not path or not os.path.exists(path):
+        pytest.skip(f"real CIFAR-10 subset not found: set {SUBSET_ENV} to cifar-10-python-subset.tar.gz")
+    return path
+
+
+@pytest.fixture(scope="session")
+def subset(subset_path):
+    from kerasimpl.data import load_dataset
+
+    return load_dataset(subset_path)
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    from kerasimpl.data import synthetic_dataset
+
+    return synthetic_dataset(num_train=200, num_test=60, num_classes=4, image_size=32, seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    np.random.seed(0)

@@ -1,0 +1,149 @@
+import importlib
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from kerasimpl import backbones, models, training
+from kerasimpl.heads import HeadConfig
+
+TINY = {"mobilenetv2": {"alpha": 0.35}, "mobilenetv3large": {"alpha": 0.75}, "smallcnn": {"widths": (8, 16)}}
+# Keras' own counts for include_top=False, weights=None at 224 px.
+KERAS_COUNTS = {"mobilenetv2": 2_257_984, "mobilenetv3large": 2_996_352, "vgg16": 14_714_688}
+
+
+def tiny(name, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return models.build_classifier(name, 3, image_size=32, weights=None,
+                                       backbone_kwargs=TINY.get(name, {}), head=HeadConfig((8,), 0.0), **kw)
+
+
+@pytest.mark.parametrize("name", backbones.list_backbones())
+def test_every_backbone_builds_a_flat_probability_model(name):
+    model = tiny(name)
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    p = np.asarray(model.predict(x, verbose=0))
+    assert p.shape == (2, 3)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+    layer = models.gradcam_layer_name(model, name)
+    out = model.get_layer(layer).output
+    assert len(out.shape) == 4  # a spatial feature map, reachable in the flat graph
+    keras.Model(model.inputs, [out, model.output])  # no "Graph disconnected"
+    assert models.class_names_of(model) == ["0", "1", "2"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,count", sorted(KERAS_COUNTS.items()))
+def test_backbone_parameter_counts_equal_keras(name, count):
+    spec = backbones.get_spec(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = models.build_classifier(name, 10, weights=None)
+    ours = sum(int(np.prod(w.shape)) for layer in models.base_layers(model) for w in layer.weights)
+    reference = spec.builder(include_top=False, weights=None, input_shape=(224, 224, 3)).count_params()
+    assert ours == reference == count
+    assert model.get_layer(models.POOL).output.shape[-1] == spec.feature_dim
+
+
+@pytest.mark.parametrize("name", [n for n in backbones.list_backbones() if backbones.get_spec(n).preprocess_module])
+def test_in_model_preprocessing_matches_keras_convention(name):
+    model = models.build_classifier(name, 3, input_shape=(20, 24, 3), image_size=32, weights=None,
+                                    freeze_base=False, backbone_kwargs=TINY.get(name, {}))
+    x = np.random.default_rng(1).integers(0, 256, (2, 20, 24, 3)).astype("float32")
+    resized = keras.Model(model.inputs, model.get_layer(models.RESIZE).output).predict(x, verbose=0)
+    ours = keras.Model(model.inputs, model.get_layer(models.PREPROCESS).output).predict(x, verbose=0)
+    module = importlib.import_module(backbones.get_spec(name).preprocess_module)
+    expected = module.preprocess_input(np.array(resized))
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4)
+    assert resized.shape == (2, 32, 32, 3)
+
+
+def _snapshot(layers_):
+    return [keras.ops.convert_to_numpy(w).copy() for layer in layers_ for w in layer.weights]
+
+
+def test_frozen_base_training_step_changes_only_the_head():
+    model = tiny("mobilenetv2")  # has BatchNormalization with moving statistics
+    base = models.base_layers(model)
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in base)
+    before_base, before_head = _snapshot(base), _snapshot([model.get_layer(models.HEAD)])
+    training.compile_full(model, 1e-2)
+    x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype("uint8")
+    model.train_on_batch(x, np.arange(8) % 3)
+    for a, b in zip(before_base, _snapshot(base)):
+        np.testing.assert_array_equal(a, b)  # bit-identical, moving stats included
+    assert any(not np.array_equal(a, b) for a, b in zip(before_head, _snapshot([model.get_layer(models.HEAD)])))
+
+
+def test_unfreeze_opens_exactly_the_requested_layers_and_no_batchnorm():
+    model = tiny("mobilenetv2")
+    base = models.base_layers(model)
+    opened = models.unfreeze(model, top_layers=10)
+    top = base[-10:]
+    expected = [l.name for l in top if l.weights and not isinstance(l, keras.layers.BatchNormalization)]
+    assert opened == expected and opened
+    for layer in base:
+        should = layer in top and not isinstance(layer, keras.layers.BatchNormalization)
+        assert layer.trainable == should, layer.name
+    counts = models.parameter_counts(model)
+    head = sum(int(np.prod(w.shape)) for w in model.get_layer(models.HEAD).trainable_weights)
+    opened_params = sum(int(np.prod(w.shape)) for l in top if l.name in opened for w in l.trainable_weights)
+    assert counts["trainable"] == head + opened_params
+    assert models.unfreeze(model, from_layer=base[-3].name) == [
+        l.name for l in base[-3:] if l.weights and not isinstance(l, keras.layers.BatchNormalization)]
+
+
+def test_end_to_end_classifier_trains_batchnorm():
+    model = tiny("smallcnn", freeze_base=False)
+    bns = [l for l in models.base_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
+    assert bns and all(l.trainable for l in bns)
+
+
+def test_local_weights_file_round_trip(tmp_path):
+    a = tiny("mobilenetv2")
+    path = tmp_path / "mnv2.weights.h5"
+    models.backbone_model(a).save_weights(path)
+    keras.utils.set_random_seed(123)  # a fresh model starts from other weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        b = models.build_classifier("mobilenetv2", 3, image_size=32, weights=str(path), backbone_kwargs={"alpha": 0.35})
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    fa = models.feature_extractor(a).predict(x, verbose=0)
+    fb = models.feature_extractor(b).predict(x, verbose=0)
+    assert np.abs(fa).max() > 0
+    np.testing.assert_allclose(fa, fb, rtol=1e-4, atol=0)  # features are tiny: compare relatively
+    c = tiny("mobilenetv2")
+    assert not np.allclose(fa, models.feature_extractor(c).predict(x, verbose=0), rtol=1e-2, atol=0)
+
+
+def test_random_frozen_base_warns():
+    with pytest.warns(UserWarning, match="about chance"):
+        models.build_classifier("mobilenetv2", 3, image_size=32, weights=None, backbone_kwargs={"alpha": 0.35})
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(backbone="resnet9000"), "Accepted: .*mobilenetv2.*vgg16"),
+    (dict(backbone="vgg16", backbone_kwargs={"alpha": 0.5}), r"does not accept \['alpha'\]"),
+    (dict(backbone="smallcnn", weights="imagenet"), "no ImageNet weights"),
+    (dict(backbone="smallcnn", class_names=["a"]), "Expected 3 class names"),
+    (dict(backbone="smallcnn", input_shape=(32, 32)), r"input_shape must be \(H, W, 3\)"),
+    (dict(backbone="vgg16", image_size=16, weights=None), "at least 32x32"),
+])
+def test_bad_arguments_say_what_is_accepted(kwargs, message):
+    kwargs.setdefault("weights", None)
+    with pytest.raises(ValueError, match=message):
+        models.build_classifier(num_classes=3, freeze_base=False, **kwargs)
+
+
+def test_bad_head_and_unfreeze_arguments():
+    with pytest.raises(ValueError, match="dropout"):
+        HeadConfig(dropout=1.5)
+    model = tiny("smallcnn")
+    with pytest.raises(ValueError, match="exactly one"):
+        models.unfreeze(model)
+    with pytest.raises(ValueError, match="top_layers must lie"):
+        models.unfreeze(model, top_layers=10_000)
+    with pytest.raises(ValueError, match="not a backbone layer"):
+        models.unfreeze(model, from_layer="nope")

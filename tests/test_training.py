@@ -1,0 +1,164 @@
+import json
+import os
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from kerasimpl import models, training
+from kerasimpl.artifacts import read_csv
+from kerasimpl.callbacks import standard_callbacks
+from kerasimpl.data import ArrayDataset, stratified_split
+from kerasimpl.heads import HeadConfig
+
+
+def frozen_smallcnn(data, seed=0):
+    keras.utils.set_random_seed(seed)
+    return models.build_classifier("smallcnn", data.num_classes, weights=None, head=HeadConfig((16,), 0.0),
+                                   backbone_kwargs={"widths": (8, 16)})
+
+
+def cfg(**kw):
+    base = dict(epochs=3, batch_size=32, augment=(), patience=10, learning_rate=3e-3)
+    base.update(kw)
+    return training.TrainConfig(**base)
+
+
+def test_cached_head_equals_seed_style_head(synthetic, tmp_path):
+    split = stratified_split(synthetic.y_train, 0.25, 0)
+    a, b = frozen_smallcnn(synthetic), frozen_smallcnn(synthetic)
+    b.set_weights(a.get_weights())
+    x = synthetic.x_test
+    np.testing.assert_allclose(a.predict(x, verbose=0), b.predict(x, verbose=0))
+    # Same weights: the full model equals softmax(head(cached features)).
+    feats = training.extract_features(a, x, verbose=0)
+    logits = a.get_layer(models.HEAD).predict(feats, verbose=0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.softmax(logits)), a.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    sa = training.train_classifier(a, synthetic, split, cfg(cache_features=True), tmp_path / "cached", verbose=0)
+    sb = training.train_classifier(b, synthetic, split, cfg(cache_features=False), tmp_path / "seed", verbose=0)
+    assert set(sa) == {"extract", "head"} and set(sb) == {"frozen"}
+    pa, pb = a.predict(x, verbose=0), b.predict(x, verbose=0)
+    assert not np.allclose(pa, frozen_smallcnn(synthetic).predict(x, verbose=0), atol=1e-3)  # it trained
+    np.testing.assert_allclose(pa, pb, atol=2e-4)
+    ha, hb = read_csv(tmp_path / "cached" / "history.csv"), read_csv(tmp_path / "seed" / "history.csv")
+    assert len(ha) == len(hb) == 3
+    for ra, rb in zip(ha, hb):
+        assert float(ra["val_loss"]) == pytest.approx(float(rb["val_loss"]), abs=1e-4)
+
+
+class Kill(keras.callbacks.Callback):
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt(f"killed after epoch {epoch}")
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_killed_run_resumes_with_same_epochs_and_no_duplicate_rows(synthetic, tmp_path, cache):
+    split = stratified_split(synthetic.y_train, 0.25, 0)
+    config = cfg(epochs=4, cache_features=cache)
+    ref = frozen_smallcnn(synthetic)
+    training.train_classifier(ref, synthetic, split, config, tmp_path / "ref", verbose=0)
+    model = frozen_smallcnn(synthetic)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_classifier(model, synthetic, split, config, tmp_path / "run", verbose=0,
+                                  extra_callbacks=[Kill(1)])
+    assert len(read_csv(tmp_path / "run" / "history.csv")) == 2
+    model = frozen_smallcnn(synthetic)  # a new process would start from scratch
+    training.train_classifier(model, synthetic, split, config, tmp_path / "run", verbose=0)
+    rows, ref_rows = read_csv(tmp_path / "run" / "history.csv"), read_csv(tmp_path / "ref" / "history.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3] == [int(r["epoch"]) for r in ref_rows]
+    # Epoch 2 ran after the restore: same weights, optimizer state and shuffle as uninterrupted.
+    for key in ("loss", "val_loss"):
+        assert float(rows[2][key]) == pytest.approx(float(ref_rows[2][key]), rel=1e-4)
+    assert not os.path.exists(tmp_path / "run" / f"backup_{'head' if cache else 'frozen'}")
+
+
+def test_finished_stage_is_not_trained_again(synthetic, tmp_path):
+    split = stratified_split(synthetic.y_train, 0.25, 0)
+    model = frozen_smallcnn(synthetic)
+    first = training.train_classifier(model, synthetic, split, cfg(epochs=2), tmp_path, verbose=0)
+    x = synthetic.x_test
+    again_model = frozen_smallcnn(synthetic, seed=5)
+    again = training.train_classifier(again_model, synthetic, split, cfg(epochs=2), tmp_path, verbose=0)
+    assert again == first  # read back, not re-measured
+    np.testing.assert_allclose(again_model.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert len(read_csv(tmp_path / "history.csv")) == 2
+
+
+def test_partial_feature_cache_is_never_trusted(synthetic, tmp_path):
+    model = frozen_smallcnn(synthetic)
+    idx = np.arange(40)
+    path = tmp_path / "features_train.npz"
+    path.write_bytes(b"half-written")  # what a crash could have left without atomic writes
+    with pytest.raises(Exception):
+        np.load(path)
+    # A stale cache with another key is recomputed, and the file is replaced whole.
+    path.unlink()
+    first = training.cached_features(model, synthetic.x_train, idx, path, "key-a", verbose=0)
+    np.savez(path, features=np.zeros_like(first), key=np.asarray("key-b"))
+    again = training.cached_features(model, synthetic.x_train, idx, path, "key-a", verbose=0)
+    np.testing.assert_allclose(again, first)
+    with np.load(path) as z:
+        assert str(z["key"]) == "key-a"
+    assert [p for p in os.listdir(tmp_path) if p.startswith(".tmp")] == []
+
+
+class Poisoned(keras.utils.PyDataset):
+    """Good batches until `poison` is set, then NaN inputs."""
+
+    poison = False
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        x = np.ones((4, 3), "float32") * (np.nan if self.poison else 1.0)
+        return x, np.array([0, 1, 0, 1])
+
+
+class PoisonAfterFirstEpoch(keras.callbacks.Callback):
+    def __init__(self, dataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.dataset.poison = True
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    training.compile_head(model, 1e-2)
+    val = ArrayDataset(np.ones((4, 3), "float32"), np.array([0, 1, 0, 1]), 4)
+    with pytest.raises(FloatingPointError, match="NaN"):
+        data = Poisoned()
+        training.fit_stage(model, data, val, str(tmp_path), "head", cfg(), epochs=5, verbose=0,
+                           extra_callbacks=[PoisonAfterFirstEpoch(data)])
+    best = tmp_path / "best_head.keras"
+    assert best.exists()
+    restored = keras.saving.load_model(best)
+    assert np.isfinite(np.concatenate([w.ravel() for w in restored.get_weights()])).all()
+    rows = read_csv(tmp_path / "history.csv")  # the NaN epoch is recorded, then training stopped
+    assert [r["loss"] for r in rows][1:] == ["nan"] and np.isfinite(float(rows[0]["loss"]))
+
+
+def test_augmenter_flip_and_translate_keep_content():
+    x = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3)
+    flip = training.augmenter(("flip",), seed=0)
+    out, _ = flip(x, None)
+    for a, b in zip(out, x):
+        assert np.array_equal(a, b) or np.array_equal(a, b[:, ::-1])
+    shift = training.augmenter(("translate",), seed=0, pad=2)
+    out, y = shift(x, np.array([3, 4]))
+    assert out.shape == x.shape and out.dtype == np.uint8 and y.tolist() == [3, 4]
+    # Each output is an 8x8 window of the reflect-padded input.
+    padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    for o, p in zip(out, padded):
+        assert any(np.array_equal(o, p[i:i + 8, j:j + 8]) for i in range(5) for j in range(5))
+    with pytest.raises(ValueError, match="Unknown augmentation"):
+        training.TrainConfig(augment=("mixup!",))
