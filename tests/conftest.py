@@ -15,6 +15,8 @@ def subset_path():
     """Path of the real CIFAR-10 subset archive (set by .ci/run)."""
     path = os.environ.get(SUBSET_ENV)
     if not path or not os.path.exists(path):
+        if os.environ.get("KERASIMPL_REQUIRE_SUBSET"):
+            pytest.fail(f"{SUBSET_ENV}={path!r} does not exist, and KERASIMPL_REQUIRE_SUBSET is set (CI)")
         pytest.skip(f"real CIFAR-10 subset not found: set {SUBSET_ENV} to cifar-10-python-subset.tar.gz")
     return path
 

@@ -1,0 +1,102 @@
+import csv
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from experiments import compare
+from kerasimpl import evaluation, models
+from kerasimpl.artifacts import load_model, read_csv
+from kerasimpl.data import load_dataset, stratified_split
+
+FAST = ["--epochs", "2", "--batch-size", "32", "--quiet", "--plots-dir", "", "--hidden", "16"]
+
+
+def outputs_ok(out, backbones):
+    for name in ("config.json", "results.json", "results.md", "results.csv", "plots/comparison.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert [r["backbone"] for r in results] == backbones
+    rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
+    assert [r["backbone"] for r in rows] == backbones
+    md = open(os.path.join(out, "results.md")).read()
+    assert all(f"| {b} |" in md for b in backbones)
+    for r in results:
+        for key in ("test_accuracy", "test_loss", "train_seconds", "params_total", "params_trainable",
+                    "model_mb", "images_per_second", "top5_accuracy"):
+            assert np.isfinite(r[key]), key
+        folder = os.path.join(out, r["backbone"])
+        for name in ("model.keras", "history.csv", "learning_curves.png", "confusion_matrix.png"):
+            assert os.path.getsize(os.path.join(folder, name)) > 0
+        assert len(read_csv(os.path.join(folder, "history.csv"))) == r["epochs_run"]
+        assert np.sum(r["confusion_matrix"]) == r["num_test"]
+    return results
+
+
+def test_compare_end_to_end_on_synthetic_with_local_weights(tmp_path):
+    # A local weights file stands in for the ImageNet download.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        donor = models.build_classifier("mobilenetv2", 10, weights=None, image_size=32, backbone_kwargs={"alpha": 0.35})
+    weights = str(tmp_path / "mnv2.weights.h5")
+    models.backbone_model(donor).save_weights(weights)
+    out = str(tmp_path / "run")
+    argv = ["--data", "synthetic", "--backbones", "smallcnn,mobilenetv2", "--weights", weights, "--image-size", "32",
+            "--alpha", "0.35", "--finetune-epochs", "1", "--finetune-layers", "5", "--out", out, *FAST]
+    assert compare.main(argv) == 0
+    results = outputs_ok(out, ["smallcnn", "mobilenetv2"])
+    small, mnv2 = results
+    assert small["trained"] == "end-to-end" and mnv2["trained"] == "frozen base + fine-tune"
+    assert mnv2["extract_seconds"] > 0 and mnv2["finetune_seconds"] > 0
+    stages = {r["stage"] for r in read_csv(os.path.join(out, "mobilenetv2", "history.csv"))}
+    assert stages == {"head", "finetune"}
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["split"]["seed"] == 0 and config["versions"]["backend"] and config["device"]
+    # The reported accuracy is what the saved model gives on the same data.
+    data = load_dataset("synthetic")
+    for r in results:
+        model = load_model(os.path.join(out, r["backbone"], "model.keras"))
+        probs = evaluation.predict_proba(model, data.x_test)
+        assert evaluation.classification_metrics(probs, data.y_test)["accuracy"] == pytest.approx(r["test_accuracy"])
+    # A second call resumes: nothing is trained again, the results are the same.
+    assert compare.main(argv) == 0
+    assert json.load(open(os.path.join(out, "results.json"))) == results
+
+
+@pytest.mark.slow
+def test_compare_smallcnn_on_real_subset_learns(subset_path, tmp_path):
+    out = str(tmp_path / "run")
+    argv = ["--preset", "smoke", "--data", subset_path, "--backbones", "smallcnn", "--out", out,
+            "--epochs", "3", "--quiet", "--plots-dir", str(tmp_path / "plots")]
+    assert compare.main(argv) == 0
+    (r,) = outputs_ok(out, ["smallcnn"])
+    assert r["num_test"] == 500
+    assert r["test_accuracy"] > 0.2  # chance is 0.1; 3 epochs on 4,136 real images
+    assert os.path.exists(tmp_path / "plots" / "smoke" / "comparison.png")
+    assert "NOT the full CIFAR-10 test set" in open(os.path.join(out, "results.md")).read()
+    split = stratified_split(load_dataset(subset_path).y_train, 0.2, 0)
+    assert json.load(open(os.path.join(out, "config.json")))["split"]["num_val"] == len(split.val)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--backbones", "resnet9000"], "Accepted: .*smallcnn"),
+    (["--data", "/nonexistent/cifar.tar.gz"], "Unknown data source"),
+    (["--augment", "mixup!"], "Unknown augmentation"),
+])
+def test_compare_bad_input_is_one_clear_line(tmp_path, capsys, argv, message):
+    code = compare.main(["--data", "synthetic", "--out", str(tmp_path / "r"), *FAST, *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and "Traceback" not in err
+    import re
+    assert re.search(message, err)
+
+
+def test_compare_help_lists_backbones(capsys):
+    with pytest.raises(SystemExit) as e:
+        compare.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "mobilenetv3large" in out and "--finetune-epochs" in out
