@@ -67,7 +67,7 @@ def get_spec(name) -> BackboneSpec:
     return _REGISTRY[key]
 
 
-def build_backbone(name, input_tensor, weights="imagenet", **kwargs) -> keras.Model:
+def build_backbone(name, input_tensor, weights="imagenet", include_top=False, **kwargs) -> keras.Model:
     """Build backbone `name` on `input_tensor` (a flat graph, no nested model).
 
     Building on the caller's tensor keeps every layer in the caller's graph,
@@ -80,6 +80,7 @@ def build_backbone(name, input_tensor, weights="imagenet", **kwargs) -> keras.Mo
         weights: `"imagenet"`, `None`, or a path to a local weights file
             (Keras' `*_no_top.h5` download or a `.weights.h5` saved from the
             same backbone).
+        include_top: keep the ImageNet classifier top (1000 classes).
         **kwargs: builder arguments such as `alpha` (MobileNets).
 
     Returns:
@@ -87,14 +88,15 @@ def build_backbone(name, input_tensor, weights="imagenet", **kwargs) -> keras.Mo
         feature map.
     """
     spec = get_spec(name)
-    _check_kwargs(spec, kwargs)
+    _check_kwargs(spec, {k: v for k, v in kwargs.items() if k != "classifier_activation"})
     if weights == "imagenet" and not spec.pretrained:
         raise ValueError(f"{spec.name} has no ImageNet weights. Received: weights='imagenet'. Accepted: None or a path")
     shape = tuple(input_tensor.shape[1:])
     if min(shape[:2]) < spec.min_size:
         raise ValueError(f"{spec.name} needs inputs of at least {spec.min_size}x{spec.min_size}. Received: {shape}")
     try:
-        return spec.builder(include_top=False, weights=weights, input_tensor=input_tensor, input_shape=shape, **kwargs)
+        return spec.builder(include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=shape,
+                            **kwargs)
     except Exception as e:
         if weights == "imagenet" and _looks_like_download_error(e):
             raise RuntimeError(

@@ -80,6 +80,45 @@ def build_classifier(
     return model
 
 
+def build_imagenet_classifier(backbone, weights="imagenet", image_size=None, backbone_kwargs=None) -> keras.Model:
+    """A backbone with its own 1000-class ImageNet top, raw [0, 255] images in.
+
+    For saliency on ImageNet photos (the reference experiment). The top
+    returns logits into a `LabeledSoftmax`, so Grad-CAM gets the logits.
+    Class names come from Keras' ImageNet index when it can be fetched,
+    else `imagenet_<i>`.
+    """
+    spec = get_spec(backbone)
+    if not spec.pretrained:
+        raise ValueError(f"{spec.name} has no ImageNet classifier. Received: backbone={backbone!r}; use --model PATH")
+    size = int(image_size or spec.input_size)
+    inputs = keras.Input((size, size, 3), name=INPUT)
+    x = Preprocess(spec.preprocessing, name=PREPROCESS)(inputs)
+    net = build_backbone(spec.name, x, weights=weights, include_top=True, classifier_activation=None,
+                         **(backbone_kwargs or {}))
+    # The Keras top's Dense is already named "predictions".
+    outputs = LabeledSoftmax(imagenet_class_names(), name="probabilities")(net.output)
+    return keras.Model(inputs, outputs, name=f"{spec.name}_imagenet")
+
+
+def imagenet_class_names() -> list:
+    """The 1000 ImageNet class names (Keras' index; needs internet once)."""
+    import json
+
+    try:
+        path = keras.utils.get_file(
+            "imagenet_class_index.json",
+            "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json",
+            cache_subdir="models", file_hash="c2c37ea517e94d9795004a39431a14cb",
+        )
+        with open(path) as f:
+            index = json.load(f)
+        return [index[str(i)][1] for i in range(1000)]
+    except Exception:  # offline: indices instead of names
+        warnings.warn("ImageNet class names could not be fetched; using imagenet_<i>.", stacklevel=2)
+        return [f"imagenet_{i}" for i in range(1000)]
+
+
 def base_layers(model) -> list:
     """The backbone's layers, in graph order (between `preprocess` and `pool`)."""
     names = [layer.name for layer in model.layers]
@@ -141,7 +180,7 @@ def parameter_counts(model) -> dict:
 
 def feature_extractor(model) -> keras.Model:
     """Sub-model from raw images to pooled backbone features (shares weights)."""
-    return keras.Model(model.inputs, model.get_layer(POOL).output, name=f"{model.name}_features")
+    return keras.Model(model.input, model.get_layer(POOL).output, name=f"{model.name}_features")
 
 
 def backbone_model(model) -> keras.Model:
@@ -150,24 +189,36 @@ def backbone_model(model) -> keras.Model:
     It has the same layers as the model `build_backbone` returns, so its
     `save_weights` file loads back through `weights=PATH`.
     """
-    return keras.Model(model.inputs, model.get_layer(POOL).input, name=f"{model.name}_backbone")
+    return keras.Model(model.input, model.get_layer(POOL).input, name=f"{model.name}_backbone")
 
 
 def class_names_of(model) -> list:
-    """The class names stored in a kerasimpl classifier."""
-    try:
-        return list(model.get_layer(PREDICTIONS).class_names)
-    except (ValueError, AttributeError):
-        return [str(i) for i in range(model.output_shape[-1])]
+    """The class names stored in a kerasimpl classifier (else "0", "1", ...)."""
+    last = model.layers[-1]
+    if isinstance(last, LabeledSoftmax):
+        return list(last.class_names)
+    return [str(i) for i in range(model.output_shape[-1])]
 
 
 def gradcam_layer_name(model, backbone=None) -> str:
-    """The default Grad-CAM layer: the spec's, else the layer feeding `pool`."""
+    """The default Grad-CAM layer.
+
+    The registry's layer for `backbone` if it names one; else, in a
+    kerasimpl classifier, the layer feeding `pool` (the backbone output);
+    else the last layer whose output is a spatial (H, W > 1) feature map.
+    """
     if backbone is not None:
         name = get_spec(backbone).gradcam_layer
         if name is not None:
             return name
-    return _producer(model, model.get_layer(POOL))
+    names = [layer.name for layer in model.layers]
+    if POOL in names:
+        return _producer(model, model.get_layer(POOL))
+    for layer in reversed(model.layers):
+        shape = getattr(layer, "output", None) is not None and layer.output.shape
+        if shape and len(shape) == 4 and shape[1] and shape[1] > 1 and shape[2] > 1:
+            return layer.name
+    raise ValueError(f"{model.name} has no layer with a spatial (N, H, W, C) output for Grad-CAM")
 
 
 def _producer(model, layer):

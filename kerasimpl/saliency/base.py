@@ -1,0 +1,101 @@
+"""What every saliency method shares: targets, the output contract, the loop.
+
+Contract: `method.explain(images, targets)` returns one `Explanation` per
+image. `Explanation.map` is the method's own 2-D float map (occlusion:
+target probability per mask position; Grad-CAM: [0, 1] over the input);
+`Explanation.importance()` is the common view: input height x width, in
+[0, 1], higher = more important, for overlays and quality measures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from keras import ops
+
+
+@dataclasses.dataclass(frozen=True)
+class Explanation:
+    """One image's saliency.
+
+    Attributes:
+        method: `occlusion`, `gradcam`, ...
+        map: the method's 2-D float map.
+        target: explained class index.
+        score: the model's probability of `target` on the unmodified image.
+        input_size: `(height, width)` of the model input.
+        higher_is_important: whether large values of `map` mark evidence.
+    """
+
+    method: str
+    map: np.ndarray
+    target: int
+    score: float
+    input_size: tuple
+    higher_is_important: bool = True
+
+    def importance(self) -> np.ndarray:
+        """The map as input-size (H, W) float32 in [0, 1], high = important."""
+        m = np.asarray(self.map, np.float64)
+        if not self.higher_is_important:
+            m = -m
+        lo, hi = m.min(), m.max()
+        m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+        h, w = self.input_size
+        if m.shape != (h, w):  # nearest: each cell covers its stretch of the input
+            rows = np.minimum((np.arange(h) * m.shape[0]) // h, m.shape[0] - 1)
+            cols = np.minimum((np.arange(w) * m.shape[1]) // w, m.shape[1] - 1)
+            m = m[rows][:, cols]
+        return m.astype(np.float32)
+
+
+class SaliencyMethod:
+    """Base of saliency methods: subclasses implement `_maps`.
+
+    Args:
+        model: a Keras classifier taking (N, H, W, C) images and returning
+            class probabilities.
+    """
+
+    name = "saliency"
+    higher_is_important = True
+
+    def __init__(self, model):
+        self.model = model
+        self.input_size = tuple(int(d) for d in model.input_shape[1:3])
+
+    def explain(self, images, targets=None) -> list:
+        """Explain `images` (N, H, W, C) for `targets` (ints; default top-1)."""
+        images = np.asarray(images, dtype="float32")
+        if images.ndim == 3:
+            images = images[None]
+        if tuple(images.shape[1:3]) != self.input_size:
+            raise ValueError(f"images must be {self.input_size} (the model input). Received: {images.shape[1:3]}")
+        probs = np.asarray(ops.convert_to_numpy(self.model(images, training=False)))
+        targets = resolve_targets(probs, targets)
+        maps = self._maps(images, targets)
+        return [
+            Explanation(self.name, np.asarray(m, np.float32), int(t), float(probs[i, t]), self.input_size,
+                        self.higher_is_important)
+            for i, (m, t) in enumerate(zip(maps, targets))
+        ]
+
+    def rebuild(self, model):
+        """The same method with the same settings on another model."""
+        raise NotImplementedError
+
+    def _maps(self, images, targets):
+        """One 2-D float map per image (the method's own units)."""
+        raise NotImplementedError
+
+
+def resolve_targets(probs, targets):
+    """Given labels as ints, or `None` for each image's top-1 class."""
+    n, k = probs.shape
+    if targets is None:
+        return [int(i) for i in probs.argmax(1)]
+    targets = [int(t) for t in np.atleast_1d(targets)]
+    if len(targets) != n or any(not 0 <= t < k for t in targets):
+        raise ValueError(f"targets must be {n} class indices in [0, {k}). Received: {targets}")
+    return targets

@@ -1,0 +1,85 @@
+"""Quality measures for saliency maps.
+
+- Deletion / insertion curves (Petsiuk et al., "RISE", BMVC 2018): remove
+  (or reveal) pixels from most to least important and record the target
+  probability; a good map gives a low deletion and a high insertion area.
+- Model randomization (Adebayo et al., "Sanity Checks for Saliency Maps",
+  NeurIPS 2018): maps of a model with randomized weights should differ from
+  the trained model's; a method that gives the same map fails the check.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def deletion_insertion(model, image, importance, target, steps=20, fill=0.0, batch_size=64):
+    """Deletion and insertion curves with their areas (trapezoid, x in [0, 1]).
+
+    Args:
+        model: classifier (raw images in, probabilities out).
+        image: (H, W, C) input, in the model's input units.
+        importance: (H, W) map, high = important (`Explanation.importance()`).
+        target: class index.
+        steps: number of equal pixel fractions from 0 to all.
+        fill: value of removed pixels (and the start of insertion).
+
+    Returns:
+        dict with `fractions`, `deletion`, `insertion` (lists) and
+        `deletion_auc`, `insertion_auc`.
+    """
+    image = np.asarray(image, np.float32)
+    h, w = image.shape[:2]
+    order = np.argsort(-np.asarray(importance).ravel(), kind="stable")
+    fractions = np.linspace(0, 1, steps + 1)
+    ranks = np.empty(h * w, np.int64)
+    ranks[order] = np.arange(h * w)
+    counts = np.round(fractions * h * w).astype(int)
+    masks = (ranks[None] < counts[:, None]).reshape(-1, h, w, 1)  # True = already removed/revealed
+    blank = np.full_like(image, fill)
+    deleted = np.where(masks, blank[None], image[None])
+    inserted = np.where(masks, image[None], blank[None])
+    curves = {}
+    for name, batch in (("deletion", deleted), ("insertion", inserted)):
+        probs = [ops.convert_to_numpy(model(batch[i:i + batch_size], training=False))[:, target]
+                 for i in range(0, len(batch), batch_size)]
+        curves[name] = np.concatenate(probs).astype(float)
+    area = getattr(np, "trapezoid", None) or np.trapz
+    return {
+        "fractions": fractions.tolist(),
+        "deletion": curves["deletion"].tolist(),
+        "insertion": curves["insertion"].tolist(),
+        "deletion_auc": float(area(curves["deletion"], fractions)),
+        "insertion_auc": float(area(curves["insertion"], fractions)),
+    }
+
+
+def randomized_copy(model, seed=0):
+    """A copy of `model` whose weights are redrawn: same shapes, each tensor
+    Gaussian with its original standard deviation (variances kept positive)."""
+    clone = keras.models.clone_model(model)
+    rng = np.random.default_rng(seed)
+    new = []
+    for v, w in zip(clone.weights, model.get_weights()):
+        std = float(np.std(w)) or 0.05
+        r = rng.normal(0.0, std, size=w.shape).astype(w.dtype)
+        new.append(np.abs(r) + 1e-3 if "variance" in v.path else r)
+    clone.set_weights(new)
+    return clone
+
+
+def rank_correlation(a, b) -> float:
+    """Spearman rank correlation of two maps of equal shape (ties share ranks)."""
+    ra, rb = _ranks(np.ravel(a)), _ranks(np.ravel(b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = np.sqrt((ra**2).sum() * (rb**2).sum())
+    return float((ra * rb).sum() / denom) if denom else 0.0
+
+
+def _ranks(x):
+    """Ranks 0..n-1, tied values getting the mean of their ranks."""
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return (starts + (counts - 1) / 2.0)[inverse]
