@@ -60,6 +60,9 @@ def build_parser():
     p.add_argument("--hidden", default="256", help="hidden widths of the dense head, e.g. 512,256 or '' for none")
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--workers", type=int, default=1, help="PyDataset workers")
+    p.add_argument("--distribute", action="store_true",
+                   help="data-parallel over all local devices (KERAS_BACKEND=jax; multi-host via "
+                        "KERAS_DISTRIBUTION_* variables, see README 'Scaling out')")
     p.add_argument("--out", help="run folder (default runs/compare-<preset>-<time>); an existing one resumes")
     p.add_argument("--plots-dir", default="plots", help="also copy the plots to DIR/<preset>/ ('' to skip)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -75,7 +78,7 @@ def resolve(args):
             cfg[key] = value
     cfg.update({k: getattr(args, k) for k in (
         "finetune_epochs", "finetune_layers", "lr", "val_fraction", "seed", "seeds", "augment",
-        "hidden", "dropout", "workers", "preset")})
+        "hidden", "dropout", "workers", "preset", "distribute")})
     cfg["cache_features"] = not args.no_cache_features
     cfg["backbones"] = [b.strip().lower() for b in cfg["backbones"].split(",") if b.strip()]
     cfg["weights"] = None if str(cfg["weights"]).lower() == "none" else cfg["weights"]
@@ -107,6 +110,7 @@ def run(cfg, plots_dir="plots", verbose="auto") -> int:
 
     for b in cfg["backbones"]:
         get_spec(b)  # fail early, listing the accepted names
+    devices = [str(d) for d in runtime.configure_distribution()] if cfg["distribute"] else None
     out = cfg["out"]
     os.makedirs(out, exist_ok=True)
     print(f"[compare] loading data: {cfg['data']}", flush=True)
@@ -114,6 +118,7 @@ def run(cfg, plots_dir="plots", verbose="auto") -> int:
     split = stratified_split(data.y_train, cfg["val_fraction"], cfg["seed"])
     write_json(os.path.join(out, "config.json"), {
         **cfg, "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),
+        "distributed_devices": devices,
         "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
     })
     head = HeadConfig(hidden=tuple(cfg["hidden"]), dropout=cfg["dropout"])

@@ -65,7 +65,7 @@ def run_backbone(run, data, split, config, folder, eval_batch=128, verbose="auto
     probs = evaluation.predict_proba(model, data.x_test, eval_batch)
     test = evaluation.classification_metrics(probs, data.y_test, data.class_names)
     val = evaluation.classification_metrics(
-        evaluation.predict_proba(model, data.x_train[split.val], eval_batch), data.y_train[split.val])
+        evaluation.predict(model, data.x_train, eval_batch, indices=split.val), data.y_train[split.val])
     eval_seconds = time.perf_counter() - start
     params = models.parameter_counts(model)
     result = {

@@ -8,11 +8,31 @@ import time
 import numpy as np
 
 from kerasimpl.data import ArrayDataset
+from kerasimpl.runtime import batch_multiple
+
+
+def predict(model, x, batch_size=128, indices=None, verbose=0) -> np.ndarray:
+    """`model.predict` over `x[indices]` in order, as float32.
+
+    Batches are padded to split evenly over the devices of an active
+    distribution; the padded rows are dropped from the result.
+    """
+    ds = ArrayDataset(x, None, batch_size, indices=indices, multiple_of=batch_multiple())
+    out = np.asarray(model.predict(ds, verbose=verbose), dtype=np.float32)
+    return out if ds.multiple_of == 1 else _unpad(out, ds)
+
+
+def _unpad(out, ds):
+    """Drop the rows `ArrayDataset(multiple_of=...)` appended to each batch."""
+    sizes = [min(ds.batch_size, ds.num_samples - i * ds.batch_size) for i in range(len(ds))]
+    padded = [s + (-s % ds.multiple_of) for s in sizes]
+    starts = np.cumsum([0] + padded[:-1])
+    return np.concatenate([out[a : a + s] for a, s in zip(starts, sizes)])
 
 
 def predict_proba(model, x, batch_size=128, verbose=0) -> np.ndarray:
     """Class probabilities for raw images `x` (float32, (N, classes))."""
-    return np.asarray(model.predict(ArrayDataset(x, None, batch_size), verbose=verbose), dtype=np.float32)
+    return predict(model, x, batch_size, verbose=verbose)
 
 
 def classification_metrics(probs, labels, class_names=None) -> dict:

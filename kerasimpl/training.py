@@ -21,6 +21,8 @@ from kerasimpl import models
 from kerasimpl.artifacts import atomic_path, save_weights, write_json
 from kerasimpl.callbacks import standard_callbacks
 from kerasimpl.data import ArrayDataset
+from kerasimpl.evaluation import predict
+from kerasimpl.runtime import batch_multiple
 
 AUGMENTATIONS = ("flip", "translate", "randaugment")
 
@@ -119,8 +121,7 @@ def compile_head(head, learning_rate):
 
 def extract_features(model, x, indices=None, batch_size=64, verbose="auto"):
     """Pooled backbone features of `x[indices]` as float32 (N, D), in order."""
-    ds = ArrayDataset(x, None, batch_size=batch_size, indices=indices)
-    return np.asarray(models.feature_extractor(model).predict(ds, verbose=verbose), dtype=np.float32)
+    return predict(models.feature_extractor(model), x, batch_size, indices=indices, verbose=verbose)
 
 
 def weights_fingerprint(layers_) -> str:
@@ -233,15 +234,18 @@ class _StagedRun:
         self.seconds["extract"] = time.perf_counter() - start
         head = self.model.get_layer(models.HEAD)
         compile_head(head, cfg.learning_rate)
-        train = ArrayDataset(feats["train"], data.y_train[split.train], cfg.batch_size, shuffle=True, seed=cfg.seed)
-        val = ArrayDataset(feats["val"], data.y_train[split.val], cfg.batch_size)
+        m = batch_multiple()
+        train = ArrayDataset(feats["train"], data.y_train[split.train], cfg.batch_size, shuffle=True, seed=cfg.seed,
+                             multiple_of=m)
+        val = ArrayDataset(feats["val"], data.y_train[split.val], cfg.batch_size, multiple_of=m)
         self.fit(head, train, val, "head", cfg.epochs)
 
     def full_model(self, stage, epochs, learning_rate):
         cfg, data, split = self.config, self.data, self.split
         compile_full(self.model, learning_rate)
         kw = {"workers": cfg.workers} if cfg.workers > 1 else {}
+        m = batch_multiple()
         train = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                             augment=augmenter(cfg.augment, cfg.seed), indices=split.train, **kw)
-        val = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, indices=split.val)
+                             augment=augmenter(cfg.augment, cfg.seed), indices=split.train, multiple_of=m, **kw)
+        val = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, indices=split.val, multiple_of=m)
         self.fit(self.model, train, val, stage, epochs)

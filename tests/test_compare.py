@@ -100,3 +100,19 @@ def test_compare_help_lists_backbones(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "mobilenetv3large" in out and "--finetune-epochs" in out
+
+
+def test_compare_seeds_report_mean_and_std(tmp_path):
+    out = str(tmp_path / "run")
+    argv = ["--data", "synthetic", "--backbones", "smallcnn", "--seeds", "2", "--out", out, *FAST]
+    argv[argv.index("--epochs") + 1] = "1"
+    assert compare.main(argv) == 0
+    (r,) = json.load(open(os.path.join(out, "results.json")))
+    per_seed = [json.load(open(os.path.join(out, "smallcnn", f"seed{s}", "result.json"))) for s in (0, 1)]
+    accs = [p["test_accuracy"] for p in per_seed]
+    assert r["seeds"] == [0, 1]
+    assert r["test_accuracy"]["mean"] == pytest.approx(np.mean(accs))
+    assert r["test_accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert "±" in open(os.path.join(out, "results.md")).read()
+    row = next(csv.DictReader(open(os.path.join(out, "results.csv"))))
+    assert float(row["test_accuracy_std"]) == pytest.approx(r["test_accuracy"]["std"])

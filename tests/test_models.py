@@ -147,3 +147,13 @@ def test_bad_head_and_unfreeze_arguments():
         models.unfreeze(model, top_layers=10_000)
     with pytest.raises(ValueError, match="not a backbone layer"):
         models.unfreeze(model, from_layer="nope")
+
+
+def test_failed_imagenet_download_says_how_to_pass_a_local_file(monkeypatch, tmp_path):
+    def offline(url, target, *a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cached weights
+    monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", offline)
+    with pytest.raises(RuntimeError, match=r"Could not download ImageNet weights for mobilenetv2.*--weights PATH"):
+        models.build_classifier("mobilenetv2", 3, image_size=96, weights="imagenet", backbone_kwargs={"alpha": 0.35})

@@ -30,11 +30,16 @@ class ArrayDataset(keras.utils.PyDataset):
             applied to training batches (see `kerasimpl.training.augmenter`).
         indices: optional subset of rows to serve (e.g. a split's indices),
             so no copy of the arrays is made.
+        multiple_of: pad every batch to a multiple of this many rows by
+            repeating its last row, so a batch splits evenly over devices
+            under data parallelism. Predictions on padded rows must be cut
+            off (`kerasimpl.evaluation.predict_proba` does).
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
             to `keras.utils.PyDataset`.
     """
 
-    def __init__(self, x, y=None, batch_size=64, shuffle=False, seed=0, augment=None, indices=None, **kwargs):
+    def __init__(self, x, y=None, batch_size=64, shuffle=False, seed=0, augment=None, indices=None, multiple_of=1,
+                 **kwargs):
         super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
@@ -44,6 +49,7 @@ class ArrayDataset(keras.utils.PyDataset):
         self.indices = np.arange(len(x)) if indices is None else np.asarray(indices)
         self.batch_size = int(batch_size)
         self.shuffle, self.seed, self.augment = shuffle, int(seed), augment
+        self.multiple_of = max(1, int(multiple_of))
         self.epoch = -1  # on_epoch_begin moves to 0 before the first batch.
         self._order = self.indices
         self._pinned = False
@@ -82,6 +88,9 @@ class ArrayDataset(keras.utils.PyDataset):
         if not 0 <= i < len(self):
             raise IndexError(f"batch index {i} out of range [0, {len(self)})")
         idx = self._order[i * self.batch_size : (i + 1) * self.batch_size]
+        short = -len(idx) % self.multiple_of
+        if short:
+            idx = np.concatenate([idx, np.repeat(idx[-1:], short)])
         xb = self.x[idx]
         if self.y is None:
             return (xb,)

@@ -1,0 +1,246 @@
+"""Benchmarks: frozen-base extraction vs native PyTorch, feature caching, occlusion.
+
+    python -m experiments.bench --quick            # < 3 min on 2 CPU cores
+    python -m experiments.bench --json bench.json  # full settings
+
+Every figure is a median over repeats after warm-up; Keras and native
+PyTorch are timed in the same process, interleaved (A, B, A, B ...), so
+their ratio holds on a noisy shared machine even when absolute img/s does
+not. Random weights throughout (speed does not depend on their values).
+"""
+
+from __future__ import annotations
+
+import experiments  # noqa: F401  (sets the default backend before keras loads)
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+
+BACKBONES = ("vgg16", "mobilenetv2", "mobilenetv3large", "efficientnetb0")
+# torchvision constructors of the same architectures (features + global pool).
+NATIVE = {"vgg16": "vgg16", "mobilenetv2": "mobilenet_v2", "mobilenetv3large": "mobilenet_v3_large",
+          "efficientnetb0": "efficientnet_b0"}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small batch, few repeats (< 3 min on 2 CPU cores)")
+    p.add_argument("--backbones", default=",".join(BACKBONES))
+    p.add_argument("--batch", type=int, help="extraction batch (default 32; quick 8)")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--repeats", type=int, help="timed repeats per measurement (default 5; quick 3)")
+    p.add_argument("--epochs", type=int, help="head epochs for the cache speed-up (default 10; quick 4)")
+    p.add_argument("--json", help="also write the results here")
+    return p
+
+
+def median_time(fn, repeats, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def interleaved(fns, repeats, warmup=1):
+    """Median seconds of each callable, timed A, B, A, B ... after warm-up."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for t, fn in zip(times, fns):
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def native_extractor(name):
+    """The torchvision twin of a backbone, or None when torchvision is missing."""
+    import keras
+
+    if keras.backend.backend() != "torch":
+        return None
+    try:
+        import torch
+        import torchvision
+    except Exception:  # not installed, or built for another torch
+        return None
+    net = getattr(torchvision.models, NATIVE[name])(weights=None).eval()
+    model = torch.nn.Sequential(net.features, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    return model.to(memory_format=torch.channels_last)
+
+
+def bench_extraction(names, batch, size, repeats):
+    import numpy as np
+
+    from kerasimpl import models, runtime
+
+    rows = []
+    x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    for name in names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model = models.build_classifier(name, 10, input_shape=(size, size, 3), image_size=size, weights=None)
+        fe = models.feature_extractor(model)
+        fns = [lambda: fe.predict_on_batch(x)]
+        native = native_extractor(name)
+        if native is not None:
+            import torch
+
+            xt = torch.from_numpy(x).permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
+
+            def run_native():
+                with torch.inference_mode():
+                    native(xt)
+
+            fns.append(run_native)
+        secs = interleaved(fns, repeats)
+        keras_ips = batch / secs[0]
+        native_ips = batch / secs[1] if native is not None else None
+        rows.append({"backbone": name, "backend": runtime.backend(), "batch": batch, "image_size": size,
+                     "keras_img_per_s": keras_ips, "native_img_per_s": native_ips,
+                     "ratio_vs_native": keras_ips / native_ips if native_ips else None})
+        print(f"[bench] extraction {name}: {keras_ips:.1f} img/s"
+              + (f", native {native_ips:.1f} img/s, ratio {keras_ips / native_ips:.2f}" if native_ips else ""),
+              flush=True)
+    return rows
+
+
+def bench_cache(epochs, size, num_train=256):
+    import tempfile
+
+    from kerasimpl import models, training
+    from kerasimpl.data import stratified_split, synthetic_dataset
+    from kerasimpl.heads import HeadConfig
+
+    data = synthetic_dataset(num_train=num_train, num_test=16, num_classes=10, image_size=32, seed=0)
+    split = stratified_split(data.y_train, 0.2, 0)
+    secs = {}
+    for cache in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model = models.build_classifier("mobilenetv2", 10, image_size=size, weights=None, head=HeadConfig((64,), 0.0))
+        cfg = training.TrainConfig(epochs=epochs, batch_size=32, augment=(), patience=epochs + 1, cache_features=cache)
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            training.train_classifier(model, data, split, cfg, folder, verbose=0)
+            secs[cache] = time.perf_counter() - start
+    row = {"backbone": "mobilenetv2", "image_size": size, "epochs": epochs, "num_train": int(len(split.train)),
+           "seed_style_seconds": secs[False], "cached_seconds": secs[True], "speedup": secs[False] / secs[True]}
+    print(f"[bench] cache: seed-style {secs[False]:.1f} s, cached {secs[True]:.1f} s, x{row['speedup']:.1f}", flush=True)
+    return row
+
+
+def bench_occlusion(size, repeats):
+    import numpy as np
+
+    from kerasimpl import models
+    from kerasimpl.saliency import Occlusion
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = models.build_classifier("mobilenetv2", 10, input_shape=(size, size, 3), image_size=size, weights=None)
+    occ = Occlusion(model, patch=30, stride=20, batch_size=100)
+    n = occ.grid_shape[0] * occ.grid_shape[1]
+    image = np.random.default_rng(0).integers(0, 256, (1, size, size, 3)).astype("float32")
+    batch = np.repeat(image, n, axis=0)
+    t_map, t_fwd = interleaved([lambda: occ.explain(image, [0]), lambda: model.predict_on_batch(batch)], repeats)
+    row = {"model": "mobilenetv2", "image_size": size, "masked_copies": n, "seconds_per_map": t_map,
+           "seconds_forward_batch": t_fwd, "ratio": t_map / t_fwd}
+    print(f"[bench] occlusion: {t_map:.2f} s per map vs {t_fwd:.2f} s forward of {n}: x{row['ratio']:.2f}", flush=True)
+    return row
+
+
+def bench_mixed_precision(size, batch, repeats):
+    """GPU only: extraction img/s with and without mixed precision."""
+    import keras
+    import numpy as np
+
+    from kerasimpl import models
+
+    rows = []
+    x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    for policy in ("float32", "mixed_bfloat16", "mixed_float16"):
+        keras.config.set_dtype_policy(policy)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            fe = models.feature_extractor(models.build_classifier("mobilenetv2", 10, input_shape=(size, size, 3),
+                                                                  image_size=size, weights=None))
+        secs = median_time(lambda: fe.predict_on_batch(x), repeats)
+        rows.append({"policy": policy, "backbone": "mobilenetv2", "batch": batch, "img_per_s": batch / secs})
+    keras.config.set_dtype_policy("float32")
+    return rows
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from kerasimpl import runtime
+
+    batch = args.batch or (8 if args.quick else 32)
+    repeats = args.repeats or (3 if args.quick else 5)
+    epochs = args.epochs or (4 if args.quick else 10)
+    names = [n.strip() for n in args.backbones.split(",") if n.strip()]
+    unknown = [n for n in names if n not in NATIVE]
+    if unknown:
+        print(f"error: unknown backbone {unknown}. Accepted: {', '.join(BACKBONES)}", file=sys.stderr)
+        return 2
+    info = {"versions": runtime.versions(), "device": runtime.device_description(), "threads": _threads(),
+            "quick": args.quick, "repeats": repeats}
+    print(f"[bench] {info['device']}; {info['versions']}", flush=True)
+    results = {"info": info, "extraction": bench_extraction(names, batch, args.image_size, repeats)}
+    results["cache_speedup"] = bench_cache(epochs, 64 if args.quick else 128)
+    results["occlusion"] = bench_occlusion(args.image_size, max(2, repeats - 1))
+    if _on_gpu():
+        results["mixed_precision"] = bench_mixed_precision(args.image_size, 64, repeats)
+    print(table(results))
+    if args.json:
+        from kerasimpl.artifacts import write_json
+
+        write_json(args.json, results)
+    return 0
+
+
+def table(results) -> str:
+    lines = ["| backbone | backend | batch | px | keras img/s | native img/s | ratio |", "| --- " * 7 + "|"]
+    for r in results["extraction"]:
+        native = f"{r['native_img_per_s']:.1f}" if r["native_img_per_s"] else "-"
+        ratio = f"{r['ratio_vs_native']:.2f}" if r["ratio_vs_native"] else "-"
+        lines.append(f"| {r['backbone']} | {r['backend']} | {r['batch']} | {r['image_size']} | "
+                     f"{r['keras_img_per_s']:.1f} | {native} | {ratio} |")
+    c, o = results["cache_speedup"], results["occlusion"]
+    lines += ["", f"cache speed-up ({c['epochs']} epochs, {c['num_train']} images, {c['image_size']} px): "
+              f"{c['seed_style_seconds']:.1f} s / {c['cached_seconds']:.1f} s = x{c['speedup']:.2f}",
+              f"occlusion ({o['masked_copies']} masked copies, {o['image_size']} px): {o['seconds_per_map']:.2f} s "
+              f"per map, {o['seconds_forward_batch']:.2f} s per batched forward: x{o['ratio']:.2f}"]
+    for m in results.get("mixed_precision", []):
+        lines.append(f"mixed precision {m['policy']}: {m['img_per_s']:.0f} img/s")
+    return "\n".join(lines)
+
+
+def _threads():
+    try:
+        import torch
+
+        return torch.get_num_threads()
+    except ImportError:
+        return None
+
+
+def _on_gpu():
+    from kerasimpl import runtime
+
+    return runtime.device_description().startswith(("cuda", "gpu"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
