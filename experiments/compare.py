@@ -110,6 +110,10 @@ def run(cfg, plots_dir="plots", verbose="auto") -> int:
 
     for b in cfg["backbones"]:
         get_spec(b)  # fail early, listing the accepted names
+    pretrained = [b for b in cfg["backbones"] if get_spec(b).pretrained]
+    if cfg["weights"] not in (None, "imagenet") and len(pretrained) > 1:
+        raise ValueError(f"A weights file fits one backbone. Received --weights {cfg['weights']} for {pretrained}; "
+                         "run them one at a time, or use --weights imagenet / none")
     devices = [str(d) for d in runtime.configure_distribution()] if cfg["distribute"] else None
     out = cfg["out"]
     os.makedirs(out, exist_ok=True)

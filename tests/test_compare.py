@@ -84,6 +84,7 @@ def test_compare_smallcnn_on_real_subset_learns(subset_path, tmp_path):
     (["--backbones", "resnet9000"], "Accepted: .*smallcnn"),
     (["--data", "/nonexistent/cifar.tar.gz"], "Unknown data source"),
     (["--augment", "mixup!"], "Unknown augmentation"),
+    (["--backbones", "vgg16,mobilenetv2", "--weights", "/some/file.h5"], "A weights file fits one backbone"),
 ])
 def test_compare_bad_input_is_one_clear_line(tmp_path, capsys, argv, message):
     code = compare.main(["--data", "synthetic", "--out", str(tmp_path / "r"), *FAST, *argv])
