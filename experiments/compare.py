@@ -14,7 +14,6 @@ import experiments  # noqa: F401  (sets the default backend before keras loads)
 
 import argparse
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -101,19 +100,12 @@ def main(argv=None) -> int:
 
 
 def run(cfg, plots_dir="plots", verbose="auto") -> int:
-    from kerasimpl import comparison, plotting, reporting, runtime
-    from kerasimpl.artifacts import save_figure, write_json
-    from kerasimpl.backbones import get_spec
+    """Run the resolved comparison `cfg`; write everything under `cfg["out"]`."""
+    from kerasimpl import comparison, runtime
+    from kerasimpl.artifacts import write_json
     from kerasimpl.data import load_dataset, stratified_split
-    from kerasimpl.heads import HeadConfig
-    from kerasimpl.training import TrainConfig
 
-    for b in cfg["backbones"]:
-        get_spec(b)  # fail early, listing the accepted names
-    pretrained = [b for b in cfg["backbones"] if get_spec(b).pretrained]
-    if cfg["weights"] not in (None, "imagenet") and len(pretrained) > 1:
-        raise ValueError(f"A weights file fits one backbone. Received --weights {cfg['weights']} for {pretrained}; "
-                         "run them one at a time, or use --weights imagenet / none")
+    _validate(cfg)
     devices = [str(d) for d in runtime.configure_distribution()] if cfg["distribute"] else None
     out = cfg["out"]
     os.makedirs(out, exist_ok=True)
@@ -125,44 +117,75 @@ def run(cfg, plots_dir="plots", verbose="auto") -> int:
         "distributed_devices": devices,
         "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
     })
-    head = HeadConfig(hidden=tuple(cfg["hidden"]), dropout=cfg["dropout"])
     results = []
     for name in cfg["backbones"]:
-        runs = []
-        for seed in range(cfg["seed"], cfg["seed"] + cfg["seeds"]):
-            weights = None if not get_spec(name).pretrained else cfg["weights"]
-            kwargs = {"alpha": cfg["alpha"]} if cfg["alpha"] and name.startswith("mobilenet") else {}
-            brun = comparison.BackboneRun(name, weights, cfg["image_size"] if get_spec(name).pretrained else None,
-                                          kwargs, head)
-            tcfg = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], learning_rate=cfg["lr"],
-                               finetune_epochs=0 if brun.end_to_end else cfg["finetune_epochs"],
-                               finetune_top_layers=cfg["finetune_layers"], cache_features=cfg["cache_features"],
-                               augment=tuple(cfg["augment"]), seed=seed, workers=cfg["workers"])
-            folder = os.path.join(out, name if cfg["seeds"] == 1 else os.path.join(name, f"seed{seed}"))
-            print(f"[compare] {name} (seed {seed}, {brun.weights or 'random'} weights, "
-                  f"{'end to end' if brun.end_to_end else 'frozen base'}) -> {folder}", flush=True)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                runs.append(comparison.run_backbone(brun, data, split, tcfg, folder, verbose=verbose))
-            print(f"[compare] {name}: test accuracy {runs[-1]['test_accuracy']:.2%}, "
-                  f"train {runs[-1]['train_seconds']:.0f} s", flush=True)
+        seeds = range(cfg["seed"], cfg["seed"] + cfg["seeds"])
+        runs = [_run_one(name, seed, cfg, data, split, verbose) for seed in seeds]
         results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
-    note = _note(cfg, data)
-    reporting.write_tables(out, [{k: v for k, v in r.items()} for r in results], note=note)
-    os.makedirs(os.path.join(out, "plots"), exist_ok=True)
-    save_figure(plotting.comparison(results, f"{cfg['preset']} preset: accuracy vs training time"),
-                os.path.join(out, "plots", "comparison.png"))
+    _write_outputs(cfg, results, data, plots_dir)
+    return 0
+
+
+def _validate(cfg):
+    from kerasimpl.backbones import get_spec
+
+    for b in cfg["backbones"]:
+        get_spec(b)  # fail early, listing the accepted names
+    pretrained = [b for b in cfg["backbones"] if get_spec(b).pretrained]
+    if cfg["weights"] not in (None, "imagenet") and len(pretrained) > 1:
+        raise ValueError(f"A weights file fits one backbone. Received --weights {cfg['weights']} for {pretrained}; "
+                         "run them one at a time, or use --weights imagenet / none")
+
+
+def _run_one(name, seed, cfg, data, split, verbose):
+    """Train and evaluate backbone `name` with `seed`; return its result."""
+    from kerasimpl import comparison
+    from kerasimpl.backbones import get_spec
+    from kerasimpl.heads import HeadConfig
+    from kerasimpl.training import TrainConfig
+
+    pretrained = get_spec(name).pretrained
+    run = comparison.BackboneRun(
+        name, cfg["weights"] if pretrained else None, cfg["image_size"] if pretrained else None,
+        {"alpha": cfg["alpha"]} if cfg["alpha"] and name.startswith("mobilenet") else {},
+        HeadConfig(hidden=tuple(cfg["hidden"]), dropout=cfg["dropout"]),
+    )
+    config = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], learning_rate=cfg["lr"],
+                         finetune_epochs=0 if run.end_to_end else cfg["finetune_epochs"],
+                         finetune_top_layers=cfg["finetune_layers"], cache_features=cfg["cache_features"],
+                         augment=tuple(cfg["augment"]), seed=seed, workers=cfg["workers"])
+    folder = os.path.join(cfg["out"], name if cfg["seeds"] == 1 else os.path.join(name, f"seed{seed}"))
+    print(f"[compare] {name} (seed {seed}, {run.weights or 'random'} weights, "
+          f"{'end to end' if run.end_to_end else 'frozen base'}) -> {folder}", flush=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Keras' input-size notes for non-224 MobileNets
+        result = comparison.run_backbone(run, data, split, config, folder, verbose=verbose)
+    print(f"[compare] {name}: test accuracy {result['test_accuracy']:.2%}, train {result['train_seconds']:.0f} s",
+          flush=True)
+    return result
+
+
+def _write_outputs(cfg, results, data, plots_dir):
+    """Tables, the comparison figure, and the plot gallery."""
+    from kerasimpl import plotting, reporting
+    from kerasimpl.artifacts import copy_file, save_figure
+
+    out = cfg["out"]
+    reporting.write_tables(out, results, note=_note(cfg, data))
+    gallery = os.path.join(out, "plots")
+    save_figure(plotting.comparison(results, f"{cfg['preset']} preset on {os.path.basename(str(data.source))}: "
+                                             "accuracy vs training time"),
+                os.path.join(gallery, "comparison.png"))
     for name in cfg["backbones"]:
         for png in ("learning_curves.png", "confusion_matrix.png"):
             src = os.path.join(out, name, png)
             if os.path.exists(src):
-                shutil.copyfile(src, os.path.join(out, "plots", f"{name}_{png}"))
+                copy_file(src, os.path.join(gallery, f"{name}_{png}"))
     if plots_dir:
-        dest = os.path.join(plots_dir, cfg["preset"])
-        shutil.copytree(os.path.join(out, "plots"), dest, dirs_exist_ok=True)
+        for png in os.listdir(gallery):
+            copy_file(os.path.join(gallery, png), os.path.join(plots_dir, cfg["preset"], png))
     print(open(os.path.join(out, "results.md")).read())
     print(f"[compare] wrote {out}")
-    return 0
 
 
 def _note(cfg, data):

@@ -56,6 +56,12 @@ def write_bytes(path, data: bytes):
         f.write(data)
 
 
+def copy_file(src, dst):
+    """Copy `src` to `dst` atomically (parent folders created)."""
+    with open(src, "rb") as f:
+        write_bytes(dst, f.read())
+
+
 def write_text(path, text: str):
     write_bytes(path, text.encode("utf-8"))
 
