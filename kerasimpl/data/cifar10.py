@@ -50,7 +50,10 @@ def download_cifar10(cache_dir=None) -> str:
     """
     import keras
 
-    cached = os.path.join(cache_dir or os.path.join(os.path.expanduser("~"), ".keras"), "datasets", ARCHIVE_NAME)
+    # Resolve the folder as Keras does (KERAS_HOME, else ~/.keras) and pass it
+    # explicitly, so the file checked here is the one get_file uses.
+    cache_dir = cache_dir or os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    cached = os.path.join(cache_dir, "datasets", ARCHIVE_NAME)
     if os.path.exists(cached) and sha256_of(cached) != CIFAR10_SHA256:
         os.remove(cached)
     try:
