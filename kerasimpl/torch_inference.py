@@ -70,8 +70,8 @@ class _Program:
                 self.steps[producer[id(inputs[0])]]["out"] = id(outputs[0])
                 continue
             fn = _convert(layer, torch) if isinstance(layer, keras.layers.Layer) else _convert_op(node, torch)
-            if kind == "ReLU" and self._fresh_and_private(inputs[0], producer, consumers):
-                fn = _inplace_relu(layer, torch)  # nothing else reads its input: skip an allocation
+            if kind in ("ReLU", "Activation") and self._fresh_and_private(inputs[0], producer, consumers):
+                fn = _inplace(layer, torch) or fn  # nothing else reads its input: skip an allocation
             producer[id(outputs[0])] = len(self.steps)
             self.steps.append({"fn": fn, "layer": layer, "ins": [id(t) for t in inputs], "out": id(outputs[0]),
                                "rank": len(outputs[0].shape)})
@@ -191,9 +191,11 @@ def _activation(name, torch):
         "sigmoid": torch.sigmoid,
         "swish": F.silu,
         "silu": F.silu,
-        "hard_sigmoid": lambda x: F.relu6(x + 3.0) / 6.0,
-        "hard_swish": lambda x: x * (F.relu6(x + 3.0) / 6.0),
-        "hard_silu": lambda x: x * (F.relu6(x + 3.0) / 6.0),
+        # Keras: hard_sigmoid(x) = relu6(x + 3) / 6, hard_swish(x) = x * hard_sigmoid(x):
+        # torch's fused kernels compute exactly these.
+        "hard_sigmoid": F.hardsigmoid,
+        "hard_swish": F.hardswish,
+        "hard_silu": F.hardswish,
         "tanh": torch.tanh,
         "gelu": F.gelu,
         "linear": lambda x: x,
@@ -281,11 +283,20 @@ def _convert_op(node, torch):
     return run
 
 
-def _inplace_relu(layer, torch):
-    top = layer.max_value
-    if top is None:
-        return torch.relu_
-    return lambda x: x.clamp_(0.0, float(top))
+def _inplace(layer, torch):
+    """The in-place twin of a ReLU / Activation layer, or None."""
+    F = torch.nn.functional
+    if type(layer).__name__ == "ReLU":
+        top = layer.max_value
+        return torch.relu_ if top is None else (lambda x: x.clamp_(0.0, float(top)))
+    return {
+        "relu": torch.relu_,
+        "hard_swish": lambda x: F.hardswish(x, inplace=True),
+        "hard_silu": lambda x: F.hardswish(x, inplace=True),
+        "swish": lambda x: F.silu(x, inplace=True),
+        "silu": lambda x: F.silu(x, inplace=True),
+        "sigmoid": torch.sigmoid_,
+    }.get(layer.activation.__name__)
 
 
 def _reduce(xs, op):
