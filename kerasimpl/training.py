@@ -125,7 +125,7 @@ def extract_features(model, x, indices=None, batch_size=64, verbose="auto", nati
     On the torch backend (without a distribution) the frozen feature
     extractor runs as a compiled native torch program with BatchNorm folded
     into the convolutions (`kerasimpl.torch_inference`), equal to
-    `model.predict` to float tolerance and 1.3-3.4x faster on CPU (docs/benchmarks.md); `native=False`
+    `model.predict` to float tolerance and 1.2-3.4x faster on CPU (docs/benchmarks.md); `native=False`
     or an unsupported layer falls back to `model.predict`.
     """
     extractor = models.feature_extractor(model)

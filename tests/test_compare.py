@@ -117,3 +117,33 @@ def test_compare_seeds_report_mean_and_std(tmp_path):
     assert "±" in open(os.path.join(out, "results.md")).read()
     row = next(csv.DictReader(open(os.path.join(out, "results.csv"))))
     assert float(row["test_accuracy_std"]) == pytest.approx(r["test_accuracy"]["std"])
+
+
+@pytest.mark.slow
+def test_compare_killed_mid_training_resumes_without_duplicate_rows(tmp_path):
+    """SIGKILL the CLI after two epochs are logged; the rerun finishes the same epochs once each."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "experiments.compare", "--data", "synthetic", "--backbones", "smallcnn",
+            "--epochs", "5", "--batch-size", "16", "--quiet", "--plots-dir", "", "--out", str(out)]
+    env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch")}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = out / "smallcnn" / "history.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(read_csv(history)) >= 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (out / "smallcnn" / "result.json").exists()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    epochs = [int(r["epoch"]) for r in read_csv(history)]
+    (result,) = json.load(open(out / "results.json"))
+    assert epochs == list(range(len(epochs))) and result["epochs_run"] == len(epochs)
+    assert len(epochs) >= 3  # at least one epoch ran after the restart
