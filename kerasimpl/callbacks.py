@@ -8,13 +8,15 @@ so a resumed run never duplicates or loses a row.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 import time
 
 import keras
 
-from kerasimpl.artifacts import read_csv, save_model, write_csv
+from kerasimpl.artifacts import read_csv, save_model, write_csv, write_json, write_text
 
 
 class CSVHistory(keras.callbacks.Callback):
@@ -105,6 +107,48 @@ class EpochSync(keras.callbacks.Callback):
         self.dataset.start_epoch(epoch)
 
 
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose backup survives a kill at any instant.
+
+    Keras writes `latest.weights.h5` in place, so a SIGKILL during the write
+    leaves a file that cannot be loaded, and the weights and the epoch
+    counter can disagree. Here each backup is a complete folder
+    `epoch-<n>/` (weights, then metadata), and only afterwards a one-line
+    pointer `latest` is replaced atomically; a resumed run loads the folder
+    the pointer names, which is always whole.
+    """
+
+    def _pointer(self):
+        return os.path.join(self.backup_dir, "latest")
+
+    def _save_model(self):
+        slot = os.path.join(self.backup_dir, f"epoch-{self._current_epoch}-batch-{self._last_batch_seen}")
+        os.makedirs(slot, exist_ok=True)
+        self.model.save_weights(os.path.join(slot, "model.weights.h5"), overwrite=True)
+        write_json(os.path.join(slot, "training_metadata.json"),
+                   {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+        previous = self._latest_slot()
+        write_text(self._pointer(), os.path.basename(slot))
+        if previous and previous != slot:
+            shutil.rmtree(previous, ignore_errors=True)
+
+    def _latest_slot(self):
+        if not os.path.exists(self._pointer()):
+            return None
+        with open(self._pointer()) as f:
+            return os.path.join(self.backup_dir, f.read().strip())
+
+    def _load_model(self):
+        slot = self._latest_slot()
+        if slot is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(os.path.join(slot, "model.weights.h5"))
+        with open(os.path.join(slot, "training_metadata.json")) as f:
+            self.model._initial_epoch = json.load(f)["epoch"]
+
+
 class NaNGuard(keras.callbacks.TerminateOnNaN):
     """`TerminateOnNaN` that also records that it fired (`self.fired`)."""
 
@@ -131,7 +175,7 @@ def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True)
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, patience // 2), verbose=0),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True),
         CSVHistory(os.path.join(folder, "history.csv"), stage),
-        keras.callbacks.BackupAndRestore(os.path.join(folder, f"backup_{stage}"), delete_checkpoint=True),
+        AtomicBackupAndRestore(os.path.join(folder, f"backup_{stage}"), delete_checkpoint=True),
     ]
     if checkpoint:
         cbs.insert(4, BestCheckpoint(os.path.join(folder, f"best_{stage}.keras")))
