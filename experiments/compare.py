@@ -41,6 +41,9 @@ def build_parser():
     p.add_argument("--backbones", help=f"comma-separated, from: {', '.join(list_backbones())}")
     p.add_argument("--data", help="cifar10 (download), synthetic, tfds:NAME, or a path to "
                    "cifar-10-python.tar.gz / cifar-10-batches-py/")
+    p.add_argument("--data-size", type=int,
+                   help="tfds:NAME only: resize images to this square size when loading (needed when "
+                        "their sizes differ, e.g. tfds:oxford_flowers102 --data-size 128)")
     p.add_argument("--weights", help="imagenet, none, or a path to a local weights file (single backbone)")
     p.add_argument("--image-size", type=int, help="size the backbones see (images are resized inside the model)")
     p.add_argument("--alpha", type=float, help="width multiplier for MobileNets")
@@ -77,7 +80,7 @@ def resolve(args):
             cfg[key] = value
     cfg.update({k: getattr(args, k) for k in (
         "finetune_epochs", "finetune_layers", "lr", "val_fraction", "seed", "seeds", "augment",
-        "hidden", "dropout", "workers", "preset", "distribute")})
+        "hidden", "dropout", "workers", "preset", "distribute", "data_size")})
     cfg["cache_features"] = not args.no_cache_features
     cfg["backbones"] = [b.strip().lower() for b in cfg["backbones"].split(",") if b.strip()]
     cfg["weights"] = None if str(cfg["weights"]).lower() == "none" else cfg["weights"]
@@ -110,7 +113,7 @@ def run(cfg, plots_dir="plots", verbose="auto") -> int:
     out = cfg["out"]
     os.makedirs(out, exist_ok=True)
     print(f"[compare] loading data: {cfg['data']}", flush=True)
-    data = load_dataset(cfg["data"])
+    data = load_dataset(cfg["data"], image_size=cfg.get("data_size"))
     split = stratified_split(data.y_train, cfg["val_fraction"], cfg["seed"])
     write_json(os.path.join(out, "config.json"), {
         **cfg, "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),

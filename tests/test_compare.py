@@ -84,6 +84,7 @@ def test_compare_smallcnn_on_real_subset_learns(subset_path, tmp_path):
     (["--backbones", "resnet9000"], "Accepted: .*smallcnn"),
     (["--data", "/nonexistent/cifar.tar.gz"], "Unknown data source"),
     (["--augment", "mixup!"], "Unknown augmentation"),
+    (["--data-size", "64"], r"image_size applies to 'tfds:NAME' sources only.*Received: image_size=64"),
     (["--backbones", "vgg16,mobilenetv2", "--weights", "/some/file.h5"], "A weights file fits one backbone"),
 ])
 def test_compare_bad_input_is_one_clear_line(tmp_path, capsys, argv, message):

@@ -29,10 +29,16 @@ def load_dataset(source="cifar10", *, image_size=None, cache_dir=None) -> ImageC
 
     Args:
         source: one of `SOURCES`.
-        image_size: for `tfds:` datasets of mixed image sizes only.
+        image_size: for `tfds:` sources only: resize every image to this
+            square size when loading (datasets of mixed image sizes need it).
         cache_dir: Keras cache folder for the CIFAR-10 download.
     """
     source = os.fspath(source)
+    if image_size is not None and not source.startswith("tfds:"):
+        raise DatasetError(
+            f"image_size applies to 'tfds:NAME' sources only (CIFAR-10 is 32x32; the model resizes). "
+            f"Received: image_size={image_size!r} for source {source!r}"
+        )
     if source == "cifar10":
         return load_cifar10(None, cache_dir=cache_dir)
     if source == "synthetic":

@@ -12,8 +12,9 @@ def load_tfds(name, image_size=None, data_dir=None, train_split="train", test_sp
 
     Args:
         name: a tfds dataset name, e.g. `cifar10` or `oxford_flowers102`.
-        image_size: resize every image to this square size (needed when
-            the dataset's images differ in size); `None` keeps them as-is.
+        image_size: resize every image (bilinear) to this square size, needed
+            when the dataset's images differ in size; `None` keeps them as-is.
+            Grayscale images are repeated to 3 channels.
         data_dir: tfds data folder (its default when `None`).
     """
     try:
@@ -42,12 +43,21 @@ def _to_arrays(examples, image_size, where):
     xs, ys = [], []
     for image, label in examples:
         image = np.asarray(image)
-        if image.ndim == 2 or image.shape[-1] == 1:
+        if image.ndim == 2 or image.shape[-1] == 1:  # grayscale -> RGB
             image = np.repeat(image.reshape(image.shape[:2] + (1,)), 3, axis=-1)
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise DatasetError(
+                f"{where}: expected images of shape (H, W, 1 or 3). Received: {image.shape}"
+            )
         if image_size is not None and image.shape[:2] != (image_size, image_size):
             image = np.asarray(Image.fromarray(image).resize((image_size, image_size), Image.BILINEAR))
+        if xs and image.shape != xs[0].shape:  # fail at once, before holding a whole mixed-size set
+            raise DatasetError(
+                f"{where}: images differ in size (e.g. {xs[0].shape} and {image.shape}); pass "
+                "image_size (`--data-size N` in experiments.compare) to resize them when loading"
+            )
         xs.append(image.astype(np.uint8))
         ys.append(int(label))
-    if len({x.shape for x in xs}) > 1:
-        raise DatasetError(f"{where}: images differ in size; pass image_size to resize them")
+    if not xs:
+        raise DatasetError(f"{where}: the split is empty")
     return np.stack(xs), np.asarray(ys, dtype=np.int64)
