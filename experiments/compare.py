@@ -56,7 +56,8 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=1, help="repeat with seeds seed..seed+N-1; report mean ± std")
     p.add_argument("--augment", default="flip,translate",
-                   help="augmentations of full-model stages: flip,translate,randaugment or 'none'")
+                   help="augmentations of full-model stages (fine-tuning, end-to-end): any of "
+                        "flip,translate,randaugment,mixup,cutmix, or 'none' (default: flip,translate)")
     p.add_argument("--no-cache-features", action="store_true",
                    help="re-run the frozen base every epoch (the seed's way) instead of caching features")
     p.add_argument("--hidden", default="256", help="hidden widths of the dense head, e.g. 512,256 or '' for none")

@@ -24,7 +24,8 @@ from kerasimpl.data import ArrayDataset
 from kerasimpl.evaluation import predict
 from kerasimpl.runtime import batch_multiple
 
-AUGMENTATIONS = ("flip", "translate", "randaugment")
+AUGMENTATIONS = ("flip", "translate", "randaugment", "mixup", "cutmix")
+MIXING = ("mixup", "cutmix")  # mix pairs of images and their labels: need one-hot labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,9 @@ class TrainConfig:
         finetune_top_layers: backbone layers unfrozen in stage 2.
         cache_features: stage 1 on cached pooled features (frozen base only).
         augment: augmentations for full-model stages, from `AUGMENTATIONS`.
+            `mixup`/`cutmix` switch those stages to one-hot labels and
+            categorical cross-entropy; the head stage on cached features
+            is never augmented.
         patience: early-stopping patience (epochs).
         seed: seed of initialisation, shuffles and augmentation.
         workers: `PyDataset` workers.
@@ -65,20 +69,30 @@ class TrainConfig:
             raise ValueError(f"epochs, finetune_epochs must be >= 0 and batch_size >= 1. Received: {self}")
 
 
-def augmenter(names, seed=0, pad=4):
+def augmenter(names, seed=0, pad=4, mixup_alpha=0.2, cutmix_factor=1.0):
     """A callable `(x, y) -> (x, y)` that augments one uint8 batch.
 
     `flip` (horizontal, p=0.5) and `translate` (random crop of the image
     padded by `pad` pixels with reflection, i.e. shifts of up to +-`pad`)
     run in numpy: on a CPU loader they cost ~1 ms a batch where the Keras
     layers `RandomFlip`/`RandomTranslation` cost ~100 ms (measured on torch,
-    2 cores). `randaugment` is Keras core's `RandAugment`. Returns `None`
-    when `names` is empty. Labels pass through unchanged.
+    2 cores). `randaugment`, `mixup` and `cutmix` are Keras core's
+    `RandAugment`, `MixUp(alpha=mixup_alpha)` and `CutMix(factor=cutmix_factor)`
+    (keras>=3.9). With `mixup` or `cutmix` the labels must come one-hot
+    (`ArrayDataset(num_classes=...)`) and leave mixed, and images leave as
+    float32 in [0, 255]; with both, each batch gets one of the two (p=0.5,
+    as timm does). Otherwise labels pass through unchanged. Returns `None`
+    when `names` is empty.
     """
     if not names:
         return None
     rng = np.random.default_rng(seed)
     rand_augment = keras.layers.RandAugment(value_range=(0, 255), seed=seed) if "randaugment" in names else None
+    mixers = []
+    if "mixup" in names:
+        mixers.append(keras.layers.MixUp(alpha=mixup_alpha, seed=seed))
+    if "cutmix" in names:
+        mixers.append(keras.layers.CutMix(factor=cutmix_factor, seed=seed))
 
     def apply(x, y):
         x = np.asarray(x)
@@ -89,6 +103,17 @@ def augmenter(names, seed=0, pad=4):
             x = _random_crop(x, pad, rng)
         if rand_augment is not None:
             x = keras.ops.convert_to_numpy(rand_augment(x, training=True))
+        if mixers:
+            y = np.asarray(y)
+            if y.ndim != 2:
+                raise ValueError(
+                    f"mixup/cutmix need one-hot labels of shape (batch, classes); serve them with "
+                    f"ArrayDataset(num_classes=...). Received labels of shape {y.shape}"
+                )
+            mixer = mixers[0] if len(mixers) == 1 else mixers[int(rng.random() < 0.5)]
+            out = mixer({"images": x.astype(np.float32), "labels": y.astype(np.float32)}, training=True)
+            x = keras.ops.convert_to_numpy(out["images"])
+            y = keras.ops.convert_to_numpy(out["labels"]).astype(np.float32)
         return x, y
 
     return apply
@@ -103,12 +128,15 @@ def _random_crop(x, pad, rng):
     return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def compile_full(model, learning_rate):
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+def compile_full(model, learning_rate, one_hot=False):
+    """Adam + cross-entropy on the model's probabilities; `one_hot` for
+    one-hot or mixed (MixUp/CutMix) labels, else integer labels."""
+    if one_hot:
+        loss, accuracy = keras.losses.CategoricalCrossentropy(), keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        loss, accuracy = keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy(
+            name="accuracy")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[accuracy])
 
 
 def compile_head(head, learning_rate):
@@ -268,10 +296,14 @@ class _StagedRun:
 
     def full_model(self, stage, epochs, learning_rate):
         cfg, data, split = self.config, self.data, self.split
-        compile_full(self.model, learning_rate)
+        mixing = any(a in MIXING for a in cfg.augment)
+        compile_full(self.model, learning_rate, one_hot=mixing)
         kw = {"workers": cfg.workers} if cfg.workers > 1 else {}
         m = batch_multiple()
+        classes = len(data.class_names) if mixing else None  # one-hot labels, train and val alike
         train = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                             augment=augmenter(cfg.augment, cfg.seed), indices=split.train, multiple_of=m, **kw)
-        val = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, indices=split.val, multiple_of=m)
+                             augment=augmenter(cfg.augment, cfg.seed), indices=split.train, multiple_of=m,
+                             num_classes=classes, **kw)
+        val = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, indices=split.val, multiple_of=m,
+                           num_classes=classes)
         self.fit(self.model, train, val, stage, epochs)

@@ -34,12 +34,14 @@ class ArrayDataset(keras.utils.PyDataset):
             repeating its last row, so a batch splits evenly over devices
             under data parallelism. Predictions on padded rows must be cut
             off (`kerasimpl.evaluation.predict_proba` does).
+        num_classes: serve labels one-hot (float32, `(batch, num_classes)`)
+            instead of as ints: what MixUp/CutMix and categorical losses need.
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
             to `keras.utils.PyDataset`.
     """
 
     def __init__(self, x, y=None, batch_size=64, shuffle=False, seed=0, augment=None, indices=None, multiple_of=1,
-                 **kwargs):
+                 num_classes=None, **kwargs):
         super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
@@ -50,6 +52,7 @@ class ArrayDataset(keras.utils.PyDataset):
         self.batch_size = int(batch_size)
         self.shuffle, self.seed, self.augment = shuffle, int(seed), augment
         self.multiple_of = max(1, int(multiple_of))
+        self.num_classes = None if num_classes is None else int(num_classes)
         self.epoch = -1  # on_epoch_begin moves to 0 before the first batch.
         self._order = self.indices
         self._pinned = False
@@ -95,6 +98,8 @@ class ArrayDataset(keras.utils.PyDataset):
         if self.y is None:
             return (xb,)
         yb = self.y[idx]
+        if self.num_classes is not None:
+            yb = np.eye(self.num_classes, dtype=np.float32)[yb]
         if self.augment is not None:
             xb, yb = self.augment(xb, yb)
         return xb, yb
