@@ -61,7 +61,9 @@ class Kill(keras.callbacks.Callback):
 @pytest.mark.parametrize("cache", [True, False])
 def test_killed_run_resumes_with_same_epochs_and_no_duplicate_rows(synthetic, tmp_path, cache):
     split = stratified_split(synthetic.y_train, 0.25, 0)
-    config = cfg(epochs=4, cache_features=cache)
+    # The full-model path augments (numpy flip/translate and Keras' MixUp):
+    # a resumed epoch must see the augmentation the uninterrupted one saw.
+    config = cfg(epochs=4, cache_features=cache, augment=() if cache else ("flip", "translate", "mixup"))
     ref = frozen_smallcnn(synthetic)
     training.train_classifier(ref, synthetic, split, config, tmp_path / "ref", verbose=0)
     model = frozen_smallcnn(synthetic)
@@ -237,3 +239,22 @@ def test_end_to_end_training_with_mixup_and_cutmix_learns(tmp_path):
     assert float(rows[-1]["loss"]) < 0.6 * float(rows[0]["loss"])
     accuracy = np.mean(model.predict(data.x_test, verbose=0).argmax(1) == data.y_test)
     assert accuracy >= 0.5
+
+
+@pytest.mark.parametrize("names", [("flip", "translate"), ("randaugment",), ("mixup", "cutmix")])
+def test_augmentation_is_a_function_of_seed_and_batch_key(names):
+    """What a resumed run and threaded loaders rely on: the same (epoch,
+    batch) key gives the same batch whatever was drawn before."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(6, 16, 16, 3), dtype=np.uint8)
+    y = np.eye(6, dtype=np.float32)
+    a = training.augmenter(names, seed=5)
+    first = a(x, y, key=(2, 7))
+    a(x, y, key=(0, 0)), a(x, y), a(x, y, key=(3, 1))  # other draws in between
+    again = a(x, y, key=(2, 7))
+    fresh = training.augmenter(names, seed=5)(x, y, key=(2, 7))  # e.g. a new process after a kill
+    for got in (again, fresh):
+        np.testing.assert_array_equal(got[0], first[0])
+        np.testing.assert_array_equal(got[1], first[1])
+    other = a(x, y, key=(2, 8))
+    assert not np.array_equal(other[0], first[0])

@@ -27,7 +27,8 @@ class ArrayDataset(keras.utils.PyDataset):
         shuffle: reshuffle at the start of every epoch.
         seed: integer seed of the shuffles.
         augment: optional callable `(x_batch, y_batch) -> (x_batch, y_batch)`
-            applied to training batches (see `kerasimpl.training.augmenter`).
+            applied to training batches (see `kerasimpl.training.augmenter`);
+            one with `takes_key = True` also gets `key=(epoch, batch_index)`.
         indices: optional subset of rows to serve (e.g. a split's indices),
             so no copy of the arrays is made.
         multiple_of: pad every batch to a multiple of this many rows by
@@ -101,5 +102,8 @@ class ArrayDataset(keras.utils.PyDataset):
         if self.num_classes is not None:
             yb = np.eye(self.num_classes, dtype=np.float32)[yb]
         if self.augment is not None:
-            xb, yb = self.augment(xb, yb)
+            if getattr(self.augment, "takes_key", False):  # reproducible per (epoch, batch)
+                xb, yb = self.augment(xb, yb, key=(max(self.epoch, 0), i))
+            else:
+                xb, yb = self.augment(xb, yb)
         return xb, yb
