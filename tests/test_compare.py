@@ -69,11 +69,13 @@ def test_compare_end_to_end_on_synthetic_with_local_weights(tmp_path):
 def test_compare_smallcnn_on_real_subset_learns(subset_path, tmp_path):
     out = str(tmp_path / "run")
     argv = ["--preset", "smoke", "--data", subset_path, "--backbones", "smallcnn", "--out", out,
-            "--epochs", "3", "--quiet", "--plots-dir", str(tmp_path / "plots")]
+            "--epochs", "2", "--batch-size", "32", "--quiet", "--plots-dir", str(tmp_path / "plots")]
     assert compare.main(argv) == 0
     (r,) = outputs_ok(out, ["smallcnn"])
     assert r["num_test"] == 500
-    assert r["test_accuracy"] > 0.2  # chance is 0.1; 3 epochs on 4,136 real images
+    # Chance is 0.1; 2 epochs at batch 32 on 4,136 real images: measured
+    # 26.6% (torch) and 26.2% (jax).
+    assert r["test_accuracy"] > 0.2
     assert os.path.exists(tmp_path / "plots" / "smoke" / "comparison.png")
     assert "NOT the full CIFAR-10 test set" in open(os.path.join(out, "results.md")).read()
     split = stratified_split(load_dataset(subset_path).y_train, 0.2, 0)
