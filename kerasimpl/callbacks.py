@@ -15,8 +15,9 @@ import shutil
 import time
 
 import keras
+import numpy as np
 
-from kerasimpl.artifacts import read_csv, save_model, write_csv, write_json, write_text
+from kerasimpl.artifacts import atomic_path, read_csv, save_model, write_csv, write_json, write_text
 
 
 class CSVHistory(keras.callbacks.Callback):
@@ -108,15 +109,35 @@ class EpochSync(keras.callbacks.Callback):
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` whose backup survives a kill at any instant.
+    """`BackupAndRestore` whose backup survives a kill at any instant, and
+    that also carries the state of the callbacks it `track`s.
 
     Keras writes `latest.weights.h5` in place, so a SIGKILL during the write
     leaves a file that cannot be loaded, and the weights and the epoch
     counter can disagree. Here each backup is a complete folder
-    `epoch-<n>/` (weights, then metadata), and only afterwards a one-line
-    pointer `latest` is replaced atomically; a resumed run loads the folder
-    the pointer names, which is always whole.
+    `epoch-<n>-batch-<m>/` (weights, then metadata), and only afterwards a
+    one-line pointer `latest` is replaced atomically; a resumed run loads the
+    folder the pointer names, which is always whole.
+
+    Keras' backup holds weights, optimizer and epoch only, so a resumed run
+    would restart `EarlyStopping`'s patience (and forget its best weights),
+    `ReduceLROnPlateau`'s wait and cooldown, and `BestCheckpoint`'s best
+    value, and could stop at another epoch, or overwrite the best checkpoint
+    with a worse model. Their state goes into the same folder.
+
+    Args:
+        backup_dir: folder of the backups.
+        track: callbacks whose state to keep: `EarlyStopping`,
+            `ReduceLROnPlateau`, `BestCheckpoint`. Put them before this
+            callback in the list, so their `on_train_begin` reset runs first.
+        **kwargs: passed to `keras.callbacks.BackupAndRestore`.
     """
+
+    def __init__(self, backup_dir, track=(), **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.track = list(track)
+        for cb in self.track:
+            _state_attributes(cb)  # fail now on a callback we cannot carry
 
     def _pointer(self):
         return os.path.join(self.backup_dir, "latest")
@@ -125,8 +146,16 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         slot = os.path.join(self.backup_dir, f"epoch-{self._current_epoch}-batch-{self._last_batch_seen}")
         os.makedirs(slot, exist_ok=True)
         self.model.save_weights(os.path.join(slot, "model.weights.h5"), overwrite=True)
+        states = []
+        for i, cb in enumerate(self.track):
+            states.append({a: _plain(getattr(cb, a, None)) for a in _state_attributes(cb)})
+            best_weights = getattr(cb, "best_weights", None)
+            if best_weights is not None:
+                with atomic_path(os.path.join(slot, f"callback-{i}-best-weights.npz")) as tmp:
+                    with open(tmp, "wb") as f:
+                        np.savez(f, *best_weights)
         write_json(os.path.join(slot, "training_metadata.json"),
-                   {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+                   {"epoch": self._current_epoch, "batch": self._last_batch_seen, "callbacks": states})
         previous = self._latest_slot()
         write_text(self._pointer(), os.path.basename(slot))
         if previous and previous != slot:
@@ -146,7 +175,40 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(os.path.join(slot, "model.weights.h5"))
         with open(os.path.join(slot, "training_metadata.json")) as f:
-            self.model._initial_epoch = json.load(f)["epoch"]
+            meta = json.load(f)
+        self.model._initial_epoch = meta["epoch"]
+        states = meta.get("callbacks", [])
+        if len(states) != len(self.track):
+            return  # a backup from another callback set: weights and epoch only
+        for i, (cb, state) in enumerate(zip(self.track, states)):
+            for name, value in state.items():
+                setattr(cb, name, value)
+            path = os.path.join(slot, f"callback-{i}-best-weights.npz")
+            if os.path.exists(path):
+                with np.load(path) as z:
+                    cb.best_weights = [z[f"arr_{j}"] for j in range(len(z.files))]
+
+
+def _state_attributes(callback):
+    """The attributes that make up `callback`'s state across epochs."""
+    for kind, names in (
+        (keras.callbacks.EarlyStopping, ("wait", "best", "best_epoch", "stopped_epoch")),
+        (keras.callbacks.ReduceLROnPlateau, ("wait", "best", "cooldown_counter")),
+        (BestCheckpoint, ("best",)),
+    ):
+        if isinstance(callback, kind):
+            return names
+    raise ValueError(
+        "AtomicBackupAndRestore can carry the state of EarlyStopping, ReduceLROnPlateau and "
+        f"BestCheckpoint. Received: {type(callback).__name__}"
+    )
+
+
+def _plain(value):
+    """A JSON-able copy of a callback attribute (numbers, inf, None)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return float(value)
 
 
 class NaNGuard(keras.callbacks.TerminateOnNaN):
@@ -169,16 +231,21 @@ def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True)
         and NaN guard to read afterwards.
     """
     timer, nan_guard = Timer(), NaNGuard()
-    cbs = [
-        timer,
-        nan_guard,
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, patience // 2), verbose=0),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True),
-        CSVHistory(os.path.join(folder, "history.csv"), stage),
-        AtomicBackupAndRestore(os.path.join(folder, f"backup_{stage}"), delete_checkpoint=True),
-    ]
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, patience // 2),
+                                                  verbose=0)
+    early_stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
+                                               restore_best_weights=True)
+    tracked = [reduce_lr, early_stop]
+    cbs = [timer, nan_guard, reduce_lr, early_stop]
     if checkpoint:
-        cbs.insert(4, BestCheckpoint(os.path.join(folder, f"best_{stage}.keras")))
+        best = BestCheckpoint(os.path.join(folder, f"best_{stage}.keras"))
+        cbs.append(best)
+        tracked.append(best)
+    cbs += [
+        CSVHistory(os.path.join(folder, "history.csv"), stage),
+        # Last: it restores the tracked callbacks' state after their own reset.
+        AtomicBackupAndRestore(os.path.join(folder, f"backup_{stage}"), track=tracked, delete_checkpoint=True),
+    ]
     if hasattr(dataset, "start_epoch"):
         cbs.insert(0, EpochSync(dataset))
     return cbs, timer, nan_guard

@@ -258,3 +258,64 @@ def test_augmentation_is_a_function_of_seed_and_batch_key(names):
         np.testing.assert_array_equal(got[1], first[1])
     other = a(x, y, key=(2, 8))
     assert not np.array_equal(other[0], first[0])
+
+
+def test_resume_keeps_early_stopping_lr_schedule_and_best_checkpoint_state(synthetic, tmp_path):
+    """Killed after epoch 1 with patience 2: the resumed run must stop at the
+    epoch, follow the learning-rate schedule and restore the best weights of
+    the uninterrupted one (a restarted patience would run two epochs more)."""
+    split = stratified_split(synthetic.y_train, 0.25, 0)
+    config = cfg(epochs=12, patience=2, cache_features=True)
+    ref = frozen_smallcnn(synthetic)
+    training.train_classifier(ref, synthetic, split, config, tmp_path / "ref", verbose=0)
+    ref_rows = read_csv(tmp_path / "ref" / "history.csv")
+    assert 3 <= len(ref_rows) < 12, "early stopping should fire after the kill, within the 12 epochs"
+    model = frozen_smallcnn(synthetic)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_classifier(model, synthetic, split, config, tmp_path / "run", verbose=0,
+                                  extra_callbacks=[Kill(1)])
+    model = frozen_smallcnn(synthetic)
+    training.train_classifier(model, synthetic, split, config, tmp_path / "run", verbose=0)
+    rows = read_csv(tmp_path / "run" / "history.csv")
+    assert [r["epoch"] for r in rows] == [r["epoch"] for r in ref_rows]
+    for r, q in zip(rows, ref_rows):
+        assert float(r["learning_rate"]) == pytest.approx(float(q["learning_rate"]))
+        assert float(r["val_loss"]) == pytest.approx(float(q["val_loss"]), rel=1e-4)
+    # Early stopping restored the same best weights.
+    np.testing.assert_allclose(model.predict(synthetic.x_test, verbose=0), ref.predict(synthetic.x_test, verbose=0),
+                               atol=1e-5)
+
+
+def test_backup_carries_callback_state_exactly(tmp_path):
+    from kerasimpl.callbacks import AtomicBackupAndRestore, BestCheckpoint
+
+    def fresh():
+        es = keras.callbacks.EarlyStopping(patience=5, restore_best_weights=True)
+        lr = keras.callbacks.ReduceLROnPlateau(patience=3)
+        return es, lr, BestCheckpoint(tmp_path / "best.keras")
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    es, lr, best = fresh()
+    es.wait, es.best, es.best_epoch, es.best_weights = 2, 0.75, 3, [w * 2 for w in model.get_weights()]
+    lr.wait, lr.best, lr.cooldown_counter = 1, float("inf"), 1
+    best.best = 0.75
+    backup = AtomicBackupAndRestore(tmp_path / "backup", track=[lr, es, best])
+    backup.set_model(model)
+    backup.on_epoch_end(4)  # backs up epoch 5's start
+
+    es2, lr2, best2 = fresh()
+    for cb in (es2, lr2):
+        cb.set_model(model)
+        cb.on_train_begin()
+    restore = AtomicBackupAndRestore(tmp_path / "backup", track=[lr2, es2, best2])
+    restore.set_model(model)
+    restore.on_train_begin()
+    assert model._initial_epoch == 5
+    assert (es2.wait, es2.best, es2.best_epoch) == (2, 0.75, 3)
+    assert (lr2.wait, lr2.best, lr2.cooldown_counter) == (1, float("inf"), 1)
+    assert best2.best == 0.75
+    for a, b in zip(es2.best_weights, es.best_weights):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"can carry the state of EarlyStopping.*Received: CSVLogger"):
+        AtomicBackupAndRestore(tmp_path / "b2", track=[keras.callbacks.CSVLogger(str(tmp_path / "x.csv"))])
