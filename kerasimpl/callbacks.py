@@ -17,7 +17,7 @@ import time
 import keras
 import numpy as np
 
-from kerasimpl.artifacts import atomic_path, read_csv, save_model, write_csv, write_json, write_text
+from kerasimpl.artifacts import read_csv, save_model, write_csv, write_json, write_text
 
 
 class CSVHistory(keras.callbacks.Callback):
@@ -150,10 +150,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         for i, cb in enumerate(self.track):
             states.append({a: _plain(getattr(cb, a, None)) for a in _state_attributes(cb)})
             best_weights = getattr(cb, "best_weights", None)
-            if best_weights is not None:
-                with atomic_path(os.path.join(slot, f"callback-{i}-best-weights.npz")) as tmp:
-                    with open(tmp, "wb") as f:
-                        np.savez(f, *best_weights)
+            if best_weights is not None:  # the slot is published only below, whole
+                np.savez(os.path.join(slot, f"callback-{i}-best-weights.npz"), *best_weights)
         write_json(os.path.join(slot, "training_metadata.json"),
                    {"epoch": self._current_epoch, "batch": self._last_batch_seen, "callbacks": states})
         previous = self._latest_slot()
