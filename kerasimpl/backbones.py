@@ -33,6 +33,14 @@ class BackboneSpec:
         min_size: smallest input size the architecture accepts.
         preprocess_module: the `keras.applications` module whose
             `preprocess_input` defines the convention (tests compare to it).
+        pooling: `None` (kerasimpl pools the backbone's feature map) or
+            `"avg"` for families whose ImageNet head normalises AFTER pooling
+            (ConvNeXt: pool -> LayerNorm -> Dense); the builder then pools
+            and the pretrained LayerNorm follows, as in Keras and timm.
+        top_hidden: name of the ImageNet top's hidden layer that
+            `keep_top_hidden=True` keeps (MobileNetV3: the 1x1 `conv_2`,
+            1280 units, whose activation then feeds the new classifier).
+        top_hidden_dim: width of that hidden layer.
     """
 
     name: str
@@ -44,6 +52,9 @@ class BackboneSpec:
     pretrained: bool = True
     min_size: int = 32
     preprocess_module: Optional[str] = None
+    pooling: Optional[str] = None
+    top_hidden: Optional[str] = None
+    top_hidden_dim: Optional[int] = None
 
 
 _REGISTRY: dict = {}
@@ -67,7 +78,8 @@ def get_spec(name) -> BackboneSpec:
     return _REGISTRY[key]
 
 
-def build_backbone(name, input_tensor, weights="imagenet", include_top=False, **kwargs) -> keras.Model:
+def build_backbone(name, input_tensor, weights="imagenet", include_top=False, keep_top_hidden=False,
+                   **kwargs) -> keras.Model:
     """Build backbone `name` on `input_tensor` (a flat graph, no nested model).
 
     Building on the caller's tensor keeps every layer in the caller's graph,
@@ -81,6 +93,10 @@ def build_backbone(name, input_tensor, weights="imagenet", include_top=False, **
             (Keras' `*_no_top.h5` download or a `.weights.h5` saved from the
             same backbone).
         include_top: keep the ImageNet classifier top (1000 classes).
+        keep_top_hidden: end at the ImageNet top's hidden layer
+            (`spec.top_hidden`, e.g. MobileNetV3's 1280-unit `conv_2` and its
+            activation) instead of the last feature map; its weights come
+            from the with-top file (`weights_mobilenet_v3_large_224_1.0_float.h5`).
         **kwargs: builder arguments such as `alpha` (MobileNets).
 
     Returns:
@@ -91,19 +107,49 @@ def build_backbone(name, input_tensor, weights="imagenet", include_top=False, **
     _check_kwargs(spec, {k: v for k, v in kwargs.items() if k != "classifier_activation"})
     if weights == "imagenet" and not spec.pretrained:
         raise ValueError(f"{spec.name} has no ImageNet weights. Received: weights='imagenet'. Accepted: None or a path")
+    if keep_top_hidden and spec.top_hidden is None:
+        with_top = [n for n in list_backbones() if _REGISTRY[n].top_hidden]
+        raise ValueError(f"keep_top_hidden needs a backbone whose ImageNet top has a hidden layer. Received: "
+                         f"{spec.name}. Accepted: {', '.join(with_top)}")
     shape = tuple(input_tensor.shape[1:])
     if min(shape[:2]) < spec.min_size:
         raise ValueError(f"{spec.name} needs inputs of at least {spec.min_size}x{spec.min_size}. Received: {shape}")
+    top = include_top or keep_top_hidden
+    if keep_top_hidden:
+        kwargs.setdefault("classifier_activation", None)
+    if spec.pooling and not top:
+        kwargs["pooling"] = spec.pooling
     try:
-        return spec.builder(include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=shape,
-                            **kwargs)
+        net = spec.builder(include_top=top, weights=weights, input_tensor=input_tensor, input_shape=shape, **kwargs)
     except Exception as e:
         if weights == "imagenet" and _looks_like_download_error(e):
+            kind = "with-top ImageNet file (the classifier's `*.h5`, not `*_no_top.h5`)" if top else \
+                "`*_no_top.h5` (or `_notop.h5`) file"
             raise RuntimeError(
-                f"Could not download ImageNet weights for {spec.name} ({e}). Without internet, fetch the "
-                "Keras `*_no_top.h5` file elsewhere and pass its path as weights=PATH (--weights PATH)."
+                f"Could not download ImageNet weights for {spec.name} ({e}). Without internet, fetch Keras' "
+                f"{kind} elsewhere and pass its path as weights=PATH (--weights PATH)."
             ) from e
         raise
+    if keep_top_hidden:
+        hidden = _consumer(net, net.get_layer(spec.top_hidden))  # the hidden layer's activation
+        return keras.Model(net.inputs, hidden.output, name=f"{net.name}_top_hidden")
+    return net
+
+
+def _consumer(model, layer):
+    """The one layer of `model` that reads `layer`'s output."""
+    for candidate in model.layers:
+        if candidate is not layer and any(t is layer.output for t in _inputs_of(candidate)):
+            return candidate
+    raise ValueError(f"No layer of {model.name} reads the output of {layer.name}")
+
+
+def _inputs_of(layer):
+    try:
+        inputs = layer.input
+    except (AttributeError, ValueError):
+        return []
+    return inputs if isinstance(inputs, (list, tuple)) else [inputs]
 
 
 def _looks_like_download_error(e):
@@ -113,7 +159,8 @@ def _looks_like_download_error(e):
 
 def _check_kwargs(spec, kwargs):
     params = inspect.signature(spec.builder).parameters
-    reserved = {"include_top", "weights", "input_tensor", "input_shape", "classes", "classifier_activation"}
+    reserved = {"include_top", "weights", "input_tensor", "input_shape", "classes", "classifier_activation",
+                "pooling"}
     accepted = sorted(set(params) - reserved - {"pooling", "name"})
     bad = sorted(k for k in kwargs if k not in accepted)
     if bad:
@@ -154,13 +201,38 @@ def _conv_bn_relu(x, filters, prefix, act_name=None):
 
 
 A = keras.applications
-register(BackboneSpec("vgg16", A.VGG16, 224, "caffe", 512, "block5_conv3",
-                      preprocess_module="keras.applications.vgg16"))
-register(BackboneSpec("mobilenetv2", A.MobileNetV2, 224, "tf", 1280, "out_relu",
-                      preprocess_module="keras.applications.mobilenet_v2"))
-register(BackboneSpec("mobilenetv3large", A.MobileNetV3Large, 224, "none", 960, None,
-                      preprocess_module="keras.applications.mobilenet_v3"))
-register(BackboneSpec("efficientnetb0", A.EfficientNetB0, 224, "none", 1280, "top_activation",
-                      preprocess_module="keras.applications.efficientnet"))
+_M = "keras.applications."
+# name, builder, default size, preprocessing, pooled width, Grad-CAM layer, extra spec fields.
+# Preprocessing follows each family's own preprocess_input (tested against it); families
+# that rescale inside the network (MobileNetV3, EfficientNet(V2), ConvNeXt) take raw [0, 255].
+_CATALOG = (
+    ("vgg16", A.VGG16, 224, "caffe", 512, "block5_conv3", dict(preprocess_module=_M + "vgg16")),
+    ("resnet50", A.ResNet50, 224, "caffe", 2048, "conv5_block3_out", dict(preprocess_module=_M + "resnet50")),
+    ("resnet50v2", A.ResNet50V2, 224, "tf", 2048, "post_relu", dict(preprocess_module=_M + "resnet_v2")),
+    ("densenet121", A.DenseNet121, 224, "torch", 1024, "relu", dict(preprocess_module=_M + "densenet")),
+    ("inceptionv3", A.InceptionV3, 299, "tf", 2048, "mixed10",
+     dict(preprocess_module=_M + "inception_v3", min_size=75)),
+    ("xception", A.Xception, 299, "tf", 2048, "block14_sepconv2_act",
+     dict(preprocess_module=_M + "xception", min_size=71)),
+    ("mobilenetv2", A.MobileNetV2, 224, "tf", 1280, "out_relu", dict(preprocess_module=_M + "mobilenet_v2")),
+    ("mobilenetv3small", A.MobileNetV3Small, 224, "none", 576, None,
+     dict(preprocess_module=_M + "mobilenet_v3", top_hidden="conv_2", top_hidden_dim=1024)),
+    ("mobilenetv3large", A.MobileNetV3Large, 224, "none", 960, None,
+     dict(preprocess_module=_M + "mobilenet_v3", top_hidden="conv_2", top_hidden_dim=1280)),
+    ("efficientnetb0", A.EfficientNetB0, 224, "none", 1280, "top_activation",
+     dict(preprocess_module=_M + "efficientnet")),
+    ("efficientnetv2b0", A.EfficientNetV2B0, 224, "none", 1280, "top_activation",
+     dict(preprocess_module=_M + "efficientnet_v2")),
+    ("efficientnetv2s", A.EfficientNetV2S, 384, "none", 1280, "top_activation",
+     dict(preprocess_module=_M + "efficientnet_v2")),
+    # ConvNeXt: the builder pools, then its own LayerNorm (the ImageNet head's order); Grad-CAM
+    # reads the feature map entering that pooling (see models.gradcam_layer_name).
+    ("convnexttiny", A.ConvNeXtTiny, 224, "none", 768, None, dict(preprocess_module=_M + "convnext", pooling="avg")),
+    ("convnextsmall", A.ConvNeXtSmall, 224, "none", 768, None,
+     dict(preprocess_module=_M + "convnext", pooling="avg")),
+    ("convnextbase", A.ConvNeXtBase, 224, "none", 1024, None, dict(preprocess_module=_M + "convnext", pooling="avg")),
+)
+for _name, _builder, _size, _prep, _dim, _cam, _extra in _CATALOG:
+    register(BackboneSpec(_name, _builder, _size, _prep, _dim, _cam, **_extra))
 register(BackboneSpec("smallcnn", SmallCNN, 32, "cifar", 128, "smallcnn_out", pretrained=False, min_size=8))
-del A
+del A, _M, _name, _builder, _size, _prep, _dim, _cam, _extra

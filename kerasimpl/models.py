@@ -32,6 +32,7 @@ def build_classifier(
     freeze_base=True,
     class_names=None,
     backbone_kwargs=None,
+    keep_top_hidden=False,
     name=None,
 ) -> keras.Model:
     """Build a classifier that takes raw images and returns class probabilities.
@@ -50,6 +51,10 @@ def build_classifier(
             scratch or from random weights, BN must learn its statistics).
         class_names: names stored in the model (default `"0"`, `"1"`, ...).
         backbone_kwargs: extra builder arguments, e.g. `{"alpha": 0.35}`.
+        keep_top_hidden: keep the ImageNet top's pretrained hidden layer
+            (MobileNetV3: 1280 units for Large, 1024 for Small) and put the new
+            head on its activation: with `head=HeadConfig((), 0.2)` that is the
+            reference run's "replace only the last classifier layer".
         name: model name (default `<backbone>_classifier`).
     """
     spec = get_spec(backbone)
@@ -70,8 +75,11 @@ def build_classifier(
     if tuple(input_shape[:2]) != (image_size, image_size):
         x = layers.Resizing(image_size, image_size, interpolation="bilinear", name=RESIZE)(x)
     x = Preprocess(spec.preprocessing, name=PREPROCESS)(x)
-    base = build_backbone(spec.name, x, weights=weights, **(backbone_kwargs or {}))
-    features = layers.GlobalAveragePooling2D(name=POOL)(base.output)
+    base = build_backbone(spec.name, x, weights=weights, keep_top_hidden=keep_top_hidden, **(backbone_kwargs or {}))
+    if len(base.output.shape) == 2:  # the family pools inside (ConvNeXt: pool -> LayerNorm)
+        features = layers.Identity(name=POOL)(base.output)
+    else:
+        features = layers.GlobalAveragePooling2D(name=POOL)(base.output)
     logits = build_head(features.shape[-1], num_classes, head, name=HEAD)(features)
     outputs = LabeledSoftmax(class_names, name=PREDICTIONS)(logits)
     model = keras.Model(inputs, outputs, name=name or f"{spec.name}_classifier")
@@ -204,7 +212,9 @@ def gradcam_layer_name(model, backbone=None) -> str:
     """The default Grad-CAM layer.
 
     The registry's layer for `backbone` if it names one; else, in a
-    kerasimpl classifier, the layer feeding `pool` (the backbone output);
+    kerasimpl classifier, the last global pooling layer inside the backbone
+    (ConvNeXt's, or MobileNetV3's top when `keep_top_hidden`), whose INPUT
+    is the feature map (see `feature_map`), else the layer feeding `pool`;
     else the last layer whose output is a spatial (H, W > 1) feature map.
     """
     if backbone is not None:
@@ -212,13 +222,69 @@ def gradcam_layer_name(model, backbone=None) -> str:
         if name is not None:
             return name
     names = [layer.name for layer in model.layers]
-    if POOL in names:
-        return _producer(model, model.get_layer(POOL))
+    if POOL in names and PREPROCESS in names:
+        return _last_feature_map_layer(model)
     for layer in reversed(model.layers):
         shape = getattr(layer, "output", None) is not None and layer.output.shape
         if shape and len(shape) == 4 and shape[1] and shape[1] > 1 and shape[2] > 1:
             return layer.name
     raise ValueError(f"{model.name} has no layer with a spatial (N, H, W, C) output for Grad-CAM")
+
+
+_GLOBAL_POOLS = (layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D)
+# Layers that may sit between a backbone's own global pooling and `pool`
+# (ConvNeXt: LayerNorm; MobileNetV3's top: 1x1 conv + activation).
+_AFTER_POOLING = (layers.Activation, layers.Conv2D, layers.Dense, layers.LayerNormalization, layers.Dropout,
+                  layers.BatchNormalization)
+
+
+def _last_feature_map_layer(model):
+    """Walk back from `pool` over a few per-vector layers: a global pooling
+    there (pool-inside families, kept top) names the feature map; otherwise
+    the layer feeding `pool` does."""
+    tensor = model.get_layer(POOL).input
+    for _ in range(4):
+        op = tensor._keras_history.operation
+        if isinstance(op, _GLOBAL_POOLS):
+            return op.name
+        if not isinstance(op, _AFTER_POOLING):
+            break
+        tensor = op.input
+    return _producer(model, model.get_layer(POOL))
+
+
+def feature_map(model, layer_name):
+    """The (N, H, W, C) tensor of `model` that `layer_name` stands for.
+
+    A layer's output; for a global pooling layer, the feature map entering
+    it (ConvNeXt's last stage ends in a raw `x + y` op, not a layer, so the
+    pooling that reads it is how to name it).
+
+    Raises:
+        ValueError: no such layer, or no 4-D tensor there; names candidates.
+    """
+    try:
+        layer = model.get_layer(layer_name)
+    except ValueError as e:
+        raise ValueError(f"No layer {layer_name!r} in {model.name}. Accepted, e.g. (4-D outputs): "
+                         f"{spatial_layers(model)[-5:]}") from e
+    tensor = layer.input if isinstance(layer, _GLOBAL_POOLS) else layer.output
+    if len(getattr(tensor, "shape", ())) != 4:
+        raise ValueError(f"Expected a layer with a 4-D (N, H, W, C) output. Received: {layer_name} with "
+                         f"{tensor.shape}. Accepted, e.g.: {spatial_layers(model)[-5:]}")
+    return tensor
+
+
+def spatial_layers(model) -> list:
+    """Names of the layers whose output is 4-D (candidates for Grad-CAM)."""
+    names = []
+    for layer in model.layers:
+        try:
+            if len(layer.output.shape) == 4:
+                names.append(layer.name)
+        except (AttributeError, ValueError):
+            pass
+    return names
 
 
 def _producer(model, layer):

@@ -79,7 +79,7 @@ class _Program:
     def _fresh_and_private(self, tensor, producer, consumers):
         """A convolution's own output that no one else reads (safe to overwrite)."""
         idx = producer.get(id(tensor))
-        return (idx is not None and isinstance(self.steps[idx]["fn"], _Conv)
+        return (idx is not None and isinstance(self.steps[idx]["fn"], (_Conv, _SeparableConv))
                 and consumers.get(id(tensor), 0) == 1 and id(tensor) not in self.output_ids)
 
     def _fold_bn(self, bn, tensor, producer, consumers):
@@ -89,7 +89,7 @@ class _Program:
             return False
         step = self.steps[idx]
         conv = step["fn"]
-        if not isinstance(conv, _Conv) or conv.activation is not None:
+        if not isinstance(conv, (_Conv, _SeparableConv)) or conv.activation is not None:
             return False
         scale, shift = _bn_affine(bn, self.torch)
         conv.fold(scale, shift)
@@ -163,6 +163,16 @@ class _Conv:
         act = layer.activation.__name__ if layer.activation is not None else "linear"
         self.activation = None if act == "linear" else _activation(act, torch)
 
+    @classmethod
+    def from_arrays(cls, torch, weight, bias, strides, dilation, padding, groups):
+        """A linear conv from torch-layout (out, in/groups, kh, kw) weights."""
+        conv = cls.__new__(cls)
+        conv.torch, conv.layer, conv.groups, conv.activation = torch, None, groups, None
+        conv.weight = torch.from_numpy(np.ascontiguousarray(weight)).contiguous(memory_format=torch.channels_last)
+        conv.bias = None if bias is None else torch.from_numpy(bias)
+        conv.stride, conv.dilation, conv.padding = tuple(strides), tuple(dilation), padding
+        return conv
+
     def fold(self, scale, shift):
         self.weight = (self.weight * scale.view(-1, 1, 1, 1)).contiguous(memory_format=self.torch.channels_last)
         self.bias = shift if self.bias is None else self.bias * scale + shift
@@ -180,6 +190,29 @@ class _Conv:
                 y = F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
         else:
             y = F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return self.activation(y) if self.activation is not None else y
+
+
+class _SeparableConv:
+    """SeparableConv2D: depthwise `_Conv`, then a 1x1 pointwise one (Xception)."""
+
+    def __init__(self, layer, torch):
+        self.torch = torch
+        dk = _np(layer.depthwise_kernel)  # (kh, kw, in, mult)
+        kh, kw, cin, mult = dk.shape
+        pk = _np(layer.pointwise_kernel)  # (1, 1, in * mult, out)
+        self.depthwise = _Conv.from_arrays(torch, dk.transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw), None,
+                                           layer.strides, layer.dilation_rate, layer.padding, cin)
+        bias = _np(layer.bias) if layer.use_bias else None
+        self.pointwise = _Conv.from_arrays(torch, pk.transpose(3, 2, 0, 1), bias, (1, 1), (1, 1), "valid", 1)
+        act = layer.activation.__name__ if layer.activation is not None else "linear"
+        self.activation = None if act == "linear" else _activation(act, torch)
+
+    def fold(self, scale, shift):
+        self.pointwise.fold(scale, shift)
+
+    def __call__(self, x):
+        y = self.pointwise(self.depthwise(x))
         return self.activation(y) if self.activation is not None else y
 
 
@@ -241,6 +274,12 @@ def _convert(layer, torch):
         return lambda x: x.mean(dim=(2, 3), keepdim=keep)
     if kind in ("MaxPooling2D", "AveragePooling2D"):
         return _pool(layer, torch, kind)
+    if kind == "Concatenate":
+        if layer.axis not in (-1, 3):
+            raise NotImplementedError(f"Concatenate on axis {layer.axis}")
+        return lambda *xs: torch.cat(xs, dim=1)  # NHWC channels = NCHW dim 1
+    if kind == "SeparableConv2D":
+        return _SeparableConv(layer, torch)
     if kind == "Reshape":
         return _reshape(layer)
     if kind == "Rescaling":
@@ -313,7 +352,11 @@ def _pool(layer, torch, kind):
     if layer.padding != "same":
         return lambda x: pool(x, k, s)
     if kind == "AveragePooling2D":
-        raise NotImplementedError("AveragePooling2D with padding='same'")
+        # TF 'same' average pooling divides by the in-image count: torch's
+        # count_include_pad=False, for the symmetric case (InceptionV3's 3x3/1).
+        if s != (1, 1) or k[0] % 2 == 0 or k[1] % 2 == 0:
+            raise NotImplementedError(f"AveragePooling2D padding='same' with pool {k}, strides {s}")
+        return lambda x: F.avg_pool2d(x, k, s, (k[0] // 2, k[1] // 2), count_include_pad=False)
 
     def run(x):
         top, bottom = _same_pads(x.shape[2], k[0], s[0], 1)

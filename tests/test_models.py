@@ -16,7 +16,8 @@ KERAS_COUNTS = {"mobilenetv2": 2_257_984, "mobilenetv3large": 2_996_352, "vgg16"
 def tiny(name, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return models.build_classifier(name, 3, image_size=32, weights=None,
+        size = max(32, backbones.get_spec(name).min_size)
+        return models.build_classifier(name, 3, image_size=size, weights=None,
                                        backbone_kwargs=TINY.get(name, {}), head=HeadConfig((8,), 0.0), **kw)
 
 
@@ -28,36 +29,63 @@ def test_every_backbone_builds_a_flat_probability_model(name):
     assert p.shape == (2, 3)
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
     layer = models.gradcam_layer_name(model, name)
-    out = model.get_layer(layer).output
+    out = models.feature_map(model, layer)
     assert len(out.shape) == 4  # a spatial feature map, reachable in the flat graph
     keras.Model(model.inputs, [out, model.output])  # no "Graph disconnected"
     assert models.class_names_of(model) == ["0", "1", "2"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name,count", sorted(KERAS_COUNTS.items()))
-def test_backbone_parameter_counts_equal_keras(name, count):
+PRETRAINED = [n for n in backbones.list_backbones() if backbones.get_spec(n).pretrained]
+
+
+@pytest.mark.parametrize("name", PRETRAINED)
+def test_backbone_equals_keras_applications_model_on_its_preprocess_input(name):
+    """kerasimpl's model on RAW pixels == Keras' own model (pooling="avg", same
+    weights) fed with its module's preprocess_input; parameter counts and
+    pooled width equal Keras'."""
     spec = backbones.get_spec(name)
+    size = max(32, spec.min_size)
+    model = models.build_classifier(name, 3, input_shape=(size, size, 3), image_size=size, weights=None,
+                                    freeze_base=False, head=HeadConfig((8,), 0.0))
+    reference = spec.builder(include_top=False, weights=None, input_shape=(size, size, 3), pooling="avg")
+    reference.set_weights(models.backbone_model(model).get_weights())
+    ours_count = sum(int(np.prod(w.shape)) for layer in models.base_layers(model) for w in layer.weights)
+    assert ours_count == reference.count_params() == KERAS_COUNTS.get(name, ours_count)
+    x = np.random.default_rng(0).integers(0, 256, (2, size, size, 3)).astype("float32")
+    ours = keras.ops.convert_to_numpy(models.feature_extractor(model)(x))
+    module = importlib.import_module(spec.preprocess_module)
+    theirs = keras.ops.convert_to_numpy(reference(module.preprocess_input(x.copy())))
+    assert ours.shape == (2, spec.feature_dim) and np.abs(theirs).max() > 0
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("name,width", [("mobilenetv3large", 1280), ("mobilenetv3small", 1024)])
+def test_keep_top_hidden_reuses_the_imagenet_hidden_layer(name, width, tmp_path):
+    """The reference head: MobileNetV3's pretrained 1x1 conv_2 (+ hard-swish)
+    stays, only the last classifier layer is new. Its weights come from the
+    with-top file: a Keras with-top model's file loads into it."""
+    keras.utils.set_random_seed(1)
+    full = backbones.get_spec(name).builder(include_top=True, weights=None, input_shape=(32, 32, 3),
+                                            classifier_activation=None)
+    path = str(tmp_path / "with_top.weights.h5")
+    full.save_weights(path)
+    keras.utils.set_random_seed(2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        model = models.build_classifier(name, 10, weights=None)
-    ours = sum(int(np.prod(w.shape)) for layer in models.base_layers(model) for w in layer.weights)
-    reference = spec.builder(include_top=False, weights=None, input_shape=(224, 224, 3)).count_params()
-    assert ours == reference == count
-    assert model.get_layer(models.POOL).output.shape[-1] == spec.feature_dim
-
-
-@pytest.mark.parametrize("name", [n for n in backbones.list_backbones() if backbones.get_spec(n).preprocess_module])
-def test_in_model_preprocessing_matches_keras_convention(name):
-    model = models.build_classifier(name, 3, input_shape=(20, 24, 3), image_size=32, weights=None,
-                                    freeze_base=False, backbone_kwargs=TINY.get(name, {}))
-    x = np.random.default_rng(1).integers(0, 256, (2, 20, 24, 3)).astype("float32")
-    resized = keras.Model(model.inputs, model.get_layer(models.RESIZE).output).predict(x, verbose=0)
-    ours = keras.Model(model.inputs, model.get_layer(models.PREPROCESS).output).predict(x, verbose=0)
-    module = importlib.import_module(backbones.get_spec(name).preprocess_module)
-    expected = module.preprocess_input(np.array(resized))
-    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4)
-    assert resized.shape == (2, 32, 32, 3)
+        model = models.build_classifier(name, 3, image_size=32, weights=path, keep_top_hidden=True,
+                                        head=HeadConfig((), 0.2))
+    assert model.get_layer(models.POOL).output.shape[-1] == width
+    assert "conv_2" in [layer.name for layer in models.base_layers(model)]
+    assert [type(l).__name__ for l in model.get_layer(models.HEAD).layers] == ["Dropout", "Dense"]
+    hidden = keras.Model(full.input, full.get_layer("conv_2").output)  # pre-activation, (N, 1, 1, width)
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("float32")
+    expected = keras.ops.convert_to_numpy(keras.ops.hard_swish(hidden(x)))[:, 0, 0]
+    got = keras.ops.convert_to_numpy(models.feature_extractor(model)(x))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    layer = models.gradcam_layer_name(model, name)
+    assert models.feature_map(model, layer).shape[-1] != width  # the last conv map, not the 1x1 top
+    with pytest.raises(ValueError, match="keep_top_hidden needs.*Accepted: mobilenetv3large, mobilenetv3small"):
+        models.build_classifier("resnet50", 3, image_size=32, weights=None, keep_top_hidden=True)
 
 
 def _snapshot(layers_):

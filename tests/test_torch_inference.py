@@ -27,7 +27,13 @@ def randomize_batchnorm(model, seed=0):
                 layer.beta.assign(rng.normal(0, 0.1, n).astype("float32"))
 
 
-def extractor(name, input_size=40, image_size=64):
+# Families compile_frozen does not cover (their layers are named in the error);
+# extract_features falls back to model.predict for them (tested below).
+NOT_COMPILED = {"convnexttiny", "convnextsmall", "convnextbase"}
+
+
+def extractor(name, input_size=40, image_size=None):
+    image_size = image_size or max(64, backbones.get_spec(name).min_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         model = models.build_classifier(name, 10, input_shape=(input_size, input_size, 3), image_size=image_size,
@@ -46,9 +52,14 @@ def test_compiled_extractor_equals_keras(name):
         return
     x = np.random.default_rng(1).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
     ref = np.asarray(fe.predict_on_batch(x))
-    got = compile_frozen(fe)(x)
-    assert got.shape == ref.shape and np.abs(ref).max() > 1e-3
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    if name in NOT_COMPILED:
+        with pytest.raises(NotImplementedError, match="is not supported by compile_frozen"):
+            compile_frozen(fe)
+        got = training.extract_features(model, x, batch_size=2, verbose=0)  # falls back to predict
+    else:
+        got = compile_frozen(fe)(x)
+    assert got.shape == ref.shape and np.abs(ref).max() > 1e-6
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
 
 
 def test_extract_features_native_path_equals_predict():

@@ -38,18 +38,11 @@ class GradCAM(SaliencyMethod):
 
     def __init__(self, model, layer=None):
         super().__init__(model)
-        if layer is None:
-            from kerasimpl.models import gradcam_layer_name
+        from kerasimpl.models import feature_map, gradcam_layer_name
 
+        if layer is None:
             layer = gradcam_layer_name(model)
-        try:
-            activations = model.get_layer(layer).output
-        except ValueError as e:
-            raise ValueError(
-                f"No layer {layer!r} in {model.name}. Accepted, e.g. (4-D outputs): {_spatial_layers(model)[-5:]}"
-            ) from e
-        if len(activations.shape) != 4:
-            raise ValueError(f"Grad-CAM needs a 4-D (N, H, W, C) layer output. Received: {layer} {activations.shape}")
+        activations = feature_map(model, layer)
         self.layer = layer
         self.features = keras.Model(model.input, activations)
         # In a flat functional graph the rest of the model is a model too.
@@ -74,14 +67,3 @@ class GradCAM(SaliencyMethod):
         hi = ops.max(cam, axis=(1, 2), keepdims=True)
         cam = ops.where(hi > lo, (cam - lo) / ops.maximum(hi - lo, 1e-12), ops.zeros_like(cam))
         return np.asarray(ops.convert_to_numpy(cam))
-
-
-def _spatial_layers(model):
-    names = []
-    for layer in model.layers:
-        try:
-            if len(layer.output.shape) == 4:
-                names.append(layer.name)
-        except (AttributeError, ValueError):
-            pass
-    return names
