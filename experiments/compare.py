@@ -2,6 +2,11 @@
 
     python -m experiments.compare                      # the real experiment (needs internet once)
     python -m experiments.compare --preset smoke --data PATH/cifar-10-python.tar.gz
+    python -m experiments.compare --data ~/photos --data-size 160 --backbones efficientnetv2b0,resnet50
+
+--data also takes a folder of your own images: PATH/<class>/*.jpg, or
+PATH/train/<class>/ with optional PATH/val/<class>/ and PATH/test/<class>/
+(class names = folder names; unreadable files are skipped and listed).
 
 Writes to --out (default runs/compare-<time>/): config.json, results.json,
 results.md, results.csv, <backbone>/{model.keras,history.csv,*.png}, and
@@ -39,11 +44,13 @@ def build_parser():
     p.add_argument("--preset", choices=sorted(PRESETS), default="full",
                    help="defaults for the options below (default: full)")
     p.add_argument("--backbones", help=f"comma-separated, from: {', '.join(list_backbones())}")
-    p.add_argument("--data", help="cifar10 (download), synthetic, tfds:NAME, or a path to "
-                   "cifar-10-python.tar.gz / cifar-10-batches-py/")
+    p.add_argument("--data", help="cifar10 (download), synthetic, tfds:NAME, a path to "
+                   "cifar-10-python.tar.gz / cifar-10-batches-py/, or a folder of images (see above)")
     p.add_argument("--data-size", type=int,
-                   help="tfds:NAME only: resize images to this square size when loading (needed when "
-                        "their sizes differ, e.g. tfds:oxford_flowers102 --data-size 128)")
+                   help="image folders and tfds:NAME: resize images to this square size when loading (needed "
+                        "when their sizes differ, e.g. --data ~/photos --data-size 160)")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="image folders without test/: share of each class held out as the test set (default 0.2)")
     p.add_argument("--weights", help="imagenet, none, or a path to a local weights file (single backbone)")
     p.add_argument("--image-size", type=int, help="size the backbones see (images are resized inside the model)")
     p.add_argument("--alpha", type=float, help="width multiplier for MobileNets")
@@ -62,7 +69,14 @@ def build_parser():
                    help="re-run the frozen base every epoch (the seed's way) instead of caching features")
     p.add_argument("--hidden", default="256", help="hidden widths of the dense head, e.g. 512,256 or '' for none")
     p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--workers", type=int, default=1, help="PyDataset workers")
+    p.add_argument("--keep-top-hidden", action="store_true",
+                   help="MobileNetV3: keep the ImageNet top's pretrained hidden layer (1280 units, Large) and "
+                        "replace only the last classifier layer; the reference run is --hidden '' --dropout 0.2")
+    p.add_argument("--linear-probe", action="store_true",
+                   help="also fit a linear probe (L2 softmax regression on the cached features, strength chosen "
+                        "on validation) for each frozen backbone: its own row, 'linear probe'")
+    p.add_argument("--workers", type=int,
+                   help="threads loading (and decoding) batches ahead (default: 1; image folders: the CPU count)")
     p.add_argument("--distribute", action="store_true",
                    help="data-parallel over all local devices (KERAS_BACKEND=jax; multi-host via "
                         "KERAS_DISTRIBUTION_* variables, see README 'Scaling out')")
@@ -81,7 +95,8 @@ def resolve(args):
             cfg[key] = value
     cfg.update({k: getattr(args, k) for k in (
         "finetune_epochs", "finetune_layers", "lr", "val_fraction", "seed", "seeds", "augment",
-        "hidden", "dropout", "workers", "preset", "distribute", "data_size")})
+        "hidden", "dropout", "workers", "preset", "distribute", "data_size", "test_fraction", "keep_top_hidden",
+        "linear_probe")})
     cfg["cache_features"] = not args.no_cache_features
     cfg["backbones"] = [b.strip().lower() for b in cfg["backbones"].split(",") if b.strip()]
     cfg["weights"] = None if str(cfg["weights"]).lower() == "none" else cfg["weights"]
@@ -107,27 +122,57 @@ def run(cfg, plots_dir="plots", verbose="auto") -> int:
     """Run the resolved comparison `cfg`; write everything under `cfg["out"]`."""
     from kerasimpl import comparison, runtime
     from kerasimpl.artifacts import write_json
-    from kerasimpl.data import load_dataset, stratified_split
 
     _validate(cfg)
     devices = [str(d) for d in runtime.configure_distribution()] if cfg["distribute"] else None
     out = cfg["out"]
     os.makedirs(out, exist_ok=True)
-    print(f"[compare] loading data: {cfg['data']}", flush=True)
-    data = load_dataset(cfg["data"], image_size=cfg.get("data_size"))
-    split = stratified_split(data.y_train, cfg["val_fraction"], cfg["seed"])
+    data = _load_data(cfg)
+    split = data.split(cfg["val_fraction"], cfg["seed"])
     write_json(os.path.join(out, "config.json"), {
         **cfg, "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),
         "distributed_devices": devices,
         "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
+        "class_names": list(data.class_names), "data_notes": list(data.notes),
+        "skipped_files": [{"file": p, "reason": r} for p, r in data.skipped],
     })
     results = []
     for name in cfg["backbones"]:
-        seeds = range(cfg["seed"], cfg["seed"] + cfg["seeds"])
-        runs = [_run_one(name, seed, cfg, data, split, verbose) for seed in seeds]
-        results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
+        for kind in _kinds(name, cfg):
+            seeds = range(cfg["seed"], cfg["seed"] + cfg["seeds"])
+            runs = [_run_one(name, seed, cfg, data, split, verbose, kind) for seed in seeds]
+            results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
     _write_outputs(cfg, results, data, plots_dir)
     return 0
+
+
+def _load_data(cfg):
+    """The dataset, with what was skipped or decided about it said aloud."""
+    from kerasimpl.data import is_image_folder, load_dataset
+
+    folder = cfg["data"] not in ("cifar10", "synthetic") and is_image_folder(cfg["data"])
+    if cfg["workers"] is None:
+        cfg["workers"] = (os.cpu_count() or 1) if folder else 1
+    print(f"[compare] loading data: {cfg['data']}", flush=True)
+    data = load_dataset(cfg["data"], image_size=cfg.get("data_size"), test_fraction=cfg["test_fraction"],
+                        seed=cfg["seed"], workers=cfg["workers"])
+    print(f"[compare] {len(data.y_train)} train+val and {len(data.y_test)} test images of "
+          f"{data.image_shape[0]}x{data.image_shape[1]} px, {data.num_classes} classes: "
+          f"{', '.join(data.class_names[:10])}{' ...' if data.num_classes > 10 else ''}", flush=True)
+    for note in data.notes:
+        print(f"[compare] data: {note}", flush=True)
+    for path, reason in data.skipped:
+        print(f"[compare] skipped {path}: {reason}", flush=True)
+    return data
+
+
+def _kinds(name, cfg):
+    """Row kinds for backbone `name`: the MLP head, and a linear probe if asked
+    (frozen pretrained bases only)."""
+    from kerasimpl.backbones import get_spec
+
+    frozen = cfg["weights"] is not None and get_spec(name).pretrained and cfg["cache_features"]
+    return ("mlp", "linear-probe") if cfg["linear_probe"] and frozen else ("mlp",)
 
 
 def _validate(cfg):
@@ -136,35 +181,45 @@ def _validate(cfg):
     for b in cfg["backbones"]:
         get_spec(b)  # fail early, listing the accepted names
     pretrained = [b for b in cfg["backbones"] if get_spec(b).pretrained]
+    if cfg["keep_top_hidden"] and not any(get_spec(b).top_hidden for b in cfg["backbones"]):
+        raise ValueError(f"--keep-top-hidden applies to backbones whose ImageNet top has a hidden layer "
+                         f"(mobilenetv3large, mobilenetv3small). Received: {cfg['backbones']}")
     if cfg["weights"] not in (None, "imagenet") and len(pretrained) > 1:
         raise ValueError(f"A weights file fits one backbone. Received --weights {cfg['weights']} for {pretrained}; "
                          "run them one at a time, or use --weights imagenet / none")
 
 
-def _run_one(name, seed, cfg, data, split, verbose):
-    """Train and evaluate backbone `name` with `seed`; return its result."""
+def _run_one(name, seed, cfg, data, split, verbose, kind="mlp"):
+    """Train and evaluate backbone `name` with `seed` (head `kind`); return its result."""
     from kerasimpl import comparison
     from kerasimpl.backbones import get_spec
     from kerasimpl.heads import HeadConfig
     from kerasimpl.training import TrainConfig
 
-    pretrained = get_spec(name).pretrained
+    spec = get_spec(name)
+    probe = kind == "linear-probe"
     run = comparison.BackboneRun(
-        name, cfg["weights"] if pretrained else None, cfg["image_size"] if pretrained else None,
+        name, cfg["weights"] if spec.pretrained else None, cfg["image_size"] if spec.pretrained else None,
         {"alpha": cfg["alpha"]} if cfg["alpha"] and name.startswith("mobilenet") else {},
-        HeadConfig(hidden=tuple(cfg["hidden"]), dropout=cfg["dropout"]),
+        HeadConfig(hidden=(), dropout=0.0) if probe else HeadConfig(hidden=tuple(cfg["hidden"]),
+                                                                     dropout=cfg["dropout"]),
+        keep_top_hidden=bool(cfg["keep_top_hidden"] and spec.top_hidden),
     )
     config = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], learning_rate=cfg["lr"],
-                         finetune_epochs=0 if run.end_to_end else cfg["finetune_epochs"],
+                         finetune_epochs=0 if run.end_to_end or probe else cfg["finetune_epochs"],
                          finetune_top_layers=cfg["finetune_layers"], cache_features=cfg["cache_features"],
-                         augment=tuple(cfg["augment"]), seed=seed, workers=cfg["workers"])
-    folder = os.path.join(cfg["out"], name if cfg["seeds"] == 1 else os.path.join(name, f"seed{seed}"))
-    print(f"[compare] {name} (seed {seed}, {run.weights or 'random'} weights, "
+                         augment=tuple(cfg["augment"]), seed=seed, workers=cfg["workers"], head_kind=kind)
+    label = f"{name}-linear-probe" if probe else name
+    sub = (lambda n: n) if cfg["seeds"] == 1 else (lambda n: os.path.join(n, f"seed{seed}"))
+    folder = os.path.join(cfg["out"], sub(label))
+    print(f"[compare] {label} (seed {seed}, {run.weights or 'random'} weights, "
           f"{'end to end' if run.end_to_end else 'frozen base'}) -> {folder}", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Keras' input-size notes for non-224 MobileNets
-        result = comparison.run_backbone(run, data, split, config, folder, verbose=verbose)
-    print(f"[compare] {name}: test accuracy {result['test_accuracy']:.2%}, train {result['train_seconds']:.0f} s",
+        result = comparison.run_backbone(run, data, split, config, folder, verbose=verbose,
+                                         features_folder=os.path.join(cfg["out"], sub(name)))
+    result["run"] = label
+    print(f"[compare] {label}: test accuracy {result['test_accuracy']:.2%}, train {result['train_seconds']:.0f} s",
           flush=True)
     return result
 
@@ -180,7 +235,7 @@ def _write_outputs(cfg, results, data, plots_dir):
     save_figure(plotting.comparison(results, f"{cfg['preset']} preset on {os.path.basename(str(data.source))}: "
                                              "accuracy vs training time"),
                 os.path.join(gallery, "comparison.png"))
-    for name in cfg["backbones"]:
+    for name in dict.fromkeys(r.get("run", r["backbone"]) for r in results):
         for png in ("learning_curves.png", "confusion_matrix.png"):
             src = os.path.join(out, name, png)
             if os.path.exists(src):

@@ -23,7 +23,7 @@ def build_parser():
     p.add_argument("--top-k", type=int, default=3, help="classes to report per image (default 3)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("images", nargs="+", help="image files or folders of images")
+    p.add_argument("images", nargs="+", help="image files or folders of images (searched recursively, hidden files skipped)")
     return p
 
 
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     except ArtifactError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    results = classify(model, list_images(args.images), args.top_k, args.batch_size)
+    results = classify(model, list_images(args.images, recursive=True), args.top_k, args.batch_size)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

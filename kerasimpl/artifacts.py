@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 import zipfile
 
 
@@ -35,12 +36,25 @@ def atomic_path(path, suffix=None):
     suffix = suffix if suffix is not None else _suffix(path)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
     os.close(fd)
+    # mkstemp makes the file 0600; give it what open(path, "w") would give.
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask():
+    """The process umask (read by setting it and setting it back)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def _suffix(path):

@@ -29,6 +29,7 @@ class BackboneRun:
         image_size: size the backbone sees (`None`: the spec's default).
         backbone_kwargs: builder arguments, e.g. `{"alpha": 0.35}`.
         head: head configuration.
+        keep_top_hidden: keep the ImageNet top's hidden layer (MobileNetV3).
     """
 
     backbone: str
@@ -36,6 +37,7 @@ class BackboneRun:
     image_size: object = None
     backbone_kwargs: dict = dataclasses.field(default_factory=dict)
     head: HeadConfig = HeadConfig()
+    keep_top_hidden: bool = False
 
     @property
     def end_to_end(self) -> bool:
@@ -43,11 +45,12 @@ class BackboneRun:
         return self.weights is None or not get_spec(self.backbone).pretrained
 
 
-def run_backbone(run, data, split, config, folder, eval_batch=128, verbose="auto") -> dict:
+def run_backbone(run, data, split, config, folder, eval_batch=128, verbose="auto", features_folder=None) -> dict:
     """Train and evaluate one backbone; write its artifacts; return its result.
 
     If `folder/result.json` exists the backbone finished earlier: it is
-    returned unchanged.
+    returned unchanged. `features_folder` holds the feature caches (default
+    `folder`; a linear probe shares its MLP run's).
     """
     done = os.path.join(folder, "result.json")
     if os.path.exists(done):
@@ -56,23 +59,25 @@ def run_backbone(run, data, split, config, folder, eval_batch=128, verbose="auto
     model = models.build_classifier(
         run.backbone, data.num_classes, input_shape=data.image_shape, image_size=run.image_size,
         weights=run.weights, head=run.head, freeze_base=not run.end_to_end,
-        class_names=data.class_names, backbone_kwargs=run.backbone_kwargs,
+        class_names=data.class_names, backbone_kwargs=run.backbone_kwargs, keep_top_hidden=run.keep_top_hidden,
     )
-    seconds = training.train_classifier(model, data, split, config, folder, verbose=verbose)
+    seconds = training.train_classifier(model, data, split, config, folder, verbose=verbose,
+                                        features_folder=features_folder)
     model_path = os.path.join(folder, "model.keras")
     save_model(model, model_path)
     start = time.perf_counter()
-    probs = evaluation.predict_proba(model, data.x_test, eval_batch)
+    probs = evaluation.predict_proba(model, data.x_test, eval_batch, workers=config.workers)
     test = evaluation.classification_metrics(probs, data.y_test, data.class_names)
     val = evaluation.classification_metrics(
-        evaluation.predict(model, data.x_train, eval_batch, indices=split.val), data.y_train[split.val])
+        evaluation.predict(model, data.x_train, eval_batch, indices=split.val, workers=config.workers),
+        data.y_train[split.val])
     eval_seconds = time.perf_counter() - start
     params = models.parameter_counts(model)
     result = {
         "backbone": run.backbone,
         "weights": run.weights if run.weights is None or isinstance(run.weights, str) else str(run.weights),
         "image_size": run.image_size or get_spec(run.backbone).input_size,
-        "trained": "end-to-end" if run.end_to_end else "frozen base" + (" + fine-tune" if config.finetune_epochs else ""),
+        "trained": _trained(run, config, folder),
         "seed": config.seed,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
@@ -81,7 +86,7 @@ def run_backbone(run, data, split, config, folder, eval_batch=128, verbose="auto
         "val_loss": val["loss"],
         "train_seconds": float(sum(seconds.values())),
         "extract_seconds": seconds.get("extract", 0.0),
-        "head_seconds": seconds.get("head", seconds.get("frozen", 0.0)),
+        "head_seconds": seconds.get("head", seconds.get("probe", seconds.get("frozen", 0.0))),
         "train_stage_seconds": seconds.get("train", 0.0),
         "finetune_seconds": seconds.get("finetune", 0.0),
         "eval_seconds": eval_seconds,
@@ -98,6 +103,17 @@ def run_backbone(run, data, split, config, folder, eval_batch=128, verbose="auto
     write_plots(result, folder, data.class_names)
     write_json(done, result)
     return result
+
+
+def _trained(run, config, folder):
+    """The row kind: end-to-end, frozen base (+ fine-tune), linear probe (L2)."""
+    if run.end_to_end:
+        return "end-to-end"
+    if config.head_kind == "linear-probe":
+        with open(os.path.join(folder, "probe.json")) as f:
+            return f"linear probe (L2 {json.load(f)['l2']:g})"
+    kind = "frozen base" + (" + kept top hidden" if run.keep_top_hidden else "")
+    return kind + (" + fine-tune" if config.finetune_epochs else "")
 
 
 def write_plots(result, folder, class_names):

@@ -11,13 +11,15 @@ from kerasimpl.data import ArrayDataset
 from kerasimpl.runtime import batch_multiple
 
 
-def predict(model, x, batch_size=128, indices=None, verbose=0) -> np.ndarray:
+def predict(model, x, batch_size=128, indices=None, verbose=0, workers=1) -> np.ndarray:
     """`model.predict` over `x[indices]` in order, as float32.
 
     Batches are padded to split evenly over the devices of an active
-    distribution; the padded rows are dropped from the result.
+    distribution; the padded rows are dropped from the result. `workers`
+    threads load batches (image files decode in them).
     """
-    ds = ArrayDataset(x, None, batch_size, indices=indices, multiple_of=batch_multiple())
+    kw = {"workers": int(workers)} if workers > 1 else {}
+    ds = ArrayDataset(x, None, batch_size, indices=indices, multiple_of=batch_multiple(), **kw)
     out = np.asarray(model.predict(ds, verbose=verbose), dtype=np.float32)
     return out if ds.multiple_of == 1 else _unpad(out, ds)
 
@@ -30,9 +32,9 @@ def _unpad(out, ds):
     return np.concatenate([out[a : a + s] for a, s in zip(starts, sizes)])
 
 
-def predict_proba(model, x, batch_size=128, verbose=0) -> np.ndarray:
+def predict_proba(model, x, batch_size=128, verbose=0, workers=1) -> np.ndarray:
     """Class probabilities for raw images `x` (float32, (N, classes))."""
-    return predict(model, x, batch_size, verbose=verbose)
+    return predict(model, x, batch_size, verbose=verbose, workers=workers)
 
 
 def classification_metrics(probs, labels, class_names=None) -> dict:

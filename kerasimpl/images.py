@@ -18,25 +18,63 @@ def read_image(path, size=None) -> np.ndarray:
 
     Grayscale, palette and CMYK images become RGB; an alpha channel is
     dropped (the colour kept); 16-bit and float images are scaled from their
-    own min..max to 0..255.
+    own min..max to 0..255. A JPEG much larger than `size` is decoded at a
+    reduced DCT scale that still covers `size` (Pillow's `draft`), then
+    resized bilinearly: several times faster on photos, the same pixels
+    for training (image folders) and inference (`experiments.infer`).
 
     Raises:
         ImageError: the file is missing, truncated, or not an image.
     """
+    from PIL import Image
+
+    with _open(path) as im:
+        if size is not None:
+            im.draft("RGB", (int(size[1]), int(size[0])))
+        rgb = _load_rgb(im, path)
+    if size is not None and rgb.size != (size[1], size[0]):
+        rgb = rgb.resize((int(size[1]), int(size[0])), Image.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def probe_image(path) -> tuple:
+    """Decode `path` once, cheaply, and return its full `(height, width)`.
+
+    The whole file is read (a truncated JPEG or PNG fails here, as it would
+    in `read_image`), at the smallest DCT scale for JPEGs.
+
+    Raises:
+        ImageError: as `read_image`.
+    """
+    with _open(path) as im:
+        width, height = im.size
+        im.draft("RGB", (max(1, width // 8), max(1, height // 8)))
+        _load_rgb(im, path)
+    return int(height), int(width)
+
+
+def _open(path):
     from PIL import Image, UnidentifiedImageError
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ImageError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
     try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = _to_rgb(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return Image.open(path)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
-    if size is not None and rgb.size != (size[1], size[0]):
-        rgb = rgb.resize((int(size[1]), int(size[0])), Image.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _load_rgb(im, path):
+    from PIL import Image
+
+    try:
+        im.load()
+        return _to_rgb(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{os.fspath(path)}: not a readable image ({type(e).__name__}: {e})") from e
 
 
 def _to_rgb(im):
@@ -50,13 +88,17 @@ def _to_rgb(im):
     return im.convert("RGB")
 
 
-def list_images(paths) -> list:
-    """Expand folders to the images inside (sorted); keep files in given order."""
+def list_images(paths, recursive=False) -> list:
+    """Expand folders to the image files inside (sorted; hidden ones skipped,
+    sub-folders too with `recursive`); keep files in the given order."""
     out = []
     for p in paths:
         p = os.fspath(p)
-        if os.path.isdir(p):
-            out.extend(sorted(os.path.join(p, f) for f in os.listdir(p) if f.lower().endswith(EXTENSIONS)))
-        else:
+        if not os.path.isdir(p):
             out.append(p)
+            continue
+        for dirpath, dirnames, filenames in os.walk(p):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+            out.extend(os.path.join(dirpath, f) for f in sorted(filenames)
+                       if not f.startswith(".") and f.lower().endswith(EXTENSIONS))
     return out

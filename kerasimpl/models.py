@@ -33,6 +33,7 @@ def build_classifier(
     class_names=None,
     backbone_kwargs=None,
     keep_top_hidden=False,
+    bn_momentum="auto",
     name=None,
 ) -> keras.Model:
     """Build a classifier that takes raw images and returns class probabilities.
@@ -55,6 +56,13 @@ def build_classifier(
             (MobileNetV3: 1280 units for Large, 1024 for Small) and put the new
             head on its activation: with `head=HeadConfig((), 0.2)` that is the
             reference run's "replace only the last classifier layer".
+        bn_momentum: momentum of the backbone's BatchNormalization moving
+            statistics. `"auto"`: 0.9 when a `keras.applications` backbone is
+            trained end to end from random weights (their 0.99-0.999 is made
+            for long ImageNet runs: after a few hundred steps the statistics
+            are still mostly their initial values, and inference-mode
+            validation stays at chance), else the architecture's own.
+            A float sets every backbone BN; `None` keeps the architecture's.
         name: model name (default `<backbone>_classifier`).
     """
     spec = get_spec(backbone)
@@ -83,9 +91,19 @@ def build_classifier(
     logits = build_head(features.shape[-1], num_classes, head, name=HEAD)(features)
     outputs = LabeledSoftmax(class_names, name=PREDICTIONS)(logits)
     model = keras.Model(inputs, outputs, name=name or f"{spec.name}_classifier")
+    if bn_momentum == "auto":
+        bn_momentum = SHORT_RUN_BN_MOMENTUM if (not freeze_base and weights is None and spec.pretrained) else None
+    if bn_momentum is not None:
+        for layer in base_layers(model):
+            if isinstance(layer, layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)
     if freeze_base:
         set_base_trainable(model, False)
     return model
+
+
+# BatchNormalization momentum for short from-scratch runs (torch's default 0.1 update).
+SHORT_RUN_BN_MOMENTUM = 0.9
 
 
 def build_imagenet_classifier(backbone, weights="imagenet", image_size=None, backbone_kwargs=None) -> keras.Model:

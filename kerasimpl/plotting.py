@@ -68,7 +68,7 @@ def comparison(results, title="") -> Figure:
     for r, s in zip(results, sizes):
         x, y = _mean(r["train_seconds"]), 100 * _mean(r["test_accuracy"])
         ax.scatter(x, y, s=s, alpha=0.6)
-        ax.annotate(f"{r['backbone']}\n{_mean(r['params_total']) / 1e6:.1f}M params", (x, y),
+        ax.annotate(f"{r.get('run', r['backbone'])}\n{_mean(r['params_total']) / 1e6:.1f}M params", (x, y),
                     textcoords="offset points", xytext=(8, 4), fontsize=8)
     ax.set_xlabel("training time (s)")
     ax.set_ylabel("test accuracy (%)")

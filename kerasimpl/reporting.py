@@ -12,6 +12,7 @@ from kerasimpl.artifacts import write_csv, write_json, write_text
 COLUMNS = (
     ("backbone", "backbone", "{}"),
     ("weights", "weights", "{}"),
+    ("trained", "trained", "{}"),
     ("image_size", "px", "{}"),
     ("test_accuracy", "test acc", "{:.2%}"),
     ("test_loss", "test loss", "{:.3f}"),

@@ -27,6 +27,7 @@ from kerasimpl.runtime import batch_multiple
 
 AUGMENTATIONS = ("flip", "translate", "randaugment", "mixup", "cutmix")
 MIXING = ("mixup", "cutmix")  # mix pairs of images and their labels: need one-hot labels
+HEAD_KINDS = ("mlp", "linear-probe")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +48,13 @@ class TrainConfig:
             is never augmented.
         patience: early-stopping patience (epochs).
         seed: seed of initialisation, shuffles and augmentation.
-        workers: `PyDataset` workers.
+        workers: `PyDataset` workers (threads loading, and decoding image
+            files, ahead), also used by feature extraction.
+        head_kind: `"mlp"`: the head is trained with Adam (stage `head`);
+            `"linear-probe"`: the head (one Dense layer) is L2-regularised
+            softmax regression fitted on the cached features with the
+            strength chosen on validation (stage `probe`,
+            `kerasimpl.probe`; frozen base and cached features only).
     """
 
     epochs: int = 10
@@ -61,8 +68,11 @@ class TrainConfig:
     patience: int = 3
     seed: int = 0
     workers: int = 1
+    head_kind: str = "mlp"
 
     def __post_init__(self):
+        if self.head_kind not in HEAD_KINDS:
+            raise ValueError(f"Unknown head_kind. Received: {self.head_kind!r}. Accepted: {HEAD_KINDS}")
         bad = [a for a in self.augment if a not in AUGMENTATIONS]
         if bad:
             raise ValueError(f"Unknown augmentation {bad}. Accepted: {AUGMENTATIONS}")
@@ -187,14 +197,15 @@ def compile_head(head, learning_rate):
     )
 
 
-def extract_features(model, x, indices=None, batch_size=64, verbose="auto", native=True):
+def extract_features(model, x, indices=None, batch_size=64, verbose="auto", native=True, workers=1):
     """Pooled backbone features of `x[indices]` as float32 (N, D), in order.
 
     On the torch backend (without a distribution) the frozen feature
     extractor runs as a compiled native torch program with BatchNorm folded
     into the convolutions (`kerasimpl.torch_inference`), equal to
     `model.predict` to float tolerance and 1.2-3.4x faster on CPU (docs/benchmarks.md); `native=False`
-    or an unsupported layer falls back to `model.predict`.
+    or an unsupported layer falls back to `model.predict`. With `workers > 1`
+    that many threads load batches ahead (image files decode meanwhile).
     """
     extractor = models.feature_extractor(model)
     if native and batch_multiple() == 1 and keras.backend.backend() == "torch":
@@ -205,17 +216,36 @@ def extract_features(model, x, indices=None, batch_size=64, verbose="auto", nati
         except NotImplementedError:
             program = None
         if program is not None:
-            return _run_batches(program, ArrayDataset(x, None, batch_size, indices=indices), verbose)
-    return predict(extractor, x, batch_size, indices=indices, verbose=verbose)
+            return _run_batches(program, ArrayDataset(x, None, batch_size, indices=indices), verbose, workers)
+    return predict(extractor, x, batch_size, indices=indices, verbose=verbose, workers=workers)
 
 
-def _run_batches(fn, dataset, verbose):
+def _run_batches(fn, dataset, verbose, workers=1):
     bar = keras.utils.Progbar(len(dataset), verbose=0 if verbose == 0 else (2 if verbose == 2 else 1))
     out = []
-    for i in range(len(dataset)):
-        out.append(np.asarray(fn(dataset[i][0]), dtype=np.float32))
+    for i, (batch,) in enumerate(prefetch(dataset, workers)):
+        out.append(np.asarray(fn(batch), dtype=np.float32))
         bar.update(i + 1)
     return np.concatenate(out)
+
+
+def prefetch(dataset, workers=1):
+    """`dataset[0], dataset[1], ...` in order, `workers` threads loading ahead."""
+    if workers <= 1:
+        yield from (dataset[i] for i in range(len(dataset)))
+        return
+    import collections
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        pending = collections.deque(pool.submit(dataset.__getitem__, i) for i in range(min(2 * workers, len(dataset))))
+        nxt = len(pending)
+        while pending:
+            batch = pending.popleft().result()
+            if nxt < len(dataset):
+                pending.append(pool.submit(dataset.__getitem__, nxt))
+                nxt += 1
+            yield batch
 
 
 def weights_fingerprint(layers_) -> str:
@@ -227,7 +257,7 @@ def weights_fingerprint(layers_) -> str:
     return h.hexdigest()
 
 
-def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto"):
+def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto", workers=1):
     """Features from `path` if its key matches `key`, else extracted and saved.
 
     The cache is written atomically after extraction completes, so an
@@ -237,7 +267,7 @@ def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto")
         with np.load(path) as z:
             if str(z["key"]) == key and len(z["features"]) == len(indices):
                 return z["features"]
-    feats = extract_features(model, x, indices, batch_size, verbose)
+    feats = extract_features(model, x, indices, batch_size, verbose, workers=workers)
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, features=feats, key=np.asarray(key))
     return feats
@@ -262,7 +292,8 @@ def fit_stage(model, train, val, folder, stage, config, epochs, verbose="auto", 
     return timer.seconds
 
 
-def train_classifier(model, data, split, config, folder, verbose="auto", extra_callbacks=()) -> dict:
+def train_classifier(model, data, split, config, folder, verbose="auto", extra_callbacks=(),
+                     features_folder=None) -> dict:
     """Train `model` on `data[split]` in stages; return seconds per stage.
 
     Stage 1 trains the head on cached features when the base is frozen and
@@ -271,18 +302,21 @@ def train_classifier(model, data, split, config, folder, verbose="auto", extra_c
     A finished stage saves `<stage>.weights.h5`; a rerun in the same folder
     loads it and skips the stage, and `BackupAndRestore` resumes a stage
     that was killed mid-way. `extra_callbacks` run after the standard ones.
+    `features_folder` (default `folder`) holds the feature caches, so runs
+    of one base (an MLP head and a linear probe) share them.
 
     Returns:
-        Seconds per stage: `extract`, `head`, `frozen`, `train`, `finetune`.
+        Seconds per stage: `extract`, `head`, `probe`, `frozen`, `train`, `finetune`.
     """
     keras.utils.set_random_seed(config.seed)
-    return _StagedRun(model, data, split, config, folder, verbose, extra_callbacks).run()
+    return _StagedRun(model, data, split, config, folder, verbose, extra_callbacks, features_folder).run()
 
 
 class _StagedRun:
-    def __init__(self, model, data, split, config, folder, verbose, extra_callbacks):
+    def __init__(self, model, data, split, config, folder, verbose, extra_callbacks, features_folder=None):
         self.model, self.data, self.split, self.config = model, data, split, config
         self.folder, self.verbose, self.extra_callbacks = folder, verbose, extra_callbacks
+        self.features_folder = features_folder or folder
         os.makedirs(folder, exist_ok=True)
         self.times_path = os.path.join(folder, "stages.json")
         self.seconds = {}
@@ -293,7 +327,12 @@ class _StagedRun:
     def run(self):
         cfg = self.config
         frozen = not any(layer.trainable for layer in models.base_layers(self.model) if layer.weights)
-        if frozen and cfg.cache_features:
+        if cfg.head_kind == "linear-probe":
+            if not (frozen and cfg.cache_features):
+                raise ValueError("A linear probe fits a frozen base's cached features. Received a trainable base "
+                                 f"or cache_features={cfg.cache_features}")
+            self.stage("probe", self.probe_on_features)
+        elif frozen and cfg.cache_features:
             self.stage("head", self.head_on_features)
         else:
             stage = "frozen" if frozen else "train"
@@ -316,16 +355,24 @@ class _StagedRun:
         self.seconds[stage] = fit_stage(model, train, val, self.folder, stage, self.config, epochs,
                                         self.verbose, self.extra_callbacks)
 
-    def head_on_features(self):
+    def features(self):
+        """Cached pooled features of the train and validation rows."""
         cfg, data, split = self.config, self.data, self.split
         start = time.perf_counter()
         base_key = weights_fingerprint(models.base_layers(self.model))
         feats = {}
         for name, idx in (("train", split.train), ("val", split.val)):
-            key = json.dumps({"base": base_key, "source": data.source, "split": split.summary(), "part": name})
-            path = os.path.join(self.folder, f"features_{name}.npz")
-            feats[name] = cached_features(self.model, data.x_train, idx, path, key, cfg.batch_size, self.verbose)
+            key = json.dumps({"base": base_key, "source": data.source, "data": data.fingerprint,
+                              "split": split.summary(), "part": name})
+            path = os.path.join(self.features_folder, f"features_{name}.npz")
+            feats[name] = cached_features(self.model, data.x_train, idx, path, key, cfg.batch_size, self.verbose,
+                                          workers=cfg.workers)
         self.seconds["extract"] = time.perf_counter() - start
+        return feats
+
+    def head_on_features(self):
+        cfg, data, split = self.config, self.data, self.split
+        feats = self.features()
         head = self.model.get_layer(models.HEAD)
         compile_head(head, cfg.learning_rate)
         m = batch_multiple()
@@ -333,6 +380,25 @@ class _StagedRun:
                              multiple_of=m)
         val = ArrayDataset(feats["val"], data.y_train[split.val], cfg.batch_size, multiple_of=m)
         self.fit(head, train, val, "head", cfg.epochs)
+
+    def probe_on_features(self):
+        from kerasimpl.artifacts import write_csv
+        from kerasimpl.probe import fit_linear_probe
+
+        data, split = self.data, self.split
+        feats = self.features()
+        dense = [layer for layer in self.model.get_layer(models.HEAD).layers if layer.weights]
+        if len(dense) != 1:
+            raise ValueError(f"A linear probe needs a head of one Dense layer (HeadConfig(hidden=())). "
+                             f"Received a head with {len(dense)} weighted layers")
+        start = time.perf_counter()
+        fit = fit_linear_probe(feats["train"], data.y_train[split.train], feats["val"], data.y_train[split.val],
+                               data.num_classes)
+        dense[0].set_weights([fit.kernel, fit.bias])
+        self.seconds["probe"] = time.perf_counter() - start
+        write_json(os.path.join(self.folder, "probe.json"), {"l2": fit.l2, "grid": list(fit.table)})
+        write_csv(os.path.join(self.folder, "history.csv"),
+                  [{"stage": "probe", "epoch": i, **row} for i, row in enumerate(fit.table)])
 
     def full_model(self, stage, epochs, learning_rate):
         cfg, data, split = self.config, self.data, self.split

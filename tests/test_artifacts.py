@@ -119,6 +119,29 @@ def test_truncated_model_file_is_refused(saved, tmp_path):
         load_model(cut)
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_files_get_the_permissions_open_would_give(saved, tmp_path, umask):
+    """Files written atomically (JSON, models, figures) get 0666 & ~umask, as
+    a plain open(path, "w") does, not mkstemp's 0600."""
+    from matplotlib.figure import Figure
+
+    from kerasimpl.artifacts import save_figure
+
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "r.json", {"v": 1})
+        save_model(saved[0], tmp_path / "m.keras")
+        save_figure(Figure(figsize=(1, 1)), tmp_path / "f.png")
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    assert os.stat(tmp_path / "plain.txt").st_mode & 0o777 == expected
+    for name in ("r.json", "m.keras", "f.png"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == expected, name
+
+
 def test_atomic_write_leaves_old_file_on_crash(saved, tmp_path):
     target = tmp_path / "results.json"
     write_json(target, {"v": 1})

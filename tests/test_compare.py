@@ -27,7 +27,7 @@ def outputs_ok(out, backbones):
         for key in ("test_accuracy", "test_loss", "train_seconds", "params_total", "params_trainable",
                     "model_mb", "images_per_second", "top5_accuracy"):
             assert np.isfinite(r[key]), key
-        folder = os.path.join(out, r["backbone"])
+        folder = os.path.join(out, r.get("run", r["backbone"]))
         for name in ("model.keras", "history.csv", "learning_curves.png", "confusion_matrix.png"):
             assert os.path.getsize(os.path.join(folder, name)) > 0
         assert len(read_csv(os.path.join(folder, "history.csv"))) == r["epochs_run"]
@@ -86,7 +86,7 @@ def test_compare_smallcnn_on_real_subset_learns(subset_path, tmp_path):
     (["--backbones", "resnet9000"], "Accepted: .*smallcnn"),
     (["--data", "/nonexistent/cifar.tar.gz"], "Unknown data source"),
     (["--augment", "mixup!"], "Unknown augmentation"),
-    (["--data-size", "64"], r"image_size applies to 'tfds:NAME' sources only.*Received: image_size=64"),
+    (["--data-size", "64"], r"image_size applies to 'tfds:NAME' sources and image folders only.*Received: image_size=64"),
     (["--backbones", "vgg16,mobilenetv2", "--weights", "/some/file.h5"], "A weights file fits one backbone"),
 ])
 def test_compare_bad_input_is_one_clear_line(tmp_path, capsys, argv, message):

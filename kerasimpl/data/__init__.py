@@ -7,6 +7,9 @@
 - a path to `cifar-10-python.tar.gz` or its extracted folder;
 - `"tfds:NAME"`: any tensorflow-datasets image-classification dataset
   (needs the `tfds` extra);
+- a folder of your own images, `PATH/<class>/*.jpg` or with `train/`,
+  `val/`, `test/` split folders (`kerasimpl.data.folder`), streamed from
+  disk;
 - `"synthetic"`: a small deterministic learnable dataset for tests.
 """
 
@@ -16,6 +19,7 @@ import os
 
 from kerasimpl.data.base import DatasetError, ImageClassificationData, validate_arrays
 from kerasimpl.data.cifar10 import CIFAR10_SHA256, CIFAR10_URL, download_cifar10, load_cifar10
+from kerasimpl.data.folder import ImageFiles, is_image_folder, load_image_folder
 from kerasimpl.data.loaders import ArrayDataset
 from kerasimpl.data.splits import Split, stratified_split
 from kerasimpl.data.synthetic import synthetic_dataset
@@ -24,20 +28,25 @@ from kerasimpl.data.tfds import load_tfds
 SOURCES = ("cifar10", "synthetic", "tfds:NAME", "PATH")
 
 
-def load_dataset(source="cifar10", *, image_size=None, cache_dir=None) -> ImageClassificationData:
+def load_dataset(source="cifar10", *, image_size=None, cache_dir=None, test_fraction=0.2, seed=0,
+                 workers=4) -> ImageClassificationData:
     """Load a dataset by source name or path (see module docstring).
 
     Args:
         source: one of `SOURCES`.
-        image_size: for `tfds:` sources only: resize every image to this
-            square size when loading (datasets of mixed image sizes need it).
+        image_size: for `tfds:` sources and image folders: resize every
+            image to this square size when loading (needed when sizes differ).
         cache_dir: Keras cache folder for the CIFAR-10 download.
+        test_fraction, seed: image folders without `test/`: the seeded,
+            stratified share of each class held out as the test set.
+        workers: image folders: threads that decode images while scanning.
     """
     source = os.fspath(source)
-    if image_size is not None and not source.startswith("tfds:"):
+    folder = source not in ("cifar10", "synthetic") and is_image_folder(source)
+    if image_size is not None and not (source.startswith("tfds:") or folder):
         raise DatasetError(
-            f"image_size applies to 'tfds:NAME' sources only (CIFAR-10 is 32x32; the model resizes). "
-            f"Received: image_size={image_size!r} for source {source!r}"
+            f"image_size applies to 'tfds:NAME' sources and image folders only (CIFAR-10 is 32x32; the model "
+            f"resizes). Received: image_size={image_size!r} for source {source!r}"
         )
     if source == "cifar10":
         return load_cifar10(None, cache_dir=cache_dir)
@@ -45,16 +54,20 @@ def load_dataset(source="cifar10", *, image_size=None, cache_dir=None) -> ImageC
         return synthetic_dataset()
     if source.startswith("tfds:"):
         return load_tfds(source[len("tfds:"):], image_size=image_size)
+    if folder:
+        return load_image_folder(source, image_size, test_fraction=test_fraction, seed=seed, workers=workers)
     if os.path.exists(source):
         return load_cifar10(source)
     raise DatasetError(
-        f"Unknown data source. Received: {source!r}. Accepted: 'cifar10' (download), "
-        "'synthetic', 'tfds:NAME', or a path to cifar-10-python.tar.gz or its extracted folder."
+        f"Unknown data source. Received: {source!r}. Accepted: 'cifar10' (download), 'synthetic', "
+        "'tfds:NAME', a path to cifar-10-python.tar.gz or its extracted folder, or a folder of images "
+        "(PATH/<class>/*.jpg, or PATH/train/<class>/ with optional val/ and test/)."
     )
 
 
 __all__ = [
-    "ArrayDataset", "CIFAR10_SHA256", "CIFAR10_URL", "DatasetError", "ImageClassificationData",
+    "ArrayDataset", "CIFAR10_SHA256", "CIFAR10_URL", "DatasetError", "ImageClassificationData", "ImageFiles",
+    "is_image_folder", "load_image_folder",
     "SOURCES", "Split", "download_cifar10", "load_cifar10", "load_dataset", "load_tfds",
     "stratified_split", "synthetic_dataset", "validate_arrays",
 ]

@@ -19,14 +19,18 @@ class Split:
     val: np.ndarray
     seed: int
     val_fraction: float
+    given: bool = False  # the source's own validation set (an image folder's val/)
 
     def summary(self) -> dict:
-        return {
+        out = {
             "seed": self.seed,
             "val_fraction": self.val_fraction,
             "num_train": int(len(self.train)),
             "num_val": int(len(self.val)),
         }
+        if self.given:
+            out["validation"] = "given by the data source"
+        return out
 
 
 def stratified_split(labels, val_fraction=0.2, seed=0) -> Split:
