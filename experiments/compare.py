@@ -111,6 +111,8 @@ def main(argv=None) -> int:
     from kerasimpl.artifacts import ArtifactError
     from kerasimpl.data import DatasetError
 
+    if not args.quiet:
+        experiments.log_to_stdout()  # kerasimpl's stage and progress lines (kerasimpl.progress)
     try:
         return run(resolve(args), plots_dir=args.plots_dir, verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2))
     except (DatasetError, ArtifactError, ValueError, RuntimeError, FloatingPointError) as e:

@@ -11,6 +11,7 @@ import json
 import os
 import time
 
+import keras
 import numpy as np
 
 from kerasimpl import evaluation, models, plotting, training
@@ -66,11 +67,10 @@ def run_backbone(run, data, split, config, folder, eval_batch=128, verbose="auto
     model_path = os.path.join(folder, "model.keras")
     save_model(model, model_path)
     start = time.perf_counter()
-    probs = evaluation.predict_proba(model, data.x_test, eval_batch, workers=config.workers)
-    test = evaluation.classification_metrics(probs, data.y_test, data.class_names)
-    val = evaluation.classification_metrics(
-        evaluation.predict(model, data.x_train, eval_batch, indices=split.val, workers=config.workers),
-        data.y_train[split.val])
+    test_probs, val_probs, eval_path = evaluate(model, run, data, split, config, features_folder or folder,
+                                                eval_batch, verbose)
+    test = evaluation.classification_metrics(test_probs, data.y_test, data.class_names)
+    val = evaluation.classification_metrics(val_probs, data.y_train[split.val])
     eval_seconds = time.perf_counter() - start
     params = models.parameter_counts(model)
     result = {
@@ -90,11 +90,13 @@ def run_backbone(run, data, split, config, folder, eval_batch=128, verbose="auto
         "train_stage_seconds": seconds.get("train", 0.0),
         "finetune_seconds": seconds.get("finetune", 0.0),
         "eval_seconds": eval_seconds,
+        "eval_path": eval_path,
         "params_total": params["total"],
         "params_trainable": params["trainable"],
         "model_mb": evaluation.file_size_mb(model_path),
         "images_per_second": evaluation.throughput(model, data.image_shape, eval_batch),
         "throughput_batch": eval_batch,
+        "throughput_path": "saved model: keras predict_on_batch, raw uint8 images in, probabilities out",
         "epochs_run": len(read_csv(os.path.join(folder, "history.csv"))),
         "num_test": int(len(data.y_test)),
         "per_class": test["per_class"],
@@ -103,6 +105,37 @@ def run_backbone(run, data, split, config, folder, eval_batch=128, verbose="auto
     write_plots(result, folder, data.class_names)
     write_json(done, result)
     return result
+
+
+def evaluate(model, run, data, split, config, features_folder, eval_batch=128, verbose="auto"):
+    """Test and validation probabilities, and which path computed them.
+
+    Every path runs the backbone once per image to pooled features and the
+    head on those (equal to the full model's predictions to float
+    tolerance, tested). A frozen base with cached features (no fine-tuning):
+    the test features are cached beside train's and validation's (which
+    are reused). Otherwise (fine-tuned, end to end) the features are
+    computed fresh. Either way they come from `training.extract_features`:
+    on torch the compiled native program, else `model.predict`.
+    """
+    if not run.end_to_end and config.cache_features and not config.finetune_epochs:
+        test = training.split_features(model, data, data.x_test, np.arange(len(data.y_test)), "test",
+                                       features_folder, config, verbose)
+        val = training.split_features(model, data, data.x_train, split.val, "val", features_folder, config,
+                                      verbose, split)
+        path = "cached pooled features + head"
+    else:
+        kw = dict(batch_size=eval_batch, verbose=verbose, workers=config.workers)
+        test = training.extract_features(model, data.x_test, None, what="evaluate test", **kw)
+        val = training.extract_features(model, data.x_train, split.val, what="evaluate val", **kw)
+        path = "pooled features (fresh) + head"
+    return head_probabilities(model, test, eval_batch), head_probabilities(model, val, eval_batch), path
+
+
+def head_probabilities(model, features, batch_size=1024):
+    """Class probabilities of a kerasimpl classifier from its pooled features."""
+    logits = evaluation.predict(model.get_layer(models.HEAD), features, batch_size)
+    return keras.ops.convert_to_numpy(model.get_layer(models.PREDICTIONS)(logits)).astype(np.float32)
 
 
 def _trained(run, config, folder):

@@ -8,19 +8,27 @@ import time
 import numpy as np
 
 from kerasimpl.data import ArrayDataset
+from kerasimpl.progress import Progress, ProgressCallback
 from kerasimpl.runtime import batch_multiple
 
 
-def predict(model, x, batch_size=128, indices=None, verbose=0, workers=1) -> np.ndarray:
+def predict(model, x, batch_size=128, indices=None, verbose=0, workers=1, what=None) -> np.ndarray:
     """`model.predict` over `x[indices]` in order, as float32.
 
     Batches are padded to split evenly over the devices of an active
     distribution; the padded rows are dropped from the result. `workers`
-    threads load batches (image files decode in them).
+    threads load batches (image files decode in them). With `what`, progress
+    is reported as that stage (`kerasimpl.progress`: log lines without a terminal).
     """
     kw = {"workers": int(workers)} if workers > 1 else {}
     ds = ArrayDataset(x, None, batch_size, indices=indices, multiple_of=batch_multiple(), **kw)
-    out = np.asarray(model.predict(ds, verbose=verbose), dtype=np.float32)
+    if what is None:
+        out = np.asarray(model.predict(ds, verbose=verbose), dtype=np.float32)
+    else:
+        progress = Progress(ds.num_samples, what, verbose)
+        out = np.asarray(model.predict(ds, verbose=0, callbacks=[ProgressCallback(progress, ds.batch_size)]),
+                         dtype=np.float32)
+        progress.close()
     return out if ds.multiple_of == 1 else _unpad(out, ds)
 
 
@@ -32,9 +40,9 @@ def _unpad(out, ds):
     return np.concatenate([out[a : a + s] for a, s in zip(starts, sizes)])
 
 
-def predict_proba(model, x, batch_size=128, verbose=0, workers=1) -> np.ndarray:
+def predict_proba(model, x, batch_size=128, verbose=0, workers=1, what=None) -> np.ndarray:
     """Class probabilities for raw images `x` (float32, (N, classes))."""
-    return predict(model, x, batch_size, verbose=verbose, workers=workers)
+    return predict(model, x, batch_size, verbose=verbose, workers=workers, what=what)
 
 
 def classification_metrics(probs, labels, class_names=None) -> dict:

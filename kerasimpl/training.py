@@ -23,6 +23,7 @@ from kerasimpl.artifacts import atomic_path, save_weights, write_json
 from kerasimpl.callbacks import standard_callbacks
 from kerasimpl.data import ArrayDataset
 from kerasimpl.evaluation import predict
+from kerasimpl.progress import Progress
 from kerasimpl.runtime import batch_multiple
 
 AUGMENTATIONS = ("flip", "translate", "randaugment", "mixup", "cutmix")
@@ -197,7 +198,7 @@ def compile_head(head, learning_rate):
     )
 
 
-def extract_features(model, x, indices=None, batch_size=64, verbose="auto", native=True, workers=1):
+def extract_features(model, x, indices=None, batch_size=64, verbose="auto", native=True, workers=1, what="extract"):
     """Pooled backbone features of `x[indices]` as float32 (N, D), in order.
 
     On the torch backend (without a distribution) the frozen feature
@@ -206,6 +207,7 @@ def extract_features(model, x, indices=None, batch_size=64, verbose="auto", nati
     `model.predict` to float tolerance and 1.2-3.4x faster on CPU (docs/benchmarks.md); `native=False`
     or an unsupported layer falls back to `model.predict`. With `workers > 1`
     that many threads load batches ahead (image files decode meanwhile).
+    Progress is reported as stage `what` (`kerasimpl.progress`).
     """
     extractor = models.feature_extractor(model)
     if native and batch_multiple() == 1 and keras.backend.backend() == "torch":
@@ -216,16 +218,18 @@ def extract_features(model, x, indices=None, batch_size=64, verbose="auto", nati
         except NotImplementedError:
             program = None
         if program is not None:
-            return _run_batches(program, ArrayDataset(x, None, batch_size, indices=indices), verbose, workers)
-    return predict(extractor, x, batch_size, indices=indices, verbose=verbose, workers=workers)
+            return _run_batches(program, ArrayDataset(x, None, batch_size, indices=indices), verbose, workers, what)
+    return predict(extractor, x, batch_size, indices=indices, verbose=verbose, workers=workers, what=what)
 
 
-def _run_batches(fn, dataset, verbose, workers=1):
-    bar = keras.utils.Progbar(len(dataset), verbose=0 if verbose == 0 else (2 if verbose == 2 else 1))
-    out = []
-    for i, (batch,) in enumerate(prefetch(dataset, workers)):
+def _run_batches(fn, dataset, verbose, workers=1, what="extract"):
+    progress = Progress(dataset.num_samples, what, verbose)
+    out, done = [], 0
+    for (batch,) in prefetch(dataset, workers):
         out.append(np.asarray(fn(batch), dtype=np.float32))
-        bar.update(i + 1)
+        done += len(batch)
+        progress.update(done)
+    progress.close()
     return np.concatenate(out)
 
 
@@ -257,7 +261,7 @@ def weights_fingerprint(layers_) -> str:
     return h.hexdigest()
 
 
-def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto", workers=1):
+def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto", workers=1, what="extract"):
     """Features from `path` if its key matches `key`, else extracted and saved.
 
     The cache is written atomically after extraction completes, so an
@@ -267,10 +271,25 @@ def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto",
         with np.load(path) as z:
             if str(z["key"]) == key and len(z["features"]) == len(indices):
                 return z["features"]
-    feats = extract_features(model, x, indices, batch_size, verbose, workers=workers)
+    feats = extract_features(model, x, indices, batch_size, verbose, workers=workers, what=what)
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, features=feats, key=np.asarray(key))
     return feats
+
+
+def split_features(model, data, x, indices, part, folder, config, verbose="auto", split=None):
+    """Pooled features of `x[indices]`, cached in `folder/features_<part>.npz`.
+
+    The cache key holds the frozen base's weights, the data's fingerprint,
+    the split and the part, so a changed model, file list or split is
+    extracted again.
+    """
+    key = json.dumps({"base": weights_fingerprint(models.base_layers(model)), "source": data.source,
+                      "data": data.fingerprint, "split": split.summary() if split is not None else None,
+                      "part": part})
+    path = os.path.join(folder, f"features_{part}.npz")
+    return cached_features(model, x, indices, path, key, config.batch_size, verbose, workers=config.workers,
+                           what=f"extract {part}")
 
 
 def fit_stage(model, train, val, folder, stage, config, epochs, verbose="auto", extra_callbacks=()):
@@ -359,14 +378,9 @@ class _StagedRun:
         """Cached pooled features of the train and validation rows."""
         cfg, data, split = self.config, self.data, self.split
         start = time.perf_counter()
-        base_key = weights_fingerprint(models.base_layers(self.model))
-        feats = {}
-        for name, idx in (("train", split.train), ("val", split.val)):
-            key = json.dumps({"base": base_key, "source": data.source, "data": data.fingerprint,
-                              "split": split.summary(), "part": name})
-            path = os.path.join(self.features_folder, f"features_{name}.npz")
-            feats[name] = cached_features(self.model, data.x_train, idx, path, key, cfg.batch_size, self.verbose,
-                                          workers=cfg.workers)
+        feats = {name: split_features(self.model, data, data.x_train, idx, name, self.features_folder, cfg,
+                                      self.verbose, split)
+                 for name, idx in (("train", split.train), ("val", split.val))}
         self.seconds["extract"] = time.perf_counter() - start
         return feats
 

@@ -150,3 +150,34 @@ def test_compare_killed_mid_training_resumes_without_duplicate_rows(tmp_path):
     (result,) = json.load(open(out / "results.json"))
     assert epochs == list(range(len(epochs))) and result["epochs_run"] == len(epochs)
     assert len(epochs) >= 3  # at least one epoch ran after the restart
+
+
+def test_frozen_base_evaluation_from_cached_features_equals_the_full_model(tmp_path):
+    """Test/val metrics of a frozen base come from cached pooled features and
+    the head: the same probabilities as the full model on raw images."""
+    from kerasimpl import comparison
+    from kerasimpl.heads import HeadConfig
+    from kerasimpl.training import TrainConfig
+
+    data = load_dataset("synthetic")
+    split = data.split(0.2, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = models.build_classifier("mobilenetv2", data.num_classes, weights=None, image_size=32,
+                                        backbone_kwargs={"alpha": 0.35}, head=HeadConfig((16,), 0.0))
+    for layer in models.base_layers(model):  # non-trivial BN statistics
+        if isinstance(layer, __import__("keras").layers.BatchNormalization):
+            layer.moving_mean.assign(np.random.default_rng(0).normal(0, 0.1, layer.moving_mean.shape))
+    run = comparison.BackboneRun("mobilenetv2", weights="local.weights.h5", image_size=32)
+    config = TrainConfig(batch_size=32)
+    test, val, path = comparison.evaluate(model, run, data, split, config, str(tmp_path))
+    assert path == "cached pooled features + head"
+    assert os.path.exists(tmp_path / "features_test.npz") and os.path.exists(tmp_path / "features_val.npz")
+    np.testing.assert_allclose(test, evaluation.predict_proba(model, data.x_test), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(val, evaluation.predict(model, data.x_train, indices=split.val), rtol=1e-4, atol=1e-6)
+    # Fine-tuned (or end-to-end) models: features computed fresh, same probabilities.
+    os.remove(tmp_path / "features_test.npz")
+    test2, val2, path = comparison.evaluate(model, run, data, split, TrainConfig(finetune_epochs=1), str(tmp_path))
+    assert path == "pooled features (fresh) + head" and not os.path.exists(tmp_path / "features_test.npz")
+    np.testing.assert_allclose(test2, test, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(val2, val, rtol=1e-4, atol=1e-6)
