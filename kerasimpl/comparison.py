@@ -46,8 +46,11 @@ class BackboneRun:
         return self.weights is None or not get_spec(self.backbone).pretrained
 
 
-def run_backbone(run, data, split, config, folder, eval_batch=128, verbose="auto", features_folder=None) -> dict:
+def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="auto", features_folder=None) -> dict:
     """Train and evaluate one backbone; write its artifacts; return its result.
+
+    `eval_batch` (default `config.extract_batch`, the measured default for
+    the device) is the batch of evaluation and of the throughput figure.
 
     If `folder/result.json` exists the backbone finished earlier: it is
     returned unchanged. `features_folder` holds the feature caches (default
@@ -57,6 +60,7 @@ def run_backbone(run, data, split, config, folder, eval_batch=128, verbose="auto
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
+    eval_batch = eval_batch or config.extract_batch
     model = models.build_classifier(
         run.backbone, data.num_classes, input_shape=data.image_shape, image_size=run.image_size,
         weights=run.weights, head=run.head, freeze_base=not run.end_to_end,
@@ -107,7 +111,7 @@ def run_backbone(run, data, split, config, folder, eval_batch=128, verbose="auto
     return result
 
 
-def evaluate(model, run, data, split, config, features_folder, eval_batch=128, verbose="auto"):
+def evaluate(model, run, data, split, config, features_folder, eval_batch=None, verbose="auto"):
     """Test and validation probabilities, and which path computed them.
 
     Every path runs the backbone once per image to pooled features and the
@@ -125,11 +129,11 @@ def evaluate(model, run, data, split, config, features_folder, eval_batch=128, v
                                       verbose, split)
         path = "cached pooled features + head"
     else:
-        kw = dict(batch_size=eval_batch, verbose=verbose, workers=config.workers)
+        kw = dict(batch_size=eval_batch or config.extract_batch, verbose=verbose, workers=config.workers)
         test = training.extract_features(model, data.x_test, None, what="evaluate test", **kw)
         val = training.extract_features(model, data.x_train, split.val, what="evaluate val", **kw)
         path = "pooled features (fresh) + head"
-    return head_probabilities(model, test, eval_batch), head_probabilities(model, val, eval_batch), path
+    return head_probabilities(model, test), head_probabilities(model, val), path
 
 
 def head_probabilities(model, features, batch_size=1024):

@@ -76,6 +76,44 @@ def configure_distribution() -> list:
     return devices
 
 
+# Images per batch for inference-only passes (feature extraction,
+# evaluation), chosen by measurement: `python -m experiments.bench_full
+# --sweep` on the 2-core CPU, compiled path, 32 px in and 224 px inside:
+# MobileNetV3-Large 124/142/140/99/81 img/s and MobileNetV2 141/123/84/79/56
+# img/s at batch 8/16/32/64/128 (docs/benchmarks.md). Small batches keep the
+# activations in cache and the memory low. On an accelerator larger batches
+# pay; 128 is a conventional value, not measured here (no GPU was lent).
+CPU_INFERENCE_BATCH = 16
+ACCELERATOR_INFERENCE_BATCH = 128
+
+
+def has_accelerator() -> bool:
+    """Whether the backend computes on a GPU/TPU rather than the CPU."""
+    name = backend()
+    if name == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    if name == "jax":
+        import jax
+
+        return jax.devices()[0].platform != "cpu"
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    return False
+
+
+def inference_batch_size(requested=None) -> int:
+    """`requested`, or the measured default for this device (see above)."""
+    if requested is not None:
+        if int(requested) < 1:
+            raise ValueError(f"inference batch size must be >= 1. Received: {requested}")
+        return int(requested)
+    return ACCELERATOR_INFERENCE_BATCH if has_accelerator() else CPU_INFERENCE_BATCH
+
+
 def batch_multiple() -> int:
     """Batches must split evenly over this many devices (1 without distribution)."""
     dist = keras.distribution.distribution() if backend() == "jax" else None

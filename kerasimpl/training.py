@@ -37,7 +37,10 @@ class TrainConfig:
 
     Attributes:
         epochs: epochs of stage 1 (head on a frozen base, or end to end).
-        batch_size: images (or feature rows) per step.
+        batch_size: images (or feature rows) per training step.
+        inference_batch_size: images per batch of feature extraction and
+            evaluation, independent of training; `None`: the measured
+            default for the device (`runtime.inference_batch_size`).
         learning_rate: Adam learning rate of stage 1.
         finetune_epochs: epochs of stage 2 (0 skips it).
         finetune_learning_rate: learning rate of stage 2.
@@ -70,6 +73,14 @@ class TrainConfig:
     seed: int = 0
     workers: int = 1
     head_kind: str = "mlp"
+    inference_batch_size: int | None = None
+
+    @property
+    def extract_batch(self) -> int:
+        """Images per batch of inference-only passes on this device."""
+        from kerasimpl.runtime import inference_batch_size
+
+        return inference_batch_size(self.inference_batch_size)
 
     def __post_init__(self):
         if self.head_kind not in HEAD_KINDS:
@@ -77,6 +88,8 @@ class TrainConfig:
         bad = [a for a in self.augment if a not in AUGMENTATIONS]
         if bad:
             raise ValueError(f"Unknown augmentation {bad}. Accepted: {AUGMENTATIONS}")
+        if self.inference_batch_size is not None and self.inference_batch_size < 1:
+            raise ValueError(f"inference_batch_size must be >= 1 or None. Received: {self.inference_batch_size}")
         if self.epochs < 0 or self.finetune_epochs < 0 or self.batch_size < 1:
             raise ValueError(f"epochs, finetune_epochs must be >= 0 and batch_size >= 1. Received: {self}")
 
@@ -288,7 +301,7 @@ def split_features(model, data, x, indices, part, folder, config, verbose="auto"
                       "data": data.fingerprint, "split": split.summary() if split is not None else None,
                       "part": part})
     path = os.path.join(folder, f"features_{part}.npz")
-    return cached_features(model, x, indices, path, key, config.batch_size, verbose, workers=config.workers,
+    return cached_features(model, x, indices, path, key, config.extract_batch, verbose, workers=config.workers,
                            what=f"extract {part}")
 
 

@@ -1,19 +1,105 @@
-"""Saliency: occlusion sensitivity and Grad-CAM on any Keras backend.
+"""Saliency on any Keras backend: CAMs, input gradients and perturbations.
 
-    from kerasimpl.saliency import GradCAM, Occlusion
-    (exp,) = Occlusion(model, patch=30, stride=20).explain(image[None], targets=[label])
-    exp.map           # (10, 10) target probability per mask position (224/30/20)
-    exp.importance()  # (224, 224) in [0, 1], high = important, for overlays
+    from kerasimpl import saliency
+    saliency.list_methods()            # ['gradcam', 'gradcam++', ..., 'rise']
+    method = saliency.get_method("gradcam++", model, layer="conv_1")
+    (exp,) = method.explain(image[None], targets=[label])
+    exp.map           # the method's own map (occlusion: probability per position)
+    exp.importance()  # (H, W) in [0, 1], high = important, for overlays
+
+Families (each class names its paper and equation under `Reference:`):
+
+- class activation maps of one layer (`cam`): gradcam, gradcam++, hirescam,
+  xgradcam, layercam (gradients at the layer), scorecam (masked forward
+  passes), eigencam (principal component; not class-discriminative);
+- input gradients (`attribution`): gradients, smoothgrad,
+  integrated-gradients;
+- perturbation: occlusion, rise (black box, forward passes only).
 """
 
-from kerasimpl.saliency.base import Explanation, SaliencyMethod, resolve_targets
-from kerasimpl.saliency.gradcam import GradCAM
-from kerasimpl.saliency.occlusion import Occlusion, occluded_batch, positions
-from kerasimpl.saliency.quality import deletion_insertion, randomized_copy, rank_correlation
+from __future__ import annotations
 
-METHODS = {"occlusion": Occlusion, "gradcam": GradCAM}
+import inspect
+
+from kerasimpl.saliency.attribution import Gradients, InputGradientMethod, IntegratedGradients, SmoothGrad
+from kerasimpl.saliency.base import Explanation, SaliencyMethod, resolve_targets
+from kerasimpl.saliency.cam import (
+    EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, LayerMethod, ScoreCAM, XGradCAM, score_tensor,
+)
+from kerasimpl.saliency.occlusion import Occlusion, occluded_batch, positions
+from kerasimpl.saliency.quality import (
+    average_drop_increase, deletion_insertion, randomized_copy, rank_correlation,
+)
+from kerasimpl.saliency.rise import RISE, rise_masks
+
+METHODS = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "hirescam": HiResCAM,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "scorecam": ScoreCAM,
+    "eigencam": EigenCAM,
+    "gradients": Gradients,
+    "smoothgrad": SmoothGrad,
+    "integrated-gradients": IntegratedGradients,
+    "occlusion": Occlusion,
+    "rise": RISE,
+}
+# Methods whose map depends on the target class (EigenCAM's does not).
+CLASS_DISCRIMINATIVE = tuple(n for n in METHODS if n != "eigencam")
+
+
+def list_methods() -> list:
+    """Registered method names, in the order above."""
+    return list(METHODS)
+
+
+def method_options(name) -> tuple:
+    """The option names `get_method(name, ...)` accepts."""
+    cls = _lookup(name)
+    return tuple(p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model"))
+
+
+def get_method(name, model, **options):
+    """The saliency method `name` on `model`, with `options`.
+
+    Options set to `None` are left at the method's default, so one set of
+    command-line values can serve several methods through `method_options`.
+
+    Raises:
+        ValueError: an unknown name or option, naming what is accepted.
+    """
+    cls = _lookup(name)
+    accepted = method_options(name)
+    options = {k: v for k, v in options.items() if v is not None}
+    bad = sorted(set(options) - set(accepted))
+    if bad:
+        raise ValueError(f"{name} takes no option {bad}. Accepted: {list(accepted)}")
+    return cls(model, **options)
+
+
+def parse_methods(spec) -> list:
+    """Names from a comma-separated list, or `all`; validated."""
+    names = list_methods() if str(spec).strip() == "all" else [s.strip() for s in str(spec).split(",") if s.strip()]
+    for n in names:
+        _lookup(n)
+    if not names:
+        raise ValueError(f"No saliency method given. Accepted: all, or a comma-separated list of {list_methods()}")
+    return list(dict.fromkeys(names))
+
+
+def _lookup(name):
+    try:
+        return METHODS[str(name).lower()]
+    except KeyError:
+        raise ValueError(f"Unknown saliency method {name!r}. Accepted: {list_methods()}") from None
+
 
 __all__ = [
-    "Explanation", "GradCAM", "METHODS", "Occlusion", "SaliencyMethod", "deletion_insertion",
-    "occluded_batch", "positions", "randomized_copy", "rank_correlation", "resolve_targets",
+    "CLASS_DISCRIMINATIVE", "EigenCAM", "Explanation", "GradCAM", "GradCAMPlusPlus", "Gradients", "HiResCAM",
+    "InputGradientMethod", "IntegratedGradients", "LayerCAM", "LayerMethod", "METHODS", "Occlusion", "RISE",
+    "SaliencyMethod", "ScoreCAM", "SmoothGrad", "XGradCAM", "average_drop_increase", "deletion_insertion",
+    "get_method", "list_methods", "method_options", "occluded_batch", "parse_methods", "positions",
+    "randomized_copy", "rank_correlation", "resolve_targets", "rise_masks", "score_tensor",
 ]

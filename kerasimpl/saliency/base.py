@@ -81,9 +81,13 @@ class SaliencyMethod:
             for i, (m, t) in enumerate(zip(maps, targets))
         ]
 
+    def options(self) -> dict:
+        """The settings given to the constructor (besides the model)."""
+        return {}
+
     def rebuild(self, model):
         """The same method with the same settings on another model."""
-        raise NotImplementedError
+        return type(self)(model, **self.options())
 
     def _maps(self, images, targets):
         """One 2-D float map per image (the method's own units)."""

@@ -74,9 +74,8 @@ class Occlusion(SaliencyMethod):
             raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
         self.patch, self.stride, self.fill, self.batch_size = int(patch), int(stride), float(fill), int(batch_size)
 
-    def rebuild(self, model):
-        """The same method and settings on another model."""
-        return Occlusion(model, self.patch, self.stride, self.fill, self.batch_size)
+    def options(self) -> dict:
+        return {"patch": self.patch, "stride": self.stride, "fill": self.fill, "batch_size": self.batch_size}
 
     @property
     def grid_shape(self):

@@ -3,6 +3,9 @@
 - Deletion / insertion curves (Petsiuk et al., "RISE", BMVC 2018): remove
   (or reveal) pixels from most to least important and record the target
   probability; a good map gives a low deletion and a high insertion area.
+- Average drop / increase in confidence (Chattopadhyay et al., "Grad-CAM++",
+  WACV 2018): the image seen through its map should keep the target's
+  probability.
 - Model randomization (Adebayo et al., "Sanity Checks for Saliency Maps",
   NeurIPS 2018): maps of a model with randomized weights should differ from
   the trained model's; a method that gives the same map fails the check.
@@ -83,3 +86,32 @@ def _ranks(x):
     _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     return (starts + (counts - 1) / 2.0)[inverse]
+
+
+def average_drop_increase(model, images, importances, targets, fill=0.0, batch_size=64):
+    """Average drop and increase in confidence of images shown through their maps.
+
+    Each image is multiplied by its importance map (`x * E + fill * (1 - E)`,
+    E in [0, 1]: what the map calls unimportant fades to `fill`); Y is the
+    target probability on the image, O on the masked image. Average drop =
+    mean(max(0, Y - O) / Y) (lower is better); increase in confidence =
+    share of images with O > Y (higher is better); both in percent.
+    Reference: Chattopadhyay et al., "Grad-CAM++", WACV 2018, section 5.1.1.
+
+    Returns:
+        dict with `average_drop`, `increase_in_confidence` (percent) and
+        the per-image `original`, `masked` probabilities.
+    """
+    images = np.asarray(images, np.float32)
+    e = np.asarray(importances, np.float32)[..., None]
+    masked = images * e + fill * (1.0 - e)
+    t = np.asarray(targets, int)
+
+    def probs(x):
+        out = [ops.convert_to_numpy(model(x[i:i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+        return np.concatenate(out)[np.arange(len(x)), t].astype(float)
+
+    y, o = probs(images), probs(masked)
+    return {"average_drop": float(np.mean(np.maximum(0.0, y - o) / np.maximum(y, 1e-12)) * 100),
+            "increase_in_confidence": float(np.mean(o > y) * 100),
+            "original": y.tolist(), "masked": o.tolist()}

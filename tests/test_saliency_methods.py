@@ -1,0 +1,322 @@
+"""The saliency registry: known answers, invariants, backends, and the references.
+
+Known answers use `test_saliency.evidence_model` (class-1 evidence is red
+inside the top-left quadrant; the image also has a green distractor).
+Reference tests compare with pytorch-grad-cam and Captum on the same Keras
+model (torch backend) through the NCHW wrappers in `reference_libs`.
+"""
+
+import inspect
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from kerasimpl import saliency
+from kerasimpl.layers import LabeledSoftmax
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_saliency import GREEN, RED, SIZE, evidence_image, evidence_model  # noqa: E402
+
+import reference_libs  # noqa: E402
+
+NAMES = ["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "eigencam", "gradients",
+         "smoothgrad", "integrated-gradients", "occlusion", "rise"]
+TORCH = keras.backend.backend() == "torch"
+needs_torch = pytest.mark.skipif(not TORCH, reason="Captum and pytorch-grad-cam are PyTorch libraries: these "
+                                 "tests run in the torch suite (KERAS_BACKEND=torch)")
+
+
+def small_options(name):
+    """Settings that suit the 32 px evidence model."""
+    opts = {"layer": "act"} if "layer" in saliency.method_options(name) else {}
+    return {**opts, **{"occlusion": {"patch": 8, "stride": 4}, "rise": {"masks": 400, "grid": 4},
+                       "smoothgrad": {"samples": 8}, "integrated-gradients": {"steps": 16}}.get(name, {})}
+
+
+def explain(name, model, x, targets, **extra):
+    return saliency.get_method(name, model, **{**small_options(name), **extra}).explain(x, targets)
+
+
+# --- the registry ------------------------------------------------------------------
+
+def test_registry_names_and_errors():
+    assert saliency.list_methods() == NAMES
+    assert saliency.parse_methods("all") == NAMES
+    assert saliency.parse_methods(" gradcam, rise,gradcam ") == ["gradcam", "rise"]
+    with pytest.raises(ValueError, match=r"Unknown saliency method 'cam'\. Accepted: \['gradcam'"):
+        saliency.get_method("cam", evidence_model())
+    with pytest.raises(ValueError, match=r"gradcam takes no option \['patch'\]\. Accepted: \['layer'\]"):
+        saliency.get_method("gradcam", evidence_model(), layer="act", patch=3)
+    method = saliency.get_method("occlusion", evidence_model(), patch=8, stride=None)  # None: the default
+    assert (method.patch, method.stride) == (8, 20)
+    with pytest.raises(ValueError, match="No layer 'nope'"):
+        saliency.get_method("scorecam", evidence_model(), layer="nope")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_method_names_its_reference_and_rebuilds_with_its_options(name):
+    cls = saliency.METHODS[name]
+    doc = (cls.__doc__ or "") + (inspect.getmodule(cls).__doc__ or "")
+    assert "Reference:" in doc
+    method = saliency.get_method(name, evidence_model(), **small_options(name))
+    copy = method.rebuild(evidence_model())
+    assert type(copy) is cls and copy.options() == method.options()
+    assert set(method.options()) <= set(saliency.method_options(name))
+
+
+# --- known answers -------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", saliency.CLASS_DISCRIMINATIVE)
+def test_class_discriminative_methods_find_the_evidence(name):
+    (e,) = explain(name, evidence_model(), evidence_image()[None], [1])
+    imp = e.importance()
+    assert imp.shape == (SIZE, SIZE) and imp.min() >= 0.0 and imp.max() <= 1.0
+    assert e.target == 1 and e.score > 0.99
+    if name == "rise":  # a Monte Carlo estimate over soft masks: evidence clearly above the distractor
+        assert imp[RED].mean() > imp[GREEN].mean() + 0.3
+    else:
+        assert imp[RED].mean() > 0.3 and imp[GREEN].max() < 0.05
+
+
+def test_gradient_methods_know_their_values():
+    """On the evidence model d logit_1 / d red = 0.2 / 255 on the red square, 0 elsewhere."""
+    model, x = evidence_model(), evidence_image()[None]
+    (g,) = explain("gradients", model, x, [1])
+    expected = np.zeros((SIZE, SIZE), np.float32)
+    expected[RED] = 0.2 / 255.0
+    np.testing.assert_allclose(g.map, expected, rtol=1e-5, atol=1e-9)
+    (s,) = explain("smoothgrad", model, x, [1], noise=0.0)
+    np.testing.assert_allclose(s.map, g.map, rtol=1e-6)
+
+
+# --- invariants ----------------------------------------------------------------------
+
+def gap_model(seed=0, positive=False, smooth=False):
+    """conv -> act (the layer) -> global average pool -> dense: d logit / d act is spatially constant."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((16, 16, 3))
+    a = keras.layers.Rescaling(1 / 255.0)(inp)
+    a = keras.layers.Conv2D(6, 3, padding="same", activation="softplus" if smooth else "relu", name="act")(a)
+    dense = keras.layers.Dense(4, name="logits",
+                               kernel_initializer=keras.initializers.RandomUniform(0.01, 0.1) if positive
+                               else "glorot_uniform")
+    logits = dense(keras.layers.GlobalAveragePooling2D()(a))
+    return keras.Model(inp, LabeledSoftmax(list("abcd"), name="predictions")(logits))
+
+
+def images(n=2, size=16, seed=0):
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
+
+
+def test_hirescam_and_layercam_equal_gradcam_when_the_gradient_is_spatially_constant():
+    model, x = gap_model(positive=True), images()
+    grad = [e.map for e in saliency.GradCAM(model, "act").explain(x, [0, 2])]
+    hires = [e.map for e in saliency.HiResCAM(model, "act").explain(x, [0, 2])]
+    layer = [e.map for e in saliency.LayerCAM(model, "act").explain(x, [0, 2])]
+    assert max(m.max() for m in grad) == pytest.approx(1.0)
+    np.testing.assert_allclose(hires, grad, atol=1e-5)
+    np.testing.assert_allclose(layer, grad, atol=1e-5)  # positive dense weights: ReLU(grad) = grad
+
+
+def test_integrated_gradients_completeness():
+    """Attributions sum to logit(x) - logit(baseline) (Sundararajan et al., section 3)."""
+    model, x = gap_model(smooth=True), images(2)
+    ig = saliency.IntegratedGradients(model, steps=32, baseline=0.0)
+    attr = ig.attributions(x, [1, 3])
+    logits = keras.ops.convert_to_numpy(ig.logits(np.concatenate([x, np.zeros_like(x[:1])])))
+    for i, t in enumerate([1, 3]):
+        expected = logits[i, t] - logits[-1, t]
+        assert abs(expected) > 1e-3
+        assert attr[i].sum() == pytest.approx(expected, rel=1e-3, abs=1e-5)
+    (e,) = ig.explain(x[:1], [1])
+    np.testing.assert_allclose(e.map, attr[0].sum(-1), rtol=1e-5, atol=1e-7)
+    riemann = saliency.IntegratedGradients(model, steps=64, method="riemann_trapezoid").attributions(x[:1], [1])
+    assert riemann.sum() == pytest.approx(attr[0].sum(), rel=1e-2)
+
+
+def test_smoothgrad_equals_gradients_on_a_linear_model():
+    inp = keras.Input((8, 8, 3))
+    logits = keras.layers.Dense(3, name="logits")(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, LabeledSoftmax(list("abc"), name="predictions")(logits))
+    x = images(1, 8)
+    (g,) = saliency.Gradients(model).explain(x, [2])
+    (s,) = saliency.SmoothGrad(model, samples=5, noise=0.3).explain(x, [2])
+    np.testing.assert_allclose(s.map, g.map, rtol=1e-5)
+
+
+def test_rise_masks_keep_p_of_the_image_and_depend_on_the_seed():
+    m = saliency.rise_masks(500, (24, 24), grid=4, p=0.25, seed=1)
+    assert m.shape == (500, 24, 24) and m.min() >= 0.0 and m.max() <= 1.0
+    assert m.mean() == pytest.approx(0.25, abs=0.03)
+    np.testing.assert_array_equal(m, saliency.rise_masks(500, (24, 24), grid=4, p=0.25, seed=1))
+    assert not np.array_equal(m, saliency.rise_masks(500, (24, 24), grid=4, p=0.25, seed=2))
+
+
+def test_eigencam_is_the_first_principal_component():
+    model, x = gap_model(), images(1)
+    method = saliency.EigenCAM(model, "act")
+    acts = keras.ops.convert_to_numpy(method.features(x))[0].reshape(-1, 6)
+    centred = acts - acts.mean(0)
+    proj = keras.ops.convert_to_numpy(saliency.EigenCAM.projection(method.features(x)))[0].ravel()
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    np.testing.assert_allclose(np.abs(proj), np.abs(centred @ vt[0]), rtol=1e-4, atol=1e-5)
+    assert np.dot(proj, acts.sum(1) - acts.sum(1).mean()) >= 0  # the documented sign
+    assert np.var(proj) == pytest.approx(s[0] ** 2 / len(acts), rel=1e-4)
+
+
+def test_average_drop_and_increase_know_their_answers():
+    model, x = evidence_model(), evidence_image()
+    (cam,) = saliency.GradCAM(model, "act").explain(x[None], [1])
+    good = saliency.average_drop_increase(model, x[None], cam.importance()[None], [1])
+    bad = saliency.average_drop_increase(model, x[None], (1.0 - cam.importance())[None], [1])
+    assert good["average_drop"] < 1.0 < 50.0 < bad["average_drop"]  # showing only the red square keeps it
+    ones = saliency.average_drop_increase(model, x[None], np.ones((1, SIZE, SIZE)), [1])
+    assert ones["average_drop"] == 0.0 and ones["increase_in_confidence"] == 0.0
+
+
+# --- torch == JAX --------------------------------------------------------------------
+
+def numpy_weights(model, seed=0):
+    """Weights drawn by NumPy: the same model on every backend (Keras' own RNG differs per backend)."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+def dump_all(folder):
+    model, x = numpy_weights(gap_model(seed=3)), images(2)
+    for name in NAMES:
+        opts = {"layer": "act"} if "layer" in saliency.method_options(name) else {}
+        opts.update({"occlusion": {"patch": 4, "stride": 3}, "rise": {"masks": 64, "grid": 4},
+                     "smoothgrad": {"samples": 4}, "integrated-gradients": {"steps": 8}}.get(name, {}))
+        exps = saliency.get_method(name, model, **opts).explain(x, [1, 2])
+        np.save(os.path.join(folder, f"{name}_{keras.backend.backend()}.npy"), np.stack([e.map for e in exps]))
+
+
+@pytest.mark.slow
+def test_every_method_agrees_across_backends(tmp_path):
+    pytest.importorskip("jax")
+    here = os.path.dirname(__file__)
+    for backend in ("torch", "jax"):
+        code = (f"import sys; sys.path.insert(0, {here!r}); import test_saliency_methods as t; "
+                f"t.dump_all({str(tmp_path)!r})")
+        proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "KERAS_BACKEND": backend},
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in NAMES:
+        a, b = np.load(tmp_path / f"{name}_torch.npy"), np.load(tmp_path / f"{name}_jax.npy")
+        scale = max(np.abs(a).max(), 1e-12)
+        np.testing.assert_allclose(a / scale, b / scale, atol=2e-4, err_msg=name)
+
+
+# --- pytorch-grad-cam and Captum -----------------------------------------------------
+
+def reference_model():
+    """A small random CNN with a non-trivial (strided, 3x3) path to the explained layer."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    a = keras.layers.Rescaling(1 / 255.0)(inp)
+    a = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(a)
+    a = keras.layers.Conv2D(16, 3, activation="relu", name="feat")(a)
+    a = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(a)
+    logits = keras.layers.Dense(5, name="logits")(keras.layers.GlobalAveragePooling2D()(a))
+    return keras.Model(inp, LabeledSoftmax([str(i) for i in range(5)], name="predictions")(logits))
+
+
+PGC = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "hirescam": "HiResCAM", "xgradcam": "XGradCAM",
+       "layercam": "LayerCAM", "scorecam": "ScoreCAM"}
+
+
+@needs_torch
+@pytest.mark.parametrize("name", list(PGC))
+def test_cam_methods_equal_pytorch_grad_cam(name):
+    import torch
+
+    pgc = reference_libs.pytorch_grad_cam()
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, targets = reference_model(), [1, 3]
+    x = images(2, 32, seed=1)
+    ours = saliency.get_method(name, model, layer="feat")
+    exps = ours.explain(x, targets)
+    wrapper = reference_libs.nchw_classifier(ours)
+    with getattr(pgc, PGC[name])(model=wrapper, target_layers=[wrapper.to_nchw]) as ref:
+        theirs = ref(input_tensor=torch.tensor(x).permute(0, 3, 1, 2),
+                     targets=[ClassifierOutputTarget(t) for t in targets])
+    for e, t in zip(exps, theirs):
+        assert e.map.max() == pytest.approx(1.0)
+        # pytorch-grad-cam scales to [0, 1] before its cv2 resize, we after ours: equal once both are scaled.
+        t = (t - t.min()) / (t.max() - t.min())
+        np.testing.assert_allclose(e.map, t, atol=2e-5)
+
+
+@needs_torch
+def test_eigencam_projection_equals_pytorch_grad_cam_up_to_sign():
+    reference_libs.pytorch_grad_cam()
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    model, x = reference_model(), images(2, 32, seed=1)
+    method = saliency.EigenCAM(model, "feat")
+    acts = method.features(x)
+    ours = keras.ops.convert_to_numpy(saliency.EigenCAM.projection(acts))
+    theirs = get_2d_projection(keras.ops.convert_to_numpy(acts).transpose(0, 3, 1, 2))
+    for a, b in zip(ours, theirs):
+        sign = np.sign(np.sum(a * b))
+        np.testing.assert_allclose(a, sign * b, rtol=1e-3, atol=1e-4 * np.abs(b).max())
+
+
+@needs_torch
+def test_gradients_and_integrated_gradients_equal_captum():
+    import torch
+
+    captum_attr = reference_libs.require("captum.attr")
+    model, targets = reference_model(), [1, 3]
+    x = images(2, 32, seed=1)
+    xt = torch.tensor(x).permute(0, 3, 1, 2)
+    ig = saliency.IntegratedGradients(model, steps=20)
+    forward = reference_libs.nchw_logits(ig.logits)
+
+    theirs = captum_attr.Saliency(forward).attribute(xt.clone().requires_grad_(True), target=targets, abs=True)
+    theirs = theirs.detach().numpy().transpose(0, 2, 3, 1).max(-1)
+    ours = np.stack([e.map for e in saliency.Gradients(model).explain(x, targets)])
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6 * np.abs(theirs).max())
+
+    theirs = captum_attr.IntegratedGradients(forward).attribute(
+        xt, baselines=0.0, target=targets, n_steps=20, method="gausslegendre")
+    theirs = theirs.detach().numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(ig.attributions(x, targets), theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max())
+
+
+@needs_torch
+@pytest.mark.parametrize("size,patch,stride", [(32, 8, 4), (32, 4, 4)])
+def test_occlusion_equals_captum_where_the_windows_tile_the_image(size, patch, stride):
+    """Captum's `Occlusion` reports, per pixel, the mean drop in the target
+    output over the windows covering it; ours records the probability per
+    window. Where the windows tile the image the two agree exactly."""
+    import torch
+
+    captum_attr = reference_libs.require("captum.attr")
+    model, x, target = reference_model(), images(1, size, seed=2), 2
+    (e,) = saliency.Occlusion(model, patch=patch, stride=stride).explain(x, [target])
+
+    def forward(z):
+        return model(z.permute(0, 2, 3, 1))
+
+    theirs = captum_attr.Occlusion(forward).attribute(
+        torch.tensor(x).permute(0, 3, 1, 2), sliding_window_shapes=(3, patch, patch), strides=(3, stride, stride),
+        target=target, baselines=0.0)
+    theirs = theirs.detach().numpy()[0, 0]  # (H, W), the same for every channel
+    drop = e.score - e.map  # per window
+    cover = np.zeros((size, size))
+    expected = np.zeros((size, size))
+    for i in range(e.map.shape[0]):
+        for j in range(e.map.shape[1]):
+            window = (slice(i * stride, i * stride + patch), slice(j * stride, j * stride + patch))
+            expected[window] += drop[i, j]
+            cover[window] += 1
+    assert cover.min() >= 1  # the windows tile the image: every pixel covered
+    np.testing.assert_allclose(theirs, expected / np.maximum(cover, 1), atol=3e-7)
