@@ -59,6 +59,10 @@ def build_parser():
     p.add_argument("--finetune-layers", type=int, default=20, help="backbone layers unfrozen for fine-tuning")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--inference-batch-size", type=int,
+                   help="images per batch of feature extraction and evaluation, independent of --batch-size "
+                        "(default: measured for the device: 16 on CPU, 128 on a GPU; see "
+                        "python -m experiments.bench_full --sweep)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=1, help="repeat with seeds seed..seed+N-1; report mean ± std")
@@ -96,7 +100,7 @@ def resolve(args):
     cfg.update({k: getattr(args, k) for k in (
         "finetune_epochs", "finetune_layers", "lr", "val_fraction", "seed", "seeds", "augment",
         "hidden", "dropout", "workers", "preset", "distribute", "data_size", "test_fraction", "keep_top_hidden",
-        "linear_probe")})
+        "linear_probe", "inference_batch_size")})
     cfg["cache_features"] = not args.no_cache_features
     cfg["backbones"] = [b.strip().lower() for b in cfg["backbones"].split(",") if b.strip()]
     cfg["weights"] = None if str(cfg["weights"]).lower() == "none" else cfg["weights"]
@@ -210,7 +214,8 @@ def _run_one(name, seed, cfg, data, split, verbose, kind="mlp"):
     config = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], learning_rate=cfg["lr"],
                          finetune_epochs=0 if run.end_to_end or probe else cfg["finetune_epochs"],
                          finetune_top_layers=cfg["finetune_layers"], cache_features=cfg["cache_features"],
-                         augment=tuple(cfg["augment"]), seed=seed, workers=cfg["workers"], head_kind=kind)
+                         augment=tuple(cfg["augment"]), seed=seed, workers=cfg["workers"], head_kind=kind,
+                         inference_batch_size=cfg.get("inference_batch_size"))
     label = f"{name}-linear-probe" if probe else name
     sub = (lambda n: n) if cfg["seeds"] == 1 else (lambda n: os.path.join(n, f"seed{seed}"))
     folder = os.path.join(cfg["out"], sub(label))

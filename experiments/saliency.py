@@ -1,13 +1,34 @@
-"""Explain one image: occlusion sensitivity and Grad-CAM, maps and overlay.
+"""Explain a classifier's decisions: one image, or N test images of a data set.
 
+    # one image, the seed's experiment (ImageNet classifier with its top):
     python -m experiments.saliency --backbone mobilenetv2 --weights imagenet --image cat.jpg --out out/
-    python -m experiments.saliency --model runs/.../smallcnn/model.keras --image frog.png --label 6 --out out/
+    # offline: the with-top weights file (and the class index) as local files:
+    python -m experiments.saliency --backbone mobilenetv2 \\
+        --weights mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5 \\
+        --class-index imagenet_class_index.json --image cat.jpg --out out/
+    # a trained kerasimpl model, every method, with the faithfulness table:
+    python -m experiments.saliency --model runs/.../model.keras --image frog.png --method all --quality --out out/
+    # N test images of a data set (both correct and misclassified), a gallery:
+    python -m experiments.saliency --model runs/.../model.keras --data cifar10 --num-images 8 --method all --out out/
 
-Writes OUT/occlusion.npy (target probability per mask position),
-OUT/gradcam.npy (input height x width, in [0, 1]), OUT/overlay.png and
-OUT/saliency.json (target, probabilities, settings, optional quality).
-Occlusion defaults (30 px patch, stride 20) are for a 224 px input; for
-smaller model inputs they scale with it (32 px: patch 4, stride 3).
+Methods (`--method`, comma-separated, or `all`): gradcam, gradcam++,
+hirescam, xgradcam, layercam, scorecam, eigencam (class activation maps of
+one layer, `--layer`), gradients, smoothgrad, integrated-gradients (input
+gradients), occlusion, rise (perturbation). Default: occlusion,gradcam.
+
+One image writes OUT/<method>.npy (the method's own map: occlusion = target
+probability per mask position; the others input-size), OUT/overlay.png and
+OUT/saliency.json. With --data: OUT/gallery.png (rows: images with true and
+predicted labels; columns: methods), OUT/maps.npz and OUT/saliency.json.
+--quality adds, per method, the deletion/insertion areas, average drop and
+increase in confidence, and the rank correlation with the same method on a
+weight-randomized model (should be low): printed, and written as
+OUT/quality.md and OUT/quality.csv.
+
+Occlusion defaults (30 px patch, stride 20) are for a 224 px input: 10
+positions per axis, the last 14 rows and columns never masked (Captum adds
+an 11th edge position). For smaller model inputs they scale with it (32 px:
+patch 4, stride 3).
 """
 
 from __future__ import annotations
@@ -17,27 +38,44 @@ import experiments  # noqa: F401  (sets the default backend before keras loads)
 import argparse
 import os
 import sys
+import time
+
+DEFAULT_METHODS = "occlusion,gradcam"
 
 
 def build_parser():
     from kerasimpl.backbones import list_backbones
+    from kerasimpl.saliency import list_methods
 
     p = argparse.ArgumentParser(prog="python -m experiments.saliency", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="a .keras classifier saved by kerasimpl")
     src.add_argument("--backbone", help=f"an ImageNet classifier: {', '.join(list_backbones())}")
-    p.add_argument("--weights", default="imagenet", help="with --backbone: imagenet, none, or a weights file path")
-    p.add_argument("--image", required=True, help="any image file (converted to RGB, resized to the model input)")
-    p.add_argument("--label", type=int, help="class index to explain (default: the top-1 prediction)")
-    p.add_argument("--method", choices=("occlusion", "gradcam", "both"), default="both")
-    p.add_argument("--layer", help="Grad-CAM layer (default: the last convolutional feature map)")
+    p.add_argument("--weights", default="imagenet",
+                   help="with --backbone: imagenet, none, or the local path of Keras' WITH-TOP weights file "
+                        "(the error without internet names it)")
+    p.add_argument("--class-index", help="with --backbone: a local imagenet_class_index.json (Keras' format)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--image", help="any image file (converted to RGB, resized to the model input)")
+    what.add_argument("--data", help="with --model: a data source as in experiments.compare (cifar10, a "
+                                     "cifar-10-python.tar.gz, a folder of images, ...): explain its test images")
+    p.add_argument("--num-images", type=int, default=8, help="with --data: images to explain (default 8)")
+    p.add_argument("--data-size", type=int, help="with --data: image folders' load size (as in compare)")
+    p.add_argument("--label", type=int, help="with --image: class index to explain (default: the top-1 prediction)")
+    p.add_argument("--method", default=DEFAULT_METHODS,
+                   help=f"comma-separated, or 'all': {', '.join(list_methods())} (default: {DEFAULT_METHODS})")
+    p.add_argument("--layer", help="CAM methods' layer (default: the last convolutional feature map)")
     p.add_argument("--patch", type=int, help="occlusion square side in input pixels (default 30 at 224 px)")
     p.add_argument("--stride", type=int, help="occlusion stride (default 20 at 224 px)")
-    p.add_argument("--fill", type=float, default=0.0, help="value of masked pixels (0 = black)")
-    p.add_argument("--batch-size", type=int, default=100, help="masked copies per forward pass")
+    p.add_argument("--fill", type=float, default=0.0, help="value of masked pixels, occlusion and rise (0 = black)")
+    p.add_argument("--samples", type=int, help="smoothgrad: noisy copies (default 25)")
+    p.add_argument("--steps", type=int, help="integrated-gradients: quadrature points (default 50)")
+    p.add_argument("--masks", type=int, help="rise: random masks (default 1000)")
+    p.add_argument("--batch-size", type=int, help="images per forward/backward pass (default: each method's own)")
+    p.add_argument("--seed", type=int, default=0, help="image choice with --data; smoothgrad noise; rise masks")
     p.add_argument("--quality", action="store_true",
-                   help="also deletion/insertion areas and the model-randomization check")
+                   help="also the faithfulness table (deletion/insertion, average drop/increase, randomization)")
     p.add_argument("--out", required=True, help="output folder")
     return p
 
@@ -45,11 +83,14 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from kerasimpl.artifacts import ArtifactError
+    from kerasimpl.data import DatasetError
     from kerasimpl.images import ImageError
 
     try:
-        return run(args)
-    except (ArtifactError, ImageError, ValueError, RuntimeError) as e:
+        if args.data is not None and args.model is None:
+            raise ValueError("--data needs --model (a classifier trained on that data). Received: --backbone")
+        return run_data(args) if args.data is not None else run(args)
+    except (ArtifactError, DatasetError, ImageError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -61,16 +102,40 @@ def load(args):
     if args.model:
         return load_model(args.model), None
     weights = None if str(args.weights).lower() == "none" else args.weights
-    return models.build_imagenet_classifier(args.backbone, weights=weights), args.backbone
+    return models.build_imagenet_classifier(args.backbone, weights=weights, class_index=args.class_index), args.backbone
+
+
+def make_methods(args, model, backbone=None):
+    """The methods `--method` names, with the options each accepts."""
+    from kerasimpl import models
+    from kerasimpl.saliency import get_method, method_options, parse_methods
+
+    names = parse_methods(args.method.replace("both", DEFAULT_METHODS))
+    h = int(model.input_shape[1])
+    shared = {"layer": args.layer or (models.gradcam_layer_name(model, backbone) if backbone else None),
+              "patch": args.patch or max(1, round(30 * h / 224)), "stride": args.stride or max(1, round(20 * h / 224)),
+              "fill": args.fill, "samples": args.samples, "steps": args.steps, "masks": args.masks,
+              "batch_size": args.batch_size, "seed": args.seed}
+    return [get_method(n, model, **{k: v for k, v in shared.items() if k in method_options(n)}) for n in names]
+
+
+def explain_all(methods, images, targets):
+    """{method name: (explanations, seconds)} for a batch of images."""
+    out = {}
+    for method in methods:
+        start = time.perf_counter()
+        exps = method.explain(images, targets)
+        out[method.name] = (exps, time.perf_counter() - start)
+        print(f"[saliency] {method.name}: {out[method.name][1]:.2f} s for {len(images)} image(s)", flush=True)
+    return out
 
 
 def run(args) -> int:
     import numpy as np
 
     from kerasimpl import models, plotting
-    from kerasimpl.artifacts import save_figure, write_bytes, write_json
+    from kerasimpl.artifacts import save_figure, write_json
     from kerasimpl.images import read_image
-    from kerasimpl.saliency import GradCAM, Occlusion
 
     model, backbone = load(args)
     h, w = (int(d) for d in model.input_shape[1:3])
@@ -82,29 +147,26 @@ def run(args) -> int:
         raise ValueError(f"--label must lie in [0, {len(names)}). Received: {args.label}")
     print("top classes:", ", ".join(f"{names[i]} ({i}) {probs[i]:.1%}" for i in np.argsort(-probs)[:5]))
     print(f"explaining: {names[target]} ({target}), p={probs[target]:.3f}")
-    patch = args.patch or max(1, round(30 * h / 224))
-    stride = args.stride or max(1, round(20 * h / 224))
+    methods = make_methods(args, model, backbone)
+    results = explain_all(methods, image[None], [target])
     report = {"image": args.image, "target": target, "label": names[target], "probability": float(probs[target]),
-              "input_size": [h, w], "top5": [int(i) for i in np.argsort(-probs)[:5]]}
-    methods, exps, maps = [], [], {}
-    if args.method in ("occlusion", "both"):
-        methods.append(Occlusion(model, patch, stride, args.fill, args.batch_size))
-        (occ,) = methods[-1].explain(image[None], [target])
-        _save_npy(os.path.join(args.out, "occlusion.npy"), occ.map, write_bytes)
-        report["occlusion"] = {"patch": patch, "stride": stride, "fill": args.fill, "grid": list(occ.map.shape),
+              "input_size": [h, w], "top5": [int(i) for i in np.argsort(-probs)[:5]], "methods": {}}
+    maps = {}
+    for method in methods:
+        (e,), seconds = results[method.name]
+        save_npy(os.path.join(args.out, f"{method.name}.npy"), e.map)
+        report["methods"][method.name] = {"options": method.options(), "map_shape": list(e.map.shape),
+                                          "seconds": seconds}
+        maps[_title(method)] = e.importance()
+    if "occlusion" in results:
+        occ = results["occlusion"][0][0]
+        report["occlusion"] = {**report["methods"]["occlusion"]["options"], "grid": list(occ.map.shape),
                                "min_probability": float(occ.map.min())}
-        exps.append(occ)
-        maps[f"occlusion ({patch}px, stride {stride})"] = occ.importance()
-    if args.method in ("gradcam", "both"):
-        cam_method = GradCAM(model, args.layer or models.gradcam_layer_name(model, backbone))
-        methods.append(cam_method)
-        (cam,) = cam_method.explain(image[None], [target])
-        _save_npy(os.path.join(args.out, "gradcam.npy"), cam.map, write_bytes)
-        report["gradcam"] = {"layer": cam_method.layer}
-        exps.append(cam)
-        maps[f"Grad-CAM ({cam_method.layer})"] = cam.map
+    if "gradcam" in results:
+        report["gradcam"] = {"layer": report["methods"]["gradcam"]["options"]["layer"]}
     if args.quality:
-        report["quality"] = quality(model, image, methods, exps, args.fill)
+        report["quality"] = quality(model, image[None], methods, results, args.fill)
+        write_quality(args.out, report["quality"])
     title = f"{names[target]} ({target}): p = {probs[target]:.3f}"
     save_figure(plotting.saliency_overlay(display_image(args.image, h, w), maps, title),
                 os.path.join(args.out, "overlay.png"))
@@ -113,19 +175,133 @@ def run(args) -> int:
     return 0
 
 
-def quality(model, image, methods, explanations, fill):
-    """Deletion/insertion areas, and the rank correlation between each map and
-    the same method's map on a weight-randomized copy (should be low)."""
-    from kerasimpl.saliency import deletion_insertion, randomized_copy, rank_correlation
+def choose_images(probs, labels, n, seed=0):
+    """`n` indices, reproducibly: half misclassified (as many as exist), the rest correct.
+
+    A seeded permutation of each group, so the same model, data and seed
+    give the same images.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    pred = probs.argmax(1)
+    wrong = rng.permutation(np.flatnonzero(pred != labels))
+    right = rng.permutation(np.flatnonzero(pred == labels))
+    n_wrong = min(len(wrong), n // 2)
+    n_right = min(len(right), n - n_wrong)
+    n_wrong = min(len(wrong), n - n_right)
+    return np.sort(np.concatenate([wrong[:n_wrong], right[:n_right]])).astype(int)
+
+
+def run_data(args) -> int:
+    import numpy as np
+
+    from kerasimpl import evaluation, models, plotting
+    from kerasimpl.artifacts import save_figure, write_bytes, write_json
+    from kerasimpl.data import load_dataset
+
+    if args.num_images < 1:
+        raise ValueError(f"--num-images must be >= 1. Received: {args.num_images}")
+    model, _ = load(args)
+    data = load_dataset(args.data, image_size=args.data_size, seed=args.seed)
+    if tuple(data.image_shape) != tuple(model.input_shape[1:]):
+        raise ValueError(f"The model takes {tuple(model.input_shape[1:])} images; {args.data} has "
+                         f"{tuple(data.image_shape)} (use --data-size to match)")
+    names = models.class_names_of(model)
+    # Candidates: a seeded sample of the test set (all of it when small), predicted once.
+    rng = np.random.default_rng(args.seed)
+    pool = np.sort(rng.permutation(len(data.y_test))[: max(50 * args.num_images, 500)])
+    probs = evaluation.predict(model, data.x_test, indices=pool)
+    chosen = pool[choose_images(probs, data.y_test[pool], args.num_images, args.seed)]
+    p = probs[np.searchsorted(pool, chosen)]
+    images = np.stack([np.asarray(data.x_test[int(i)]) for i in chosen]).astype("float32")
+    labels, preds = data.y_test[chosen].astype(int), p.argmax(1)
+    print(f"[saliency] {len(chosen)} test images of {data.source}: {int((labels != preds).sum())} misclassified, "
+          f"explaining the predicted class", flush=True)
+    methods = make_methods(args, model)
+    results = explain_all(methods, images, [int(t) for t in preds])
+    rows = [f"#{i} true: {names[t]}\npred: {names[q]} ({pp[q]:.2f})" for i, t, q, pp in zip(chosen, labels, preds, p)]
+    columns = {_title(m): [e.importance() for e in results[m.name][0]] for m in methods}
+    save_figure(plotting.saliency_gallery(images, rows, columns, f"{os.path.basename(str(args.model))} on "
+                                          f"{os.path.basename(str(data.source))}: saliency of the predicted class"),
+                os.path.join(args.out, "gallery.png"))
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, images=images.astype(np.uint8), indices=chosen, labels=labels, predictions=preds,
+             **{m.name: np.stack([e.map for e in results[m.name][0]]) for m in methods})
+    write_bytes(os.path.join(args.out, "maps.npz"), buf.getvalue())
+    report = {"data": str(data.source), "model": args.model,
+              "images": [{"index": int(i), "label": names[t], "predicted": names[q], "probability": float(pp[q])}
+                         for i, t, q, pp in zip(chosen, labels, preds, p)],
+              "methods": {m.name: {"options": m.options(), "seconds_per_image": results[m.name][1] / len(chosen)}
+                          for m in methods}}
+    if args.quality:
+        report["quality"] = quality(model, images, methods, results, args.fill)
+        write_quality(args.out, report["quality"])
+    write_json(os.path.join(args.out, "saliency.json"), report)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def quality(model, images, methods, results, fill):
+    """Per method, averaged over the images: deletion/insertion areas, average
+    drop and increase in confidence, and the rank correlation between each
+    map and the same method's map on a weight-randomized copy (should be low)."""
+    import numpy as np
+
+    from kerasimpl.saliency import average_drop_increase, deletion_insertion, randomized_copy, rank_correlation
 
     random_model = randomized_copy(model, seed=0)
     out = {}
-    for method, e in zip(methods, explanations):
-        curves = deletion_insertion(model, image, e.importance(), e.target, fill=fill)
-        (r,) = method.rebuild(random_model).explain(image[None], [e.target])
-        out[e.method] = {"deletion_auc": curves["deletion_auc"], "insertion_auc": curves["insertion_auc"],
-                         "randomized_model_rank_correlation": rank_correlation(e.importance(), r.importance())}
+    for method in methods:
+        exps = results[method.name][0]
+        targets = [e.target for e in exps]
+        imp = [e.importance() for e in exps]
+        curves = [deletion_insertion(model, x, m, t, fill=fill) for x, m, t in zip(images, imp, targets)]
+        drop = average_drop_increase(model, images, np.stack(imp), targets, fill=fill)
+        random_exps = method.rebuild(random_model).explain(images, targets)
+        out[method.name] = {
+            "deletion_auc": float(np.mean([c["deletion_auc"] for c in curves])),
+            "insertion_auc": float(np.mean([c["insertion_auc"] for c in curves])),
+            "average_drop": drop["average_drop"],
+            "increase_in_confidence": drop["increase_in_confidence"],
+            "randomized_model_rank_correlation": float(np.mean(
+                [rank_correlation(m, r.importance()) for m, r in zip(imp, random_exps)])),
+            "seconds_per_image": results[method.name][1] / len(exps),
+        }
     return out
+
+
+QUALITY_COLUMNS = (("deletion_auc", "deletion AUC (lower better)"), ("insertion_auc", "insertion AUC (higher better)"),
+                   ("average_drop", "average drop % (lower better)"),
+                   ("increase_in_confidence", "increase in confidence % (higher better)"),
+                   ("randomized_model_rank_correlation", "rank corr. with randomized model (lower better)"),
+                   ("seconds_per_image", "s / image"))
+
+
+def write_quality(folder, table):
+    """quality.md and quality.csv, one row per method; the Markdown is printed."""
+    from kerasimpl.artifacts import write_text
+
+    heads = ["method"] + [h for _, h in QUALITY_COLUMNS]
+    md = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    csv = [",".join(["method"] + [k for k, _ in QUALITY_COLUMNS])]
+    for name, row in table.items():
+        md.append("| " + " | ".join([name] + [f"{row[k]:.3f}" for k, _ in QUALITY_COLUMNS]) + " |")
+        csv.append(",".join([name] + [repr(float(row[k])) for k, _ in QUALITY_COLUMNS]))
+    write_text(os.path.join(folder, "quality.md"), "\n".join(md) + "\n")
+    write_text(os.path.join(folder, "quality.csv"), "\n".join(csv) + "\n")
+    print("\n".join(md))
+
+
+def _title(method):
+    o = method.options()
+    if method.name == "occlusion":
+        return f"occlusion ({o['patch']}px, stride {o['stride']})"
+    if "layer" in o:
+        return f"{method.name} ({o['layer']})"
+    return method.name
 
 
 def display_image(path, h, w):
@@ -136,10 +312,12 @@ def display_image(path, h, w):
     return read_image(path, (h * scale, w * scale))
 
 
-def _save_npy(path, array, write_bytes):
+def save_npy(path, array):
     import io
 
     import numpy as np
+
+    from kerasimpl.artifacts import write_bytes
 
     buf = io.BytesIO()
     np.save(buf, np.asarray(array, np.float32))

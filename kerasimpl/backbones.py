@@ -7,8 +7,10 @@ backbone is one `register(...)` call; the CLIs read their choices from here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
+import os
 from typing import Callable, Optional
 
 import keras
@@ -119,15 +121,19 @@ def build_backbone(name, input_tensor, weights="imagenet", include_top=False, ke
         kwargs.setdefault("classifier_activation", None)
     if spec.pooling and not top:
         kwargs["pooling"] = spec.pooling
+    requested = []
     try:
-        net = spec.builder(include_top=top, weights=weights, input_tensor=input_tensor, input_shape=shape, **kwargs)
+        with _recording_downloads(requested):
+            net = spec.builder(include_top=top, weights=weights, input_tensor=input_tensor, input_shape=shape,
+                               **kwargs)
     except Exception as e:
         if weights == "imagenet" and _looks_like_download_error(e):
-            kind = "with-top ImageNet file (the classifier's `*.h5`, not `*_no_top.h5`)" if top else \
+            kind = "with-top ImageNet file (the classifier's, not `*_no_top.h5`)" if top else \
                 "`*_no_top.h5` (or `_notop.h5`) file"
+            named = (f" This path needs {requested[-1][0]} from {requested[-1][1]}." if requested else "")
             raise RuntimeError(
-                f"Could not download ImageNet weights for {spec.name} ({e}). Without internet, fetch Keras' "
-                f"{kind} elsewhere and pass its path as weights=PATH (--weights PATH)."
+                f"Could not download ImageNet weights for {spec.name} ({e}).{named} Without internet, fetch "
+                f"Keras' {kind} elsewhere and pass its path as weights=PATH (--weights PATH)."
             ) from e
         raise
     if keep_top_hidden:
@@ -150,6 +156,24 @@ def _inputs_of(layer):
     except (AttributeError, ValueError):
         return []
     return inputs if isinstance(inputs, (list, tuple)) else [inputs]
+
+
+@contextlib.contextmanager
+def _recording_downloads(requested):
+    """Record `(file name, URL)` of every weights download a Keras builder asks for."""
+    from keras.src.utils import file_utils
+
+    original = file_utils.get_file
+
+    def get_file(fname=None, origin=None, *args, **kwargs):
+        requested.append((fname or os.path.basename(str(origin)), origin))
+        return original(fname, origin, *args, **kwargs)
+
+    file_utils.get_file = get_file
+    try:
+        yield requested
+    finally:
+        file_utils.get_file = original
 
 
 def _looks_like_download_error(e):

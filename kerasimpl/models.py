@@ -106,13 +106,19 @@ def build_classifier(
 SHORT_RUN_BN_MOMENTUM = 0.9
 
 
-def build_imagenet_classifier(backbone, weights="imagenet", image_size=None, backbone_kwargs=None) -> keras.Model:
+def build_imagenet_classifier(backbone, weights="imagenet", image_size=None, backbone_kwargs=None,
+                              class_index=None) -> keras.Model:
     """A backbone with its own 1000-class ImageNet top, raw [0, 255] images in.
 
     For saliency on ImageNet photos (the reference experiment). The top
     returns logits into a `LabeledSoftmax`, so Grad-CAM gets the logits.
-    Class names come from Keras' ImageNet index when it can be fetched,
-    else `imagenet_<i>`.
+
+    Args:
+        weights: `"imagenet"` (downloads Keras' WITH-TOP file, e.g.
+            `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5`; the
+            error without internet names it), `None`, or that file's local path.
+        class_index: a local `imagenet_class_index.json` (Keras' format);
+            default: Keras' download, else `imagenet_<i>` names.
     """
     spec = get_spec(backbone)
     if not spec.pretrained:
@@ -123,26 +129,38 @@ def build_imagenet_classifier(backbone, weights="imagenet", image_size=None, bac
     net = build_backbone(spec.name, x, weights=weights, include_top=True, classifier_activation=None,
                          **(backbone_kwargs or {}))
     # The Keras top's Dense is already named "predictions".
-    outputs = LabeledSoftmax(imagenet_class_names(), name="probabilities")(net.output)
+    outputs = LabeledSoftmax(imagenet_class_names(class_index), name="probabilities")(net.output)
     return keras.Model(inputs, outputs, name=f"{spec.name}_imagenet")
 
 
-def imagenet_class_names() -> list:
-    """The 1000 ImageNet class names (Keras' index; needs internet once)."""
+def imagenet_class_names(path=None) -> list:
+    """The 1000 ImageNet class names from Keras' index file.
+
+    `path`: a local `imagenet_class_index.json` (`{"0": ["n01440764",
+    "tench"], ...}`); default: Keras' download (needs internet once),
+    falling back, with a warning, to `imagenet_<i>`.
+    """
     import json
 
+    if path is None:
+        try:
+            path = keras.utils.get_file(
+                "imagenet_class_index.json",
+                "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json",
+                cache_subdir="models", file_hash="c2c37ea517e94d9795004a39431a14cb",
+            )
+        except Exception:  # offline: indices instead of names
+            warnings.warn("ImageNet class names could not be fetched; using imagenet_<i>. Pass a local "
+                          "imagenet_class_index.json (class_index=PATH, --class-index PATH) for names.",
+                          stacklevel=2)
+            return [f"imagenet_{i}" for i in range(1000)]
     try:
-        path = keras.utils.get_file(
-            "imagenet_class_index.json",
-            "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json",
-            cache_subdir="models", file_hash="c2c37ea517e94d9795004a39431a14cb",
-        )
         with open(path) as f:
             index = json.load(f)
         return [index[str(i)][1] for i in range(1000)]
-    except Exception:  # offline: indices instead of names
-        warnings.warn("ImageNet class names could not be fetched; using imagenet_<i>.", stacklevel=2)
-        return [f"imagenet_{i}" for i in range(1000)]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise ValueError(f"Not an ImageNet class index (Keras' imagenet_class_index.json: {{\"0\": [wnid, name], "
+                         f"... \"999\": ...}}). Received: {path} ({type(e).__name__}: {e})") from e
 
 
 def base_layers(model) -> list:

@@ -101,3 +101,38 @@ def saliency_overlay(image, maps, title="") -> Figure:
         ax.axis("off")
     fig.suptitle(title)
     return fig
+
+
+def saliency_gallery(images, row_titles, columns, title="", cell_titles=None) -> Figure:
+    """A grid: one row per image, the image first, then one column per map set.
+
+    Args:
+        images: (N, H, W, 3) images (any size; maps are stretched over them).
+        row_titles: N labels, e.g. "true: cat / pred: dog (0.61)".
+        columns: column title -> N importance maps in [0, 1] (methods, or
+            backbones), drawn over the image with one shared colour bar.
+    """
+    images = [np.asarray(im) for im in images]
+    n, k = len(images), len(columns)
+    fig = Figure(figsize=(2.2 * (1 + k) + 0.6, 2.3 * n + 0.6))
+    axes = np.asarray(fig.subplots(n, 1 + k, squeeze=False))
+    im = None
+    for i, image in enumerate(images):
+        shown = image.astype(np.uint8) if image.dtype != np.uint8 else image
+        h, w = shown.shape[:2]
+        axes[i, 0].imshow(shown, interpolation="nearest")
+        axes[i, 0].set_title(row_titles[i], fontsize=7)
+        for j, (name, maps) in enumerate(columns.items(), start=1):
+            axes[i, j].imshow(shown, interpolation="nearest")
+            im = axes[i, j].imshow(np.asarray(maps[i]), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0,
+                                   extent=(0, w, h, 0), interpolation="bilinear")
+            caption = (cell_titles or {}).get(name)
+            label = (f"{name}\n" if i == 0 else "") + (caption[i] if caption else "")
+            if label:
+                axes[i, j].set_title(label, fontsize=7)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01, label="importance (per map, 0-1)")
+    fig.suptitle(title, fontsize=10)
+    return fig

@@ -320,3 +320,124 @@ def test_occlusion_equals_captum_where_the_windows_tile_the_image(size, patch, s
             cover[window] += 1
     assert cover.min() >= 1  # the windows tile the image: every pixel covered
     np.testing.assert_allclose(theirs, expected / np.maximum(cover, 1), atol=3e-7)
+
+
+# --- the CLI and the ImageNet-top offline path ----------------------------------------
+
+def test_saliency_cli_all_methods_quality_table(tmp_path, capsys):
+    from PIL import Image
+
+    from experiments import saliency as cli
+    from kerasimpl.artifacts import save_model
+
+    save_model(evidence_model(), str(tmp_path / "m.keras"))
+    Image.fromarray(evidence_image().astype(np.uint8)).save(tmp_path / "img.png")
+    out = tmp_path / "out"
+    code = cli.main(["--model", str(tmp_path / "m.keras"), "--image", str(tmp_path / "img.png"), "--method", "all",
+                     "--patch", "8", "--stride", "4", "--masks", "200", "--samples", "4", "--steps", "8",
+                     "--quality", "--out", str(out)])
+    assert code == 0
+    import json
+
+    report = json.load(open(out / "saliency.json"))
+    assert list(report["methods"]) == NAMES and list(report["quality"]) == NAMES
+    for name in NAMES:
+        m = np.load(out / f"{name}.npy")
+        assert m.shape == ((7, 7) if name == "occlusion" else (SIZE, SIZE))
+    q = report["quality"]
+    assert q["gradcam"]["deletion_auc"] < q["gradcam"]["insertion_auc"]
+    assert q["gradcam"]["average_drop"] < 5.0  # the red square alone keeps the class
+    md = (out / "quality.md").read_text()
+    assert md.count("\n") == 2 + len(NAMES) and "average drop" in md and "| integrated-gradients |" in md
+    assert (out / "quality.csv").read_text().splitlines()[0].startswith("method,deletion_auc,insertion_auc")
+    assert "| gradcam++ |" in capsys.readouterr().out
+    assert cli.main(["--model", str(tmp_path / "m.keras"), "--image", str(tmp_path / "img.png"), "--method",
+                     "gradcam,cam", "--out", str(out)]) == 2
+    assert "Unknown saliency method 'cam'. Accepted: ['gradcam'" in capsys.readouterr().err
+
+
+def test_choose_images_mixes_correct_and_misclassified_reproducibly():
+    from experiments.saliency import choose_images
+
+    labels = np.arange(40) % 4
+    probs = np.eye(4)[labels]
+    probs[:6] = np.eye(4)[(labels[:6] + 1) % 4]  # 6 misclassified
+    a = choose_images(probs, labels, 8, seed=3)
+    assert len(a) == 8 and np.sum(a < 6) == 4  # half wrong
+    np.testing.assert_array_equal(a, choose_images(probs, labels, 8, seed=3))
+    assert np.sum(choose_images(probs, labels, 20, seed=0) < 6) == 6  # all the wrong ones there are, then right
+    assert len(choose_images(probs, labels, 100)) == 40
+
+
+def test_saliency_cli_explains_a_data_set(tmp_path, subset_path):
+    """--data: N real CIFAR-10 test images through a saved model, a gallery and the table."""
+    import json
+
+    from experiments import saliency as cli
+    from kerasimpl import models
+    from kerasimpl.artifacts import save_model
+
+    model = models.build_classifier("smallcnn", 10, weights=None, class_names=[f"c{i}" for i in range(10)])
+    save_model(model, str(tmp_path / "m.keras"))
+    out = tmp_path / "out"
+    code = cli.main(["--model", str(tmp_path / "m.keras"), "--data", subset_path, "--num-images", "4",
+                     "--method", "gradcam,integrated-gradients,occlusion", "--steps", "8", "--quality",
+                     "--out", str(out)])
+    assert code == 0
+    report = json.load(open(out / "saliency.json"))
+    assert len(report["images"]) == 4 and set(report["quality"]) == {"gradcam", "integrated-gradients", "occlusion"}
+    z = np.load(out / "maps.npz")
+    assert z["images"].shape == (4, 32, 32, 3) and z["gradcam"].shape == (4, 32, 32)
+    assert z["occlusion"].shape == (4, 10, 10)  # patch 4, stride 3 at 32 px
+    assert (out / "gallery.png").stat().st_size > 10_000
+    again = tmp_path / "again"
+    assert cli.main(["--model", str(tmp_path / "m.keras"), "--data", subset_path, "--num-images", "4",
+                     "--method", "gradcam", "--out", str(again)]) == 0
+    assert [i["index"] for i in json.load(open(again / "saliency.json"))["images"]] == \
+        [i["index"] for i in report["images"]]
+
+
+def test_imagenet_classifier_from_a_local_with_top_file_and_class_index(tmp_path):
+    """The offline path of the seed's experiment: Keras' with-top file format, made locally."""
+    import json
+
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from kerasimpl import models
+
+    keras.utils.set_random_seed(0)
+    ref = keras.applications.MobileNetV2(weights=None, include_top=True, input_shape=(96, 96, 3),
+                                         classifier_activation=None)
+    path = tmp_path / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"  # the name Keras downloads
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, ref)
+    index = {str(i): [f"n{i:08d}", f"class_{i}"] for i in range(1000)}
+    (tmp_path / "imagenet_class_index.json").write_text(json.dumps(index))
+    model = models.build_imagenet_classifier("mobilenetv2", weights=str(path), image_size=96,
+                                             class_index=str(tmp_path / "imagenet_class_index.json"))
+    assert models.class_names_of(model)[7] == "class_7"
+    x = images(2, 96)
+    expected = keras.ops.softmax(ref(keras.applications.mobilenet_v2.preprocess_input(x.copy())))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(expected),
+                               rtol=1e-4, atol=1e-6)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="Not an ImageNet class index"):
+        models.build_imagenet_classifier("mobilenetv2", weights=None, image_size=96,
+                                         class_index=str(tmp_path / "bad.json"))
+
+
+def test_offline_imagenet_error_names_the_with_top_file(monkeypatch):
+    from keras.src.utils import file_utils
+
+    from kerasimpl import models
+
+    def offline(fname=None, origin=None, *a, **k):
+        raise Exception(f"URL fetch failure on {origin}: None -- [Errno -2] Name or service not known")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(RuntimeError, match="needs mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5 from "
+                                           "https://storage.googleapis.com/.*Without internet"):
+        models.build_imagenet_classifier("mobilenetv2")  # the seed's experiment: 224 px, with top
+    with pytest.raises(RuntimeError, match=r"needs mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1\.0_96_no_top"):
+        models.build_classifier("mobilenetv2", 10, image_size=96)
