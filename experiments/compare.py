@@ -84,6 +84,11 @@ def build_parser():
     p.add_argument("--distribute", action="store_true",
                    help="data-parallel over all local devices (KERAS_BACKEND=jax; multi-host via "
                         "KERAS_DISTRIBUTION_* variables, see README 'Scaling out')")
+    p.add_argument("--saliency", type=int, default=0, metavar="N",
+                   help="after training: explain the same N test images with every compared model, one figure "
+                        "(rows: images, columns: backbones), plots/saliency_backbones.png (default 0: none)")
+    p.add_argument("--saliency-method", default="gradcam",
+                   help="the method of --saliency, from kerasimpl.saliency.list_methods() (default gradcam)")
     p.add_argument("--out", help="run folder (default runs/compare-<preset>-<time>); an existing one resumes")
     p.add_argument("--plots-dir", default="plots", help="also copy the plots to DIR/<preset>/ ('' to skip)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -100,7 +105,7 @@ def resolve(args):
     cfg.update({k: getattr(args, k) for k in (
         "finetune_epochs", "finetune_layers", "lr", "val_fraction", "seed", "seeds", "augment",
         "hidden", "dropout", "workers", "preset", "distribute", "data_size", "test_fraction", "keep_top_hidden",
-        "linear_probe", "inference_batch_size")})
+        "linear_probe", "inference_batch_size", "saliency", "saliency_method")})
     cfg["cache_features"] = not args.no_cache_features
     cfg["backbones"] = [b.strip().lower() for b in cfg["backbones"].split(",") if b.strip()]
     cfg["weights"] = None if str(cfg["weights"]).lower() == "none" else cfg["weights"]
@@ -149,7 +154,58 @@ def run(cfg, plots_dir="plots", verbose="auto") -> int:
             runs = [_run_one(name, seed, cfg, data, split, verbose, kind) for seed in seeds]
             results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
     _write_outputs(cfg, results, data, plots_dir)
+    if cfg.get("saliency"):
+        _saliency_figure(cfg, results, data, plots_dir)
     return 0
+
+
+def _saliency_figure(cfg, results, data, plots_dir):
+    """The same N test images explained by every compared model, side by side."""
+    import numpy as np
+
+    from kerasimpl import models, plotting
+    from kerasimpl.artifacts import copy_file, load_model, save_figure, write_json
+    from kerasimpl.saliency import get_method
+
+    n, method = int(cfg["saliency"]), cfg.get("saliency_method") or "gradcam"
+    # One image per class where it can (seeded): the same images for every model.
+    rng = np.random.default_rng(cfg["seed"])
+    order = rng.permutation(len(data.y_test))
+    chosen, seen = [], set()
+    for i in order:
+        if int(data.y_test[i]) not in seen or len(seen) == data.num_classes:
+            chosen.append(int(i))
+            seen.add(int(data.y_test[i]))
+        if len(chosen) == n:
+            break
+    images = np.stack([np.asarray(data.x_test[i]) for i in chosen]).astype("float32")
+    names = list(data.class_names)
+    columns, captions, report = {}, {}, {"method": method, "images": chosen, "models": {}}
+    for r in results:
+        label = r.get("run", r["backbone"])
+        path = os.path.join(cfg["out"], label if cfg["seeds"] == 1 else os.path.join(label, f"seed{cfg['seed']}"),
+                            "model.keras")
+        if not os.path.exists(path):
+            continue
+        model = load_model(path)
+        probs = np.asarray(model.predict(images, verbose=0))
+        preds = probs.argmax(1)
+        explainer = get_method(method, model)
+        exps = explainer.explain(images, [int(p) for p in preds])
+        layer = getattr(explainer, "layer", None)
+        columns[label] = [e.importance() for e in exps]
+        captions[label] = [f"{'ok' if p == t else 'WRONG'}: {names[p]} ({probs[k, p]:.2f})"
+                           for k, (p, t) in enumerate(zip(preds, data.y_test[chosen]))]
+        report["models"][label] = {"predictions": [names[p] for p in preds], "layer": layer}
+        print(f"[compare] saliency: {label} explained", flush=True)
+    rows = [f"#{i} true: {names[int(data.y_test[i])]}" for i in chosen]
+    gallery = os.path.join(cfg["out"], "plots", "saliency_backbones.png")
+    save_figure(plotting.saliency_gallery(images, rows, columns, f"{method} of each model's prediction on the same "
+                                          f"{len(chosen)} test images", cell_titles=captions), gallery)
+    write_json(os.path.join(cfg["out"], "saliency_backbones.json"), report)
+    if plots_dir:
+        copy_file(gallery, os.path.join(plots_dir, cfg["preset"], "saliency_backbones.png"))
+    print(f"[compare] wrote {gallery}", flush=True)
 
 
 def _load_data(cfg):

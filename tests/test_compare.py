@@ -44,9 +44,11 @@ def test_compare_end_to_end_on_synthetic_with_local_weights(tmp_path):
     models.backbone_model(donor).save_weights(weights)
     out = str(tmp_path / "run")
     argv = ["--data", "synthetic", "--backbones", "smallcnn,mobilenetv2", "--weights", weights, "--image-size", "32",
-            "--alpha", "0.35", "--finetune-epochs", "1", "--finetune-layers", "5", "--out", out, *FAST]
+            "--alpha", "0.35", "--finetune-epochs", "1", "--finetune-layers", "5", "--out", out,
+            "--inference-batch-size", "8", *FAST]
     assert compare.main(argv) == 0
     results = outputs_ok(out, ["smallcnn", "mobilenetv2"])
+    assert [r["throughput_batch"] for r in results] == [8, 8]  # the inference batch, not --batch-size
     small, mnv2 = results
     assert small["trained"] == "end-to-end" and mnv2["trained"] == "frozen base + fine-tune"
     assert mnv2["extract_seconds"] > 0 and mnv2["finetune_seconds"] > 0
@@ -60,9 +62,15 @@ def test_compare_end_to_end_on_synthetic_with_local_weights(tmp_path):
         model = load_model(os.path.join(out, r["backbone"], "model.keras"))
         probs = evaluation.predict_proba(model, data.x_test)
         assert evaluation.classification_metrics(probs, data.y_test)["accuracy"] == pytest.approx(r["test_accuracy"])
-    # A second call resumes: nothing is trained again, the results are the same.
-    assert compare.main(argv) == 0
+    # A second call resumes: nothing is trained again, the results are the same;
+    # --saliency explains the same test images with both saved models.
+    assert compare.main(argv + ["--saliency", "3"]) == 0
     assert json.load(open(os.path.join(out, "results.json"))) == results
+    report = json.load(open(os.path.join(out, "saliency_backbones.json")))
+    assert list(report["models"]) == ["smallcnn", "mobilenetv2"] and len(set(report["images"])) == 3
+    assert report["models"]["mobilenetv2"]["layer"] and all(len(m["predictions"]) == 3
+                                                            for m in report["models"].values())
+    assert os.path.getsize(os.path.join(out, "plots", "saliency_backbones.png")) > 10_000
 
 
 @pytest.mark.slow
