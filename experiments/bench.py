@@ -1,7 +1,15 @@
-"""Benchmarks: frozen-base extraction vs native PyTorch, feature caching, occlusion.
+"""Benchmarks: frozen-base extraction vs native PyTorch, feature caching, saliency.
 
     python -m experiments.bench --quick            # < 3 min on 2 CPU cores
     python -m experiments.bench --json bench.json  # full settings
+    python -m experiments.bench --sections saliency --saliency-size 160
+
+Sections (`--sections`): extraction, cache, occlusion, saliency. The
+saliency section times every registered method's seconds per image on one
+model and batch, and, on torch where pytorch-grad-cam or Captum implement
+the same map (`pip install -e '.[reference]'` and `pip install --no-deps
+grad-cam==1.5.7`), theirs on the same Keras model in the same process
+(`kerasimpl.saliency.reference`), with the ratio.
 
 Every figure is a median over repeats after warm-up; Keras and native
 PyTorch are timed in the same process, interleaved (A, B, A, B ...), so
@@ -35,6 +43,11 @@ def build_parser():
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--repeats", type=int, help="timed repeats per measurement (default 5; quick 3)")
     p.add_argument("--epochs", type=int, help="head epochs for the cache speed-up (default 10; quick 4)")
+    p.add_argument("--sections", default="extraction,cache,occlusion,saliency",
+                   help="comma-separated: extraction, cache, occlusion, saliency (default: all)")
+    p.add_argument("--saliency-backbone", default="mobilenetv2", help="classifier of the saliency section")
+    p.add_argument("--saliency-size", type=int, default=224, help="input size of the saliency section's model")
+    p.add_argument("--saliency-batch", type=int, default=2, help="images per explain() call in the saliency section")
     p.add_argument("--json", help="also write the results here")
     return p
 
@@ -175,6 +188,112 @@ def bench_occlusion(size, repeats):
     return row
 
 
+def bench_saliency(size, batch, quick=False, backbone="mobilenetv2"):
+    """Seconds per image of every method (ours, and the reference's where one exists).
+
+    A `backbone` classifier (random weights, 10 classes), `batch` images per
+    call, default options of each method; one warm-up call each, then one
+    timed call (the slow methods take tens of seconds; the ratio is what
+    counts). References run on the same Keras model through the NCHW wrappers.
+    """
+    import keras
+    import numpy as np
+
+    from kerasimpl import models, saliency
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = models.build_classifier(backbone, 10, input_shape=(size, size, 3),
+                                        image_size=size if models.get_spec(backbone).pretrained else None, weights=None)
+    x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    targets = [int(t) for t in np.arange(batch) % 10]
+    refs = _reference_methods() if keras.backend.backend() == "torch" else {}
+    rows = []
+    for name in saliency.list_methods():
+        opts = {"masks": 200, "samples": 8, "steps": 16} if quick else {}
+        method = saliency.get_method(name, model, **{k: v for k, v in opts.items()
+                                                       if k in saliency.method_options(name)})
+        method.explain(x[:1], targets[:1])  # warm-up
+        ours = _timed(lambda: method.explain(x, targets)) / batch
+        row = {"method": name, "backbone": backbone, "image_size": size, "batch": batch, "options": method.options(),
+               "seconds_per_image": ours, "reference": None, "reference_seconds_per_image": None, "ratio": None}
+        if name in refs:
+            label, run = refs[name]
+            run(method, x[:1], targets[:1])  # warm-up
+            theirs = _timed(lambda: run(method, x, targets)) / batch
+            row.update(reference=label, reference_seconds_per_image=theirs, ratio=ours / theirs)
+        rows.append(row)
+        print(f"[bench] saliency {name}: {ours:.3f} s/image" +
+              (f", {row['reference']} {row['reference_seconds_per_image']:.3f} s/image, x{row['ratio']:.2f}"
+               if row["reference"] else ""), flush=True)
+    return rows
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _reference_methods():
+    """name -> (label, run(method, x, targets)) for the installed reference libraries."""
+    import torch
+
+    from kerasimpl.saliency import reference
+
+    out = {}
+    try:
+        pgc = reference.import_pytorch_grad_cam()
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+        classes = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "hirescam": "HiResCAM",
+                   "xgradcam": "XGradCAM", "layercam": "LayerCAM", "scorecam": "ScoreCAM", "eigencam": "EigenCAM"}
+
+        def pgc_run(cls_name):
+            def run(method, x, targets):
+                wrapper = reference.nchw_classifier(method)
+                with getattr(pgc, cls_name)(model=wrapper, target_layers=[wrapper.to_nchw]) as cam:
+                    if cls_name == "ScoreCAM":
+                        cam.batch_size = getattr(method, "batch_size", 32)  # the same masked forwards per call
+                    return cam(input_tensor=torch.tensor(x).permute(0, 3, 1, 2),
+                               targets=[ClassifierOutputTarget(t) for t in targets])
+            return run
+
+        out.update({n: ("pytorch-grad-cam " + c, pgc_run(c)) for n, c in classes.items()})
+    except ImportError:
+        pass
+    try:
+        from captum import attr
+
+        def captum_run(kind):
+            def run(method, x, targets):
+                xt = torch.tensor(x).permute(0, 3, 1, 2)
+                if kind == "Occlusion":
+                    o = method.options()
+
+                    def forward(z):
+                        return method.model(z.permute(0, 2, 3, 1))
+
+                    return attr.Occlusion(forward).attribute(
+                        xt, sliding_window_shapes=(3, o["patch"], o["patch"]), strides=(3, o["stride"], o["stride"]),
+                        target=targets, baselines=o["fill"], perturbations_per_eval=o["batch_size"])
+                forward = reference.nchw_logits(method.logits)
+                if kind == "Saliency":
+                    return attr.Saliency(forward).attribute(xt.requires_grad_(True), target=targets, abs=True)
+                o = method.options()
+                return attr.IntegratedGradients(forward).attribute(
+                    xt, baselines=o["baseline"], target=targets, n_steps=o["steps"], method=o["method"],
+                    internal_batch_size=o["batch_size"])
+            return run
+
+        out.update({"gradients": ("Captum Saliency", captum_run("Saliency")),
+                    "integrated-gradients": ("Captum IntegratedGradients", captum_run("IntegratedGradients")),
+                    "occlusion": ("Captum Occlusion", captum_run("Occlusion"))})
+    except ImportError:
+        pass
+    return out
+
+
 def bench_mixed_precision(size, batch, repeats):
     """GPU only: extraction img/s with and without mixed precision."""
     import keras
@@ -211,9 +330,21 @@ def main(argv=None) -> int:
     info = {"versions": runtime.versions(), "device": runtime.device_description(), "threads": _threads(),
             "quick": args.quick, "repeats": repeats}
     print(f"[bench] {info['device']}; {info['versions']}", flush=True)
-    results = {"info": info, "extraction": bench_extraction(names, batch, args.image_size, repeats)}
-    results["cache_speedup"] = bench_cache(epochs, 64 if args.quick else 128)
-    results["occlusion"] = bench_occlusion(args.image_size, max(2, repeats - 1))
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    bad = sections - {"extraction", "cache", "occlusion", "saliency"}
+    if bad:
+        print(f"error: unknown section {sorted(bad)}. Accepted: extraction, cache, occlusion, saliency", file=sys.stderr)
+        return 2
+    results = {"info": info}
+    if "extraction" in sections:
+        results["extraction"] = bench_extraction(names, batch, args.image_size, repeats)
+    if "cache" in sections:
+        results["cache_speedup"] = bench_cache(epochs, 64 if args.quick else 128)
+    if "occlusion" in sections:
+        results["occlusion"] = bench_occlusion(args.image_size, max(2, repeats - 1))
+    if "saliency" in sections:
+        results["saliency"] = bench_saliency(args.saliency_size, args.saliency_batch, quick=args.quick,
+                                             backbone=args.saliency_backbone)
     if _on_gpu():
         results["mixed_precision"] = bench_mixed_precision(args.image_size, 64, repeats)
     print(table(results))
@@ -225,6 +356,31 @@ def main(argv=None) -> int:
 
 
 def table(results) -> str:
+    lines = []
+    if "extraction" in results:
+        lines += _extraction_table(results)
+    if "cache_speedup" in results:
+        c = results["cache_speedup"]
+        lines += ["", f"cache speed-up ({c['epochs']} epochs, {c['num_train']} images, {c['image_size']} px): "
+                  f"{c['seed_style_seconds']:.1f} s / {c['cached_seconds']:.1f} s = x{c['speedup']:.2f}"]
+    if "occlusion" in results:
+        o = results["occlusion"]
+        lines += ["", f"occlusion ({o['masked_copies']} masked copies, {o['image_size']} px): "
+                  f"{o['seconds_per_map']:.2f} s per map, {o['seconds_forward_batch']:.2f} s per batched forward: "
+                  f"x{o['ratio']:.2f}"]
+    if "saliency" in results:
+        lines += ["", "| method | model | px | batch | s / image | reference | reference s / image | ours / reference |",
+                  "| --- " * 8 + "|"]
+        for r in results["saliency"]:
+            ref = (f"{r['reference']} | {r['reference_seconds_per_image']:.3f} | {r['ratio']:.2f}"
+                   if r["reference"] else "- | - | -")
+            lines.append(f"| {r['method']} | {r['backbone']} | {r['image_size']} | {r['batch']} | {r['seconds_per_image']:.3f} | {ref} |")
+    for m in results.get("mixed_precision", []):
+        lines.append(f"mixed precision {m['policy']}: {m['img_per_s']:.0f} img/s")
+    return "\n".join(lines)
+
+
+def _extraction_table(results) -> list:
     lines = ["| backbone | backend | batch | px | kerasimpl img/s | plain Keras img/s | native img/s "
              "| kerasimpl / native | plain / native |", "| --- " * 9 + "|"]
     for r in results["extraction"]:
@@ -235,14 +391,7 @@ def table(results) -> str:
                      f"{r['keras_img_per_s']:.1f} | {r['plain_keras_img_per_s']:.1f} | "
                      f"{fmt(r['native_img_per_s'], '.1f')} | {fmt(r['ratio_vs_native'], '.2f')} | "
                      f"{fmt(r['plain_ratio_vs_native'], '.2f')} |")
-    c, o = results["cache_speedup"], results["occlusion"]
-    lines += ["", f"cache speed-up ({c['epochs']} epochs, {c['num_train']} images, {c['image_size']} px): "
-              f"{c['seed_style_seconds']:.1f} s / {c['cached_seconds']:.1f} s = x{c['speedup']:.2f}",
-              f"occlusion ({o['masked_copies']} masked copies, {o['image_size']} px): {o['seconds_per_map']:.2f} s "
-              f"per map, {o['seconds_forward_batch']:.2f} s per batched forward: x{o['ratio']:.2f}"]
-    for m in results.get("mixed_precision", []):
-        lines.append(f"mixed precision {m['policy']}: {m['img_per_s']:.0f} img/s")
-    return "\n".join(lines)
+    return lines
 
 
 def _threads():
