@@ -208,6 +208,7 @@ def bench_saliency(size, batch, quick=False, backbone="mobilenetv2"):
     x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
     targets = [int(t) for t in np.arange(batch) % 10]
     refs = _reference_methods() if keras.backend.backend() == "torch" else {}
+    saliency.GradCAM(model).explain(x, targets)  # warm-up at the timed batch shape (forward and backward)
     rows = []
     for name in saliency.list_methods():
         opts = {"masks": 200, "samples": 8, "steps": 16} if quick else {}

@@ -441,3 +441,28 @@ def test_offline_imagenet_error_names_the_with_top_file(monkeypatch):
         models.build_imagenet_classifier("mobilenetv2")  # the seed's experiment: 224 px, with top
     with pytest.raises(RuntimeError, match=r"needs mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1\.0_96_no_top"):
         models.build_classifier("mobilenetv2", 10, image_size=96)
+
+
+@needs_torch
+def test_pytorch_grad_cam_hooked_directly_on_nhwc_is_wrong():
+    """Why the NCHW wrapper exists: hooking the Keras layer itself gives a wrong map, silently."""
+    import torch
+
+    pgc = reference_libs.pytorch_grad_cam()
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, x = reference_model(), images(1, 32, seed=1)
+
+    class NCHWInput(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, z):
+            return self.model(z.permute(0, 2, 3, 1))
+
+    with pgc.GradCAM(model=NCHWInput(), target_layers=[model.get_layer("feat")]) as cam:
+        direct = cam(input_tensor=torch.tensor(x).permute(0, 3, 1, 2), targets=[ClassifierOutputTarget(1)])[0]
+    (ours,) = saliency.GradCAM(model, "feat").explain(x, [1])
+    direct = (direct - direct.min()) / (direct.max() - direct.min())
+    assert direct.shape == ours.map.shape and np.abs(direct - ours.map).max() > 0.5

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasimpl.saliency.base import SaliencyMethod
+from kerasimpl.saliency.base import SaliencyMethod, resolve_targets
 from kerasimpl.saliency.cam import score_tensor
 from kerasimpl.saliency.gradients import value_and_grad
 
@@ -37,20 +37,31 @@ class InputGradientMethod(SaliencyMethod):
         """The same method and settings on another model."""
         return type(self)(model, **self.options())
 
-    def input_gradients(self, x, targets) -> np.ndarray:
-        """d logit[target_i] / d x_i for rows `x` (B, H, W, C), as NumPy."""
+    def input_gradients(self, x, targets, return_logits=False):
+        """d logit[target_i] / d x_i for rows `x` (B, H, W, C), as NumPy
+        (and, with `return_logits`, every row's logits from the same pass)."""
         x = np.asarray(x, np.float32)
         targets = np.asarray(targets, np.int32)
-        out = []
+        grads, logits = [], []
         for s in range(0, len(x), self.batch_size):
             onehot = ops.one_hot(ops.convert_to_tensor(targets[s:s + self.batch_size]), self.num_classes)
 
             def score(z, onehot=onehot):
-                return ops.sum(self.logits(z, training=False) * ops.cast(onehot, z.dtype), axis=-1)
+                out = self.logits(z, training=False)
+                return ops.sum(out * ops.cast(onehot, z.dtype), axis=-1), out
 
-            _, g = value_and_grad(score, ops.convert_to_tensor(x[s:s + self.batch_size]))
-            out.append(np.asarray(ops.convert_to_numpy(g), np.float32))
-        return np.concatenate(out)
+            _, g, out = value_and_grad(score, ops.convert_to_tensor(x[s:s + self.batch_size]), has_aux=True)
+            grads.append(np.asarray(ops.convert_to_numpy(g), np.float32))
+            logits.append(np.asarray(ops.convert_to_numpy(out), np.float32))
+        grads = np.concatenate(grads)
+        return (grads, np.concatenate(logits)) if return_logits else grads
+
+    def probabilities_from(self, scores):
+        """The model's probabilities from what `self.logits` returned."""
+        if self.logits.output is self.model.output:  # no logits exposed: these are the outputs
+            return scores
+        e = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
 
 
 class Gradients(InputGradientMethod):
@@ -63,8 +74,17 @@ class Gradients(InputGradientMethod):
 
     name = "gradients"
 
-    def _maps(self, images, targets):
-        return np.abs(self.input_gradients(images, targets)).max(axis=-1)
+    def _forward(self, images, targets=None):
+        """With the targets given, the gradients and the probabilities in one pass."""
+        if targets is None:
+            return super()._forward(images)
+        targets = resolve_targets(np.zeros((len(images), self.num_classes)), targets)  # validates
+        grads, logits = self.input_gradients(images, targets, return_logits=True)
+        return self.probabilities_from(logits), grads
+
+    def _maps(self, images, targets, context=None):
+        grads = self.input_gradients(images, targets) if context is None else context
+        return np.abs(grads).max(axis=-1)
 
 
 class SmoothGrad(InputGradientMethod):
@@ -94,7 +114,7 @@ class SmoothGrad(InputGradientMethod):
     def options(self) -> dict:
         return {"samples": self.samples, "noise": self.noise, "seed": self.seed, "batch_size": self.batch_size}
 
-    def _maps(self, images, targets):
+    def _maps(self, images, targets, context=None):
         rng = np.random.default_rng(self.seed)
         maps = []
         for image, target in zip(images, targets):
@@ -158,5 +178,5 @@ class IntegratedGradients(InputGradientMethod):
             out.append((image - base) * np.tensordot(weights, grads, axes=1).astype(np.float32))
         return np.stack(out)
 
-    def _maps(self, images, targets):
+    def _maps(self, images, targets, context=None):
         return self.attributions(images, targets).sum(axis=-1)

@@ -14,6 +14,8 @@ import dataclasses
 import numpy as np
 from keras import ops
 
+from kerasimpl.saliency.gradients import no_grad
+
 
 @dataclasses.dataclass(frozen=True)
 class Explanation:
@@ -51,7 +53,7 @@ class Explanation:
 
 
 class SaliencyMethod:
-    """Base of saliency methods: subclasses implement `_maps`.
+    """Base of saliency methods: subclasses implement `_maps` (and may `_forward`).
 
     Args:
         model: a Keras classifier taking (N, H, W, C) images and returning
@@ -72,9 +74,10 @@ class SaliencyMethod:
             images = images[None]
         if tuple(images.shape[1:3]) != self.input_size:
             raise ValueError(f"images must be {self.input_size} (the model input). Received: {images.shape[1:3]}")
-        probs = np.asarray(ops.convert_to_numpy(self.model(images, training=False)))
+        probs, context = self._forward(images, targets)
+        probs = np.asarray(ops.convert_to_numpy(probs))
         targets = resolve_targets(probs, targets)
-        maps = self._maps(images, targets)
+        maps = self._maps(images, targets, context)
         return [
             Explanation(self.name, np.asarray(m, np.float32), int(t), float(probs[i, t]), self.input_size,
                         self.higher_is_important)
@@ -89,7 +92,15 @@ class SaliencyMethod:
         """The same method with the same settings on another model."""
         return type(self)(model, **self.options())
 
-    def _maps(self, images, targets):
+    def _forward(self, images, targets=None):
+        """`(probabilities, context)` of `images`; the context (e.g. a layer's
+        activations, computed on the way) is handed to `_maps`, so no method
+        runs the model twice where once does. `targets` are the requested
+        ones (`None`: top-1, known only after this pass)."""
+        with no_grad():
+            return self.model(images, training=False), None
+
+    def _maps(self, images, targets, context=None):
         """One 2-D float map per image (the method's own units)."""
         raise NotImplementedError
 

@@ -19,7 +19,7 @@ import numpy as np
 from keras import ops
 
 from kerasimpl.saliency.base import SaliencyMethod
-from kerasimpl.saliency.gradients import value_and_grad
+from kerasimpl.saliency.gradients import no_grad, value_and_grad
 
 EPS = 1e-7  # as pytorch-grad-cam
 
@@ -92,6 +92,7 @@ class LayerMethod(SaliencyMethod):
         self.features = keras.Model(model.input, activations)
         # In a flat functional graph the rest of the model is a model too.
         self.rest = keras.Model(activations, score_tensor(model))
+        self.head = keras.Model(activations, model.output)  # probabilities from the activations
 
     def options(self) -> dict:
         return {"layer": self.layer}
@@ -100,8 +101,17 @@ class LayerMethod(SaliencyMethod):
         """The same method and settings on another model."""
         return type(self)(model, **self.options())
 
-    def _maps(self, images, targets):
-        acts = self.features(images, training=False)
+    def _forward(self, images, targets=None):
+        """One pass: the layer's activations, then the probabilities from them."""
+        with no_grad():
+            acts = self.features(images, training=False)
+            return self.head(acts, training=False), acts
+
+    def _maps(self, images, targets, context=None):
+        if context is None:
+            with no_grad():
+                context = self.features(images, training=False)
+        acts = context
         grads = self._gradients(acts, targets) if self.uses_gradients else None
         cam = ops.relu(self._cam(acts, grads, images, targets))[..., None]
         cam = ops.image.resize(cam, self.input_size, interpolation="bilinear")[..., 0]
@@ -275,7 +285,8 @@ class ScoreCAM(LayerMethod):
             scores = []
             for s in range(0, k, self.batch_size):
                 batch = images[i][None] * masks[s:s + self.batch_size, :, :, None]
-                scores.append(ops.convert_to_numpy(self.scorer(batch, training=False))[:, target])
+                with no_grad():
+                    scores.append(ops.convert_to_numpy(self.scorer(batch, training=False))[:, target])
             weights.append(_softmax(np.concatenate(scores)))
         weights = ops.convert_to_tensor(np.stack(weights).astype("float32"))[:, None, None, :]
         return ops.sum(weights * ops.cast(acts, "float32"), axis=-1)

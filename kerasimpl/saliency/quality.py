@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasimpl.saliency.gradients import no_grad
+
 
 def deletion_insertion(model, image, importance, target, steps=20, fill=0.0, batch_size=64):
     """Deletion and insertion curves with their areas (trapezoid, x in [0, 1]).
@@ -46,8 +48,9 @@ def deletion_insertion(model, image, importance, target, steps=20, fill=0.0, bat
     inserted = np.where(masks, image[None], blank[None])
     curves = {}
     for name, batch in (("deletion", deleted), ("insertion", inserted)):
-        probs = [ops.convert_to_numpy(model(batch[i:i + batch_size], training=False))[:, target]
-                 for i in range(0, len(batch), batch_size)]
+        with no_grad():
+            probs = [ops.convert_to_numpy(model(batch[i:i + batch_size], training=False))[:, target]
+                     for i in range(0, len(batch), batch_size)]
         curves[name] = np.concatenate(probs).astype(float)
     area = getattr(np, "trapezoid", None) or np.trapz
     return {
@@ -108,7 +111,9 @@ def average_drop_increase(model, images, importances, targets, fill=0.0, batch_s
     t = np.asarray(targets, int)
 
     def probs(x):
-        out = [ops.convert_to_numpy(model(x[i:i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+        with no_grad():
+            out = [ops.convert_to_numpy(model(x[i:i + batch_size], training=False))
+                   for i in range(0, len(x), batch_size)]
         return np.concatenate(out)[np.arange(len(x)), t].astype(float)
 
     y, o = probs(images), probs(masked)
