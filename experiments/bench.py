@@ -407,7 +407,7 @@ def _threads():
 def _on_gpu():
     from kerasimpl import runtime
 
-    return runtime.device_description().startswith(("cuda", "gpu"))
+    return runtime.has_accelerator()
 
 
 if __name__ == "__main__":

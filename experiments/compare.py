@@ -163,7 +163,7 @@ def _saliency_figure(cfg, results, data, plots_dir):
     """The same N test images explained by every compared model, side by side."""
     import numpy as np
 
-    from kerasimpl import models, plotting
+    from kerasimpl import plotting
     from kerasimpl.artifacts import copy_file, load_model, save_figure, write_json
     from kerasimpl.saliency import get_method
 
@@ -187,15 +187,13 @@ def _saliency_figure(cfg, results, data, plots_dir):
                             "model.keras")
         if not os.path.exists(path):
             continue
-        model = load_model(path)
-        probs = np.asarray(model.predict(images, verbose=0))
-        preds = probs.argmax(1)
-        explainer = get_method(method, model)
-        exps = explainer.explain(images, [int(p) for p in preds])
+        explainer = get_method(method, load_model(path))
+        exps = explainer.explain(images)  # targets: each model's top-1 prediction
+        preds = [e.target for e in exps]
         layer = getattr(explainer, "layer", None)
         columns[label] = [e.importance() for e in exps]
-        captions[label] = [f"{'ok' if p == t else 'WRONG'}: {names[p]} ({probs[k, p]:.2f})"
-                           for k, (p, t) in enumerate(zip(preds, data.y_test[chosen]))]
+        captions[label] = [f"{'ok' if e.target == t else 'WRONG'}: {names[e.target]} ({e.score:.2f})"
+                           for e, t in zip(exps, data.y_test[chosen])]
         report["models"][label] = {"predictions": [names[p] for p in preds], "layer": layer}
         print(f"[compare] saliency: {label} explained", flush=True)
     rows = [f"#{i} true: {names[int(data.y_test[i])]}" for i in chosen]

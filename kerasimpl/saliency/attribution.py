@@ -15,7 +15,7 @@ import numpy as np
 from keras import ops
 
 from kerasimpl.saliency.base import SaliencyMethod, resolve_targets
-from kerasimpl.saliency.cam import score_tensor
+from kerasimpl.saliency.cam import score_tensor, softmax
 from kerasimpl.saliency.gradients import value_and_grad
 
 
@@ -32,10 +32,6 @@ class InputGradientMethod(SaliencyMethod):
 
     def options(self) -> dict:
         return {"batch_size": self.batch_size}
-
-    def rebuild(self, model):
-        """The same method and settings on another model."""
-        return type(self)(model, **self.options())
 
     def input_gradients(self, x, targets, return_logits=False):
         """d logit[target_i] / d x_i for rows `x` (B, H, W, C), as NumPy
@@ -60,8 +56,7 @@ class InputGradientMethod(SaliencyMethod):
         """The model's probabilities from what `self.logits` returned."""
         if self.logits.output is self.model.output:  # no logits exposed: these are the outputs
             return scores
-        e = np.exp(scores - scores.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
+        return softmax(scores)
 
 
 class Gradients(InputGradientMethod):

@@ -97,10 +97,6 @@ class LayerMethod(SaliencyMethod):
     def options(self) -> dict:
         return {"layer": self.layer}
 
-    def rebuild(self, model):
-        """The same method and settings on another model."""
-        return type(self)(model, **self.options())
-
     def _forward(self, images, targets=None):
         """One pass: the layer's activations, then the probabilities from them."""
         with no_grad():
@@ -266,7 +262,6 @@ class ScoreCAM(LayerMethod):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
         self.batch_size = int(batch_size)
-        self.scorer = keras.Model(model.input, score_tensor(model))
 
     def options(self) -> dict:
         return {"layer": self.layer, "batch_size": self.batch_size}
@@ -286,13 +281,15 @@ class ScoreCAM(LayerMethod):
             for s in range(0, k, self.batch_size):
                 batch = images[i][None] * masks[s:s + self.batch_size, :, :, None]
                 with no_grad():
-                    scores.append(ops.convert_to_numpy(self.scorer(batch, training=False))[:, target])
-            weights.append(_softmax(np.concatenate(scores)))
+                    logits = self.rest(self.features(batch, training=False), training=False)
+                scores.append(ops.convert_to_numpy(logits)[:, target])
+            weights.append(softmax(np.concatenate(scores)))
         weights = ops.convert_to_tensor(np.stack(weights).astype("float32"))[:, None, None, :]
         return ops.sum(weights * ops.cast(acts, "float32"), axis=-1)
 
 
-def _softmax(x):
+def softmax(x, axis=-1):
+    """NumPy softmax over `axis` (float64 for the sums)."""
     x = np.asarray(x, np.float64)
-    e = np.exp(x - x.max())
-    return e / e.sum()
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)

@@ -64,10 +64,6 @@ class RISE(SaliencyMethod):
         return {"masks": self.num_masks, "grid": self.grid, "p": self.p, "fill": self.fill, "seed": self.seed,
                 "batch_size": self.batch_size}
 
-    def rebuild(self, model):
-        """The same method and settings (and masks) on another model."""
-        return RISE(model, **self.options())
-
     def _maps(self, images, targets, context=None):
         maps = []
         for image, target in zip(images, targets):
