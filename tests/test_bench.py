@@ -12,6 +12,11 @@ from kerasimpl import saliency
 
 @pytest.mark.slow
 def test_saliency_section_times_every_method_and_the_references(tmp_path, capsys):
+    if keras.backend.backend() == "torch":  # skip without the references (fail where CI requires them)
+        from reference_libs import pytorch_grad_cam, require
+
+        require("captum")
+        pytorch_grad_cam()
     out = tmp_path / "b.json"
     assert bench.main(["--sections", "saliency", "--saliency-size", "32", "--saliency-batch", "1", "--quick",
                        "--saliency-backbone", "smallcnn",
