@@ -60,20 +60,39 @@ def confusion_matrix(matrix, class_names, title="") -> Figure:
 
 
 def comparison(results, title="") -> Figure:
-    """Test accuracy against training time; marker area ~ parameter count."""
-    fig = Figure(figsize=(7, 5))
+    """Test accuracy against training time; marker area ~ parameter count.
+
+    Both axes start at zero, so a 7% difference in time looks like 7%; when
+    the times span more than 30x the time axis is logarithmic instead.
+    Point labels point inwards (left of points in the right half, below
+    points near the top), so they stay inside the frame.
+    """
+    fig = Figure(figsize=(7, 5), layout="constrained")
     ax = fig.subplots()
     params = np.array([_mean(r["params_total"]) for r in results], dtype=float)
     sizes = 60 + 600 * params / max(params.max(), 1)
-    for r, s in zip(results, sizes):
-        x, y = _mean(r["train_seconds"]), 100 * _mean(r["test_accuracy"])
+    xs = np.array([_mean(r["train_seconds"]) for r in results], dtype=float)
+    ys = np.array([100 * _mean(r["test_accuracy"]) for r in results], dtype=float)
+    positive = xs[xs > 0]
+    log = positive.size > 1 and positive.max() / positive.min() > 30
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(positive.min() / 2, positive.max() * 2)
+    else:
+        ax.set_xlim(0, max(xs.max(), 1e-9) * 1.1)
+    ax.set_ylim(0, min(100.0, max(ys.max(), 1.0) * 1.1) if ys.max() < 95 else 100.0)
+    x_mid = np.sqrt(np.prod(ax.get_xlim())) if log else np.mean(ax.get_xlim())
+    for r, x, y, s in zip(results, xs, ys, sizes):
         ax.scatter(x, y, s=s, alpha=0.6)
+        right = x > x_mid
+        high = y > 0.8 * ax.get_ylim()[1]
         ax.annotate(f"{r.get('run', r['backbone'])}\n{_mean(r['params_total']) / 1e6:.1f}M params", (x, y),
-                    textcoords="offset points", xytext=(8, 4), fontsize=8)
-    ax.set_xlabel("training time (s)")
+                    textcoords="offset points", xytext=(-10 if right else 10, -6 if high else 6),
+                    ha="right" if right else "left", va="top" if high else "bottom", fontsize=8)
+    ax.set_xlabel("training time (s)" + (", log scale" if log else ""))
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10, wrap=True)
     return fig
 
 

@@ -1,0 +1,48 @@
+"""The comparison figure: labels inside the frame, axes that do not exaggerate."""
+
+import numpy as np
+import pytest
+
+from kerasimpl import plotting
+
+
+def _result(name, seconds, accuracy, params):
+    return {"backbone": name, "train_seconds": seconds, "test_accuracy": accuracy, "params_total": params}
+
+
+def _labels_inside(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    frame = fig.bbox
+    for text in fig.axes[0].texts:
+        box = text.get_window_extent(renderer)
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, \
+            (text.get_text(), box, frame)
+
+
+@pytest.mark.parametrize("results", [
+    # The smoke run: 63 s and 67.5 s, the slower one top right (its label ran off the frame).
+    [_result("mobilenetv2", 63.0, 0.206, 400_000), _result("smallcnn-with-a-long-name", 67.5, 0.94, 300_000)],
+    [_result("a", 10.0, 0.5, 1e6), _result("b", 20_000.0, 0.99, 1.4e8), _result("c", 300.0, 0.0, 3e6)],
+])
+def test_comparison_labels_stay_inside_the_figure(results):
+    _labels_inside(plotting.comparison(results, "a title"))
+
+
+def test_comparison_axes_start_at_zero_unless_times_differ_by_orders_of_magnitude():
+    near = plotting.comparison([_result("a", 63.0, 0.2, 1e6), _result("b", 67.5, 0.54, 1e6)]).axes[0]
+    assert near.get_xscale() == "linear" and near.get_xlim()[0] == 0 and near.get_ylim()[0] == 0
+    assert near.get_xlim()[1] >= 67.5 and near.get_ylim()[1] >= 54
+    far = plotting.comparison([_result("a", 10.0, 0.2, 1e6), _result("b", 27_000.0, 0.7, 1e6)]).axes[0]
+    assert far.get_xscale() == "log" and far.get_xlim()[0] < 10 < 27_000 < far.get_xlim()[1]
+    assert "log" in far.get_xlabel()
+
+
+def test_comparison_reads_seed_averaged_rows():
+    row = {"backbone": "a", "train_seconds": {"mean": 5.0, "std": 1.0}, "test_accuracy": {"mean": 0.5, "std": 0.1},
+           "params_total": {"mean": 1e6, "std": 0.0}}
+    ax = plotting.comparison([row]).axes[0]
+    np.testing.assert_allclose(ax.collections[0].get_offsets()[0], [5.0, 50.0])
