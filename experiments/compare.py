@@ -10,7 +10,7 @@ PATH/train/<class>/ with optional PATH/val/<class>/ and PATH/test/<class>/
 
 Writes to --out (default runs/compare-<time>/): config.json, results.json,
 results.md, results.csv, <backbone>/{model.keras,history.csv,*.png}, and
-plots/comparison.png; the plots are also copied under --plots-dir/<preset>/.
+plots/ (every figure, per seed with --seeds N); --plots-dir DIR also copies them to DIR/<preset>/.
 """
 
 from __future__ import annotations
@@ -89,8 +89,11 @@ def build_parser():
                         "(rows: images, columns: backbones), plots/saliency_backbones.png (default 0: none)")
     p.add_argument("--saliency-method", default="gradcam",
                    help="the method of --saliency, from kerasimpl.saliency.list_methods() (default gradcam)")
-    p.add_argument("--out", help="run folder (default runs/compare-<preset>-<time>); an existing one resumes")
-    p.add_argument("--plots-dir", default="plots", help="also copy the plots to DIR/<preset>/ ('' to skip)")
+    p.add_argument("--out", help="run folder (default runs/compare-<preset>-<time>); an existing one resumes when "
+                   "the options that change results are the same, and is refused otherwise")
+    p.add_argument("--plots-dir", default="",
+                   help="also copy the plots to DIR/<preset>/ (default: none; they are in the run folder's plots/). "
+                        "--plots-dir plots refreshes the committed gallery")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -129,15 +132,19 @@ def main(argv=None) -> int:
         return 2
 
 
-def run(cfg, plots_dir="plots", verbose="auto") -> int:
+def run(cfg, plots_dir="", verbose="auto") -> int:
     """Run the resolved comparison `cfg`; write everything under `cfg["out"]`."""
     from kerasimpl import comparison, runtime
     from kerasimpl.artifacts import write_json
 
     _validate(cfg)
+    check_resume(cfg)
+    _warn_if_slow(cfg, runtime.has_accelerator())
     devices = [str(d) for d in runtime.configure_distribution()] if cfg["distribute"] else None
     out = cfg["out"]
     os.makedirs(out, exist_ok=True)
+    if cfg["inference_batch_size"] is None:  # record the batch used, not "default"
+        cfg["inference_batch_size"] = runtime.inference_batch_size()
     data = _load_data(cfg)
     split = data.split(cfg["val_fraction"], cfg["seed"])
     write_json(os.path.join(out, "config.json"), {
@@ -226,6 +233,60 @@ def _load_data(cfg):
     return data
 
 
+# Options that do not change a finished backbone's figures: a run folder may
+# be resumed with other values of these (any other option must match).
+RESUME_MAY_DIFFER = ("out", "preset", "backbones", "workers", "distribute", "inference_batch_size", "saliency",
+                     "saliency_method")
+
+
+def check_resume(cfg):
+    """Refuse to resume `cfg["out"]` when it was started with other result-changing options.
+
+    Raises:
+        ValueError: naming each option that differs, with both values.
+    """
+    import json
+
+    path = os.path.join(cfg["out"], "config.json")
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            old = json.load(f)
+        if not isinstance(old, dict):
+            raise ValueError(f"a JSON object is expected, not {type(old).__name__}")
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"--out {cfg['out']} holds a config.json that cannot be read ({e}): "
+                         "it cannot be resumed; choose another --out") from e
+    new = json.loads(json.dumps({k: v for k, v in cfg.items() if k not in RESUME_MAY_DIFFER}))
+    diffs = [f"{k}: {old[k]!r} there, {v!r} now" if k in old else f"{k}: absent there, {v!r} now"
+             for k, v in new.items() if k not in old or old[k] != v]
+    if diffs:
+        raise ValueError(f"--out {cfg['out']} is a run started with other options, so its finished backbones "
+                         f"would not match this configuration ({'; '.join(diffs)}). Use another --out, or "
+                         "repeat the original options to resume it")
+
+
+def slow_warning(cfg, accelerator) -> str:
+    """A warning when VGG16 at >= 128 px would run on a CPU (hours), with the way to skip it; else ''."""
+    size = cfg["image_size"] or 224
+    if accelerator or "vgg16" not in cfg["backbones"] or size < 128:
+        return ""
+    others = ",".join(b for b in cfg["backbones"] if b != "vgg16") or "mobilenetv2"
+    return (f"vgg16 at {size} px on a CPU takes hours: extracting CIFAR-10's 60,000 images ran at 2.2 img/s "
+            f"on 2 CPU cores, about 7.6 h (docs/benchmarks.md). To skip it: --backbones {others} "
+            f"(make run ARGS=\"--backbones {others}\")")
+
+
+def _warn_if_slow(cfg, accelerator, pause=10):
+    message = slow_warning(cfg, accelerator)
+    if message:
+        print(f"[compare] warning: {message}", flush=True)
+        if sys.stdin is not None and sys.stdin.isatty():  # a person is watching: time to stop it
+            print(f"[compare] starting in {pause} s (Ctrl-C to stop)", flush=True)
+            time.sleep(pause)
+
+
 def _kinds(name, cfg):
     """Row kinds for backbone `name`: the MLP head, and a linear probe if asked
     (frozen pretrained bases only)."""
@@ -240,6 +301,17 @@ def _validate(cfg):
 
     for b in cfg["backbones"]:
         get_spec(b)  # fail early, listing the accepted names
+    if not cfg["backbones"]:
+        raise ValueError("--backbones names no backbone. Received: an empty list")
+    for key, low in (("epochs", 1), ("batch_size", 1), ("seeds", 1), ("finetune_epochs", 0), ("saliency", 0),
+                     ("finetune_layers", 0)):
+        if cfg[key] < low:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= {low}. Received: {cfg[key]}")
+    if cfg["inference_batch_size"] is not None and cfg["inference_batch_size"] < 1:
+        raise ValueError(f"--inference-batch-size must be >= 1. Received: {cfg['inference_batch_size']}")
+    for key in ("val_fraction", "test_fraction"):
+        if not 0 < cfg[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be between 0 and 1. Received: {cfg[key]}")
     pretrained = [b for b in cfg["backbones"] if get_spec(b).pretrained]
     if cfg["keep_top_hidden"] and not any(get_spec(b).top_hidden for b in cfg["backbones"]):
         raise ValueError(f"--keep-top-hidden applies to backbones whose ImageNet top has a hidden layer "
@@ -296,11 +368,13 @@ def _write_outputs(cfg, results, data, plots_dir):
     save_figure(plotting.comparison(results, f"{cfg['preset']} preset on {os.path.basename(str(data.source))}: "
                                              "accuracy vs training time"),
                 os.path.join(gallery, "comparison.png"))
+    seeds = [""] if cfg["seeds"] == 1 else [f"seed{s}" for s in range(cfg["seed"], cfg["seed"] + cfg["seeds"])]
     for name in dict.fromkeys(r.get("run", r["backbone"]) for r in results):
-        for png in ("learning_curves.png", "confusion_matrix.png"):
-            src = os.path.join(out, name, png)
-            if os.path.exists(src):
-                copy_file(src, os.path.join(gallery, f"{name}_{png}"))
+        for seed in seeds:  # --seeds N: each seed's figures, <name>_seed<S>_<figure>.png
+            for png in ("learning_curves.png", "confusion_matrix.png"):
+                src = os.path.join(out, name, seed, png)
+                if os.path.exists(src):
+                    copy_file(src, os.path.join(gallery, "_".join(filter(None, (name, seed, png)))))
     if plots_dir:
         for png in os.listdir(gallery):
             copy_file(os.path.join(gallery, png), os.path.join(plots_dir, cfg["preset"], png))

@@ -29,6 +29,8 @@ def build_parser():
 
 def classify(model, paths, top_k=3, batch_size=32) -> list:
     """One dict per path, in order: `{"file", "top": [...]}` or `{"file", "error"}`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1. Received: {batch_size}")
     import numpy as np
 
     from kerasimpl.images import ImageError, read_image
@@ -58,9 +60,10 @@ def main(argv=None) -> int:
     from kerasimpl.artifacts import ArtifactError, load_model
     from kerasimpl.images import list_images
 
-    if args.top_k < 1:
-        print(f"error: --top-k must be >= 1. Received: {args.top_k}", file=sys.stderr)
-        return 2
+    for flag, value in (("--top-k", args.top_k), ("--batch-size", args.batch_size)):
+        if value < 1:
+            print(f"error: {flag} must be >= 1. Received: {value}", file=sys.stderr)
+            return 2
     try:
         model = load_model(args.model)
     except ArtifactError as e:

@@ -1,0 +1,82 @@
+"""A user's errors are one-line errors; a resumed run is the run it claims; figures land where documented."""
+
+import json
+import os
+
+import pytest
+
+from experiments import compare, infer
+
+RUN = ["--data", "synthetic", "--backbones", "smallcnn", "--epochs", "1", "--batch-size", "32", "--quiet",
+       "--hidden", "16"]
+
+
+def _error(capsys):
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_infer_rejects_a_batch_size_below_one(capsys, value):
+    assert infer.main(["--model", "missing.keras", "--batch-size", value, "x.png"]) == 2
+    assert f"--batch-size must be >= 1. Received: {value}" in _error(capsys)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--epochs", "0"], "--epochs must be >= 1. Received: 0"),
+    (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--inference-batch-size", "-1"], "--inference-batch-size must be >= 1"),
+    (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
+    (["--finetune-epochs", "-1"], "--finetune-epochs must be >= 0"),
+])
+def test_compare_rejects_out_of_range_numbers_before_anything_runs(tmp_path, capsys, argv, message):
+    out = tmp_path / "r"
+    assert compare.main([*RUN, "--out", str(out), *argv]) == 2
+    assert message in _error(capsys)
+    assert not out.exists()  # refused before the run folder was made
+
+
+def test_slow_warning_names_vgg16_on_a_cpu_and_the_way_to_skip_it():
+    cfg = {"image_size": None, "backbones": ["vgg16", "mobilenetv2", "mobilenetv3large"]}
+    message = compare.slow_warning(cfg, accelerator=False)
+    assert "hours" in message and "--backbones mobilenetv2,mobilenetv3large" in message
+    assert compare.slow_warning(cfg, accelerator=True) == ""
+    assert compare.slow_warning({**cfg, "image_size": 32}, accelerator=False) == ""
+    assert compare.slow_warning({**cfg, "backbones": ["mobilenetv2"]}, accelerator=False) == ""
+
+
+def test_resume_only_with_the_same_options_and_every_seed_in_the_gallery(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --plots-dir must not write into the working folder
+    out = str(tmp_path / "run")
+    argv = [*RUN, "--seeds", "2", "--out", out]
+    assert compare.main(argv) == 0
+    assert not os.path.exists(tmp_path / "plots")  # committed galleries (plots/<preset>/) untouched
+    gallery = sorted(os.listdir(os.path.join(out, "plots")))
+    for seed in (0, 1):  # --seeds 2: each seed's figures reach the run's gallery
+        for png in ("learning_curves.png", "confusion_matrix.png"):
+            assert f"smallcnn_seed{seed}_{png}" in gallery
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert isinstance(config["inference_batch_size"], int) and config["inference_batch_size"] >= 1
+    results = open(os.path.join(out, "results.json")).read()
+    capsys.readouterr()
+
+    # Other result-changing options: refused, naming what differs; nothing rewritten.
+    assert compare.main([*argv, "--lr", "0.01", "--dropout", "0.5"]) == 2
+    err = _error(capsys)
+    assert "lr: 0.001 there, 0.01 now" in err and "dropout: 0.3 there, 0.5 now" in err
+    assert json.load(open(os.path.join(out, "config.json"))) == config
+    # Options that do not change results may differ: it resumes (nothing trained again).
+    assert compare.main([*argv, "--workers", "2", "--inference-batch-size", "4"]) == 0
+    assert open(os.path.join(out, "results.json")).read() == results
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]", b"\xff\xfe\x00"])
+def test_resume_from_an_unreadable_config_is_one_clear_line(tmp_path, capsys, content):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_bytes(content)
+    assert compare.main([*RUN, "--out", str(out)]) == 2
+    assert "config.json that cannot be read" in _error(capsys)
+    assert (out / "config.json").read_bytes() == content
