@@ -165,6 +165,6 @@ def load_model(path, compile=False):
                 f"{path}: refused to load: the model carries Python code (e.g. a Lambda layer) "
                 "and kerasimpl loads models only with safe_mode=True. Rebuild it from registered layers."
             ) from e
-        raise ArtifactError(f"{path}: could not load the model ({e})") from e
-    except (OSError, KeyError, TypeError) as e:
-        raise ArtifactError(f"{path}: could not load the model ({type(e).__name__}: {e})") from e
+        raise ArtifactError(f"{path}: could not load the model ({' '.join(str(e).split())})") from e
+    except Exception as e:  # a damaged or foreign archive fails anywhere inside Keras' loader
+        raise ArtifactError(f"{path}: could not load the model ({type(e).__name__}: {' '.join(str(e).split())})") from e

@@ -121,6 +121,9 @@ def build_backbone(name, input_tensor, weights="imagenet", include_top=False, ke
         kwargs.setdefault("classifier_activation", None)
     if spec.pooling and not top:
         kwargs["pooling"] = spec.pooling
+    if weights not in (None, "imagenet") and not os.path.isfile(os.fspath(weights)):
+        raise ValueError(f"{spec.name} weights: no such file. Received: weights={weights!r}. Accepted: "
+                         "'imagenet', None, or a path to a weights file")
     requested = []
     try:
         with _recording_downloads(requested):
@@ -135,6 +138,11 @@ def build_backbone(name, input_tensor, weights="imagenet", include_top=False, ke
                 f"Could not download ImageNet weights for {spec.name} ({e}).{named} Without internet, fetch "
                 f"Keras' {kind} elsewhere and pass its path as weights=PATH (--weights PATH)."
             ) from e
+        if weights not in (None, "imagenet"):  # a damaged, foreign or mismatched file
+            raise ValueError(f"{weights}: could not load {spec.name}'s weights from this file "
+                             f"({type(e).__name__}: {' '.join(str(e).split())}). Expected Keras' weights file "
+                             f"for {spec.name} (e.g. its *_no_top.h5) or a .weights.h5 saved from the same "
+                             "architecture") from e
         raise
     if keep_top_hidden:
         hidden = _consumer(net, net.get_layer(spec.top_hidden))  # the hidden layer's activation

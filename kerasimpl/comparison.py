@@ -58,8 +58,7 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
     """
     done = os.path.join(folder, "result.json")
     if os.path.exists(done):
-        with open(done) as f:
-            return json.load(f)
+        return _finished(done)
     eval_batch = eval_batch or config.extract_batch
     model = models.build_classifier(
         run.backbone, data.num_classes, input_shape=data.image_shape, image_size=run.image_size,
@@ -108,6 +107,19 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
     }
     write_plots(result, folder, data.class_names)
     write_json(done, result)
+    return result
+
+
+def _finished(path):
+    """A finished backbone's result, read back; a damaged one is an error naming the file."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+        if not isinstance(result, dict) or not {"backbone", "test_accuracy", "train_seconds"} <= set(result):
+            raise ValueError("not a kerasimpl result (an object with backbone, test_accuracy, ...)")
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"{path}: a finished backbone's result cannot be read ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())}). Delete that file to train the backbone again") from e
     return result
 
 

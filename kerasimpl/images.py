@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 
 import numpy as np
 
@@ -62,19 +64,38 @@ def _open(path):
     if os.path.getsize(path) == 0:
         raise ImageError(f"{path}: empty file (0 bytes)")
     try:
-        return Image.open(path)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+        with _bombs_are_errors():
+            return Image.open(path)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{path}: not a readable image ({type(e).__name__}: {_one_line(e)})") from e
+
+
+@contextlib.contextmanager
+def _bombs_are_errors():
+    """Pillow only warns for images of MAX_IMAGE_PIXELS to twice that (89-179 Mpx), then
+    decodes them: gigabytes from a few kB of hostile PNG. Refuse those too."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def _one_line(e):
+    return " ".join(str(e).split())
 
 
 def _load_rgb(im, path):
     from PIL import Image
 
     try:
-        im.load()
-        return _to_rgb(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{os.fspath(path)}: not a readable image ({type(e).__name__}: {e})") from e
+        with _bombs_are_errors():
+            im.load()
+            return _to_rgb(im)
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{os.fspath(path)}: not a readable image ({type(e).__name__}: {_one_line(e)})") from e
 
 
 def _to_rgb(im):

@@ -157,8 +157,11 @@ def imagenet_class_names(path=None) -> list:
     try:
         with open(path) as f:
             index = json.load(f)
-        return [index[str(i)][1] for i in range(1000)]
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        names = [index[str(i)][1] for i in range(1000)]
+        if not all(isinstance(n, str) for n in names):
+            raise TypeError("class names must be strings")
+        return names
+    except (OSError, ValueError, KeyError, IndexError, TypeError, RecursionError) as e:
         raise ValueError(f"Not an ImageNet class index (Keras' imagenet_class_index.json: {{\"0\": [wnid, name], "
                          f"... \"999\": ...}}). Received: {path} ({type(e).__name__}: {e})") from e
 

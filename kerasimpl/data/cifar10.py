@@ -10,6 +10,7 @@ import hashlib
 import os
 import pickle
 import tarfile
+import zlib
 
 import numpy as np
 
@@ -135,7 +136,7 @@ def _class_names(meta, where):
 
 def _decode_batch(batch, where, num_classes):
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        keys = sorted(map(repr, batch)) if isinstance(batch, dict) else type(batch).__name__
         raise DatasetError(f"{where}: expected a dict with b'data' and b'labels'; got {keys}")
     data, labels = batch[b"data"], np.asarray(batch[b"labels"])
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
@@ -156,8 +157,11 @@ def _decode_batch(batch, where, num_classes):
 def _unpickle(fileobj, where):
     try:
         return _CifarUnpickler(fileobj, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
-        raise DatasetError(f"{where}: not a readable CIFAR pickle (truncated or foreign file: {e})") from e
+    except (tarfile.TarError, OSError, zlib.error) as e:  # the archive around it is damaged
+        raise DatasetError(f"{where}: truncated or corrupt archive ({type(e).__name__}: {_one_line(e)})") from e
+    except Exception as e:  # a damaged pickle fails in any of the (allowed) constructors it calls
+        raise DatasetError(f"{where}: not a readable CIFAR pickle (truncated or foreign file: "
+                           f"{type(e).__name__}: {_one_line(e)})") from e
 
 
 class _FolderReader:
@@ -190,8 +194,8 @@ class _ArchiveReader:
         try:
             self.tar = tarfile.open(path, "r:*")
             self.members = {m.name.split("/")[-1]: m for m in self.tar.getmembers() if m.isfile()}
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise DatasetError(f"{path}: not a readable tar archive ({e})") from e
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            raise DatasetError(f"{path}: not a readable tar archive ({_one_line(e)})") from e
 
     def name(self, member):
         return f"{self.path}:{FOLDER}/{member}"
@@ -202,8 +206,8 @@ class _ArchiveReader:
         try:
             f = self.tar.extractfile(self.members[member])
             return _unpickle(f, self.name(member))
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise DatasetError(f"{self.name(member)}: truncated or corrupt archive ({e})") from e
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            raise DatasetError(f"{self.name(member)}: truncated or corrupt archive ({_one_line(e)})") from e
 
     def __enter__(self):
         return self
@@ -211,3 +215,7 @@ class _ArchiveReader:
     def __exit__(self, *exc):
         self.tar.close()
         return False
+
+
+def _one_line(e):
+    return " ".join(str(e).split())
