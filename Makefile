@@ -1,0 +1,77 @@
+# One command to set up and test, one to set up and run the main job.
+#
+#   make test                 # .venv, CPU torch, the extras, grad-cam; pytest on torch
+#   make test BACKEND=jax     # the same suite on JAX
+#   make run                  # the full comparison (needs internet once; see `make run` output)
+#   make smoke                # offline smoke run on synthetic data (a few minutes on a CPU)
+#
+# Variables (make VAR=value ...):
+#   TORCH=cpu     torch build: cpu (default: a CPU wheel, never the multi-GB CUDA one),
+#                 cuda (PyPI's default Linux build, CUDA included), or none (keep the installed torch)
+#   BACKEND=torch Keras backend of the tests and runs: torch or jax
+#   VENV=.venv    virtual environment folder (created if missing)
+#   EXTRAS=dev,jax,reference  extras installed with the package (reference: Captum etc.; see README)
+#   PYTEST_ARGS=  e.g. PYTEST_ARGS="-m 'not slow' -x"
+#   ARGS=         options of `python -m experiments.compare` for make run / make smoke,
+#                 e.g. ARGS="--backbones mobilenetv2,mobilenetv3large" (skips VGG16)
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= cpu
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+BACKEND ?= torch
+EXTRAS ?= dev,jax,reference
+GRADCAM ?= grad-cam==1.5.7
+PYTEST_ARGS ?=
+ARGS ?=
+
+comma := ,
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.kerasimpl-installed-$(TORCH)-$(subst $(comma),-,$(EXTRAS))
+
+.PHONY: setup test run smoke clean-venv
+
+setup: $(STAMP)
+
+# torch FIRST, so the package's `torch>=2.3` is already satisfied and pip
+# never resolves it to a CUDA build. TORCH=cpu: the +cpu wheel from pip's
+# usual sources (a local wheel folder, if pip is configured with one), else
+# from PyTorch's CPU index.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@case "$(TORCH)" in \
+	  cpu) $(PIP) install -q "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \
+	       || $(PIP) install -q "torch==$(TORCH_VERSION)+cpu" --extra-index-url $(TORCH_CPU_INDEX) ;; \
+	  cuda) $(PIP) install -q "torch==$(TORCH_VERSION)" ;; \
+	  none) $(PY) -c "import torch" ;; \
+	  *) echo "error: TORCH must be cpu, cuda or none. Received: TORCH=$(TORCH)" >&2; exit 2 ;; \
+	esac
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	@# pytorch-grad-cam without its torchvision requirement (a torchvision
+	@# wheel would replace the CPU torch; kerasimpl stubs what it imports).
+	$(if $(findstring reference,$(EXTRAS)),$(PIP) install -q --no-deps $(GRADCAM))
+	@touch $@
+
+test: $(STAMP)
+	KERAS_BACKEND=$(BACKEND) MPLBACKEND=Agg $(PY) -m pytest $(PYTEST_ARGS)
+
+# Figures from docs/benchmarks.md (full-size runs, frozen base, 3 head epochs;
+# the head's further epochs train on cached features and add little).
+run: $(STAMP)
+	@echo "make run: python -m experiments.compare $(ARGS) (preset full: CIFAR-10, ImageNet weights, 224 px;"
+	@echo "  backbones vgg16, mobilenetv2, mobilenetv3large unless ARGS says --backbones)."
+	@echo "  Needs internet once: the CIFAR-10 archive (163 MB) and each backbone's ImageNet weights"
+	@echo "  download into ~/.keras (offline: README 'Without internet')."
+	@echo "  Time on a 2-core laptop-class CPU (docs/benchmarks.md): MobileNetV3-Large about 6 min,"
+	@echo "  MobileNetV2 about 11 min, VGG16 about 7.6 hours (estimated from its measured 2.2 img/s)."
+	@echo "  On a GPU: not measured here (minutes, by arithmetic). Skip VGG16 on a CPU with"
+	@echo "  make run ARGS=\"--backbones mobilenetv2,mobilenetv3large\""
+	KERAS_BACKEND=$(BACKEND) $(PY) -m experiments.compare $(ARGS)
+
+smoke: $(STAMP)
+	KERAS_BACKEND=$(BACKEND) $(PY) -m experiments.compare --preset smoke --data synthetic $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
