@@ -139,8 +139,8 @@ def run(cfg, plots_dir="", verbose="auto") -> int:
 
     _validate(cfg)
     check_resume(cfg)
-    _warn_if_slow(cfg, runtime.has_accelerator())
     devices = [str(d) for d in runtime.configure_distribution()] if cfg["distribute"] else None
+    _warn_if_slow(cfg, runtime.has_accelerator())  # after distribution: multi-host JAX initializes first
     out = cfg["out"]
     os.makedirs(out, exist_ok=True)
     if cfg["inference_batch_size"] is None:  # record the batch used, not "default"
