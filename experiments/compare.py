@@ -6,7 +6,10 @@
 
 --data also takes a folder of your own images: PATH/<class>/*.jpg, or
 PATH/train/<class>/ with optional PATH/val/<class>/ and PATH/test/<class>/
-(class names = folder names; unreadable files are skipped and listed).
+(class names = folder names; unreadable files are skipped and listed), and
+Tiny ImageNet: tiny-imagenet-200.zip or its extracted folder. Its labelled
+val/ images are the test set (the official test/ images are unlabelled and
+not used); --classes 30 keeps the first 30 wnids (TinyImageNet30).
 
 Writes to --out (default runs/compare-<time>/): config.json, results.json,
 results.md, results.csv, <backbone>/{model.keras,history.csv,*.png}, and
@@ -49,6 +52,9 @@ def build_parser():
     p.add_argument("--data-size", type=int,
                    help="image folders and tfds:NAME: resize images to this square size when loading (needed "
                         "when their sizes differ, e.g. --data ~/photos --data-size 160)")
+    p.add_argument("--classes",
+                   help="keep a subset of the classes: N (the first N in sorted order; Tiny ImageNet: "
+                        "--classes 30 is TinyImageNet30) or a file listing class ids/names, one per line")
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="image folders without test/: share of each class held out as the test set (default 0.2)")
     p.add_argument("--weights", help="imagenet, none, or a path to a local weights file (single backbone)")
@@ -105,7 +111,7 @@ def resolve(args):
     cfg.update({k: getattr(args, k) for k in (
         "finetune_epochs", "finetune_layers", "lr", "val_fraction", "seed", "seeds", "augment",
         "hidden", "dropout", "workers", "preset", "distribute", "data_size", "test_fraction", "keep_top_hidden",
-        "linear_probe", "inference_batch_size", "saliency", "saliency_method")})
+        "linear_probe", "inference_batch_size", "saliency", "saliency_method", "classes")})
     cfg["cache_features"] = not args.no_cache_features
     cfg["backbones"] = [b.strip().lower() for b in cfg["backbones"].split(",") if b.strip()]
     cfg["weights"] = None if str(cfg["weights"]).lower() == "none" else cfg["weights"]
@@ -215,7 +221,7 @@ def _load_data(cfg):
         cfg["workers"] = (os.cpu_count() or 1) if folder else 1
     print(f"[compare] loading data: {cfg['data']}", flush=True)
     data = load_dataset(cfg["data"], image_size=cfg.get("data_size"), test_fraction=cfg["test_fraction"],
-                        seed=cfg["seed"], workers=cfg["workers"])
+                        seed=cfg["seed"], workers=cfg["workers"], classes=cfg.get("classes"))
     print(f"[compare] {len(data.y_train)} train+val and {len(data.y_test)} test images of "
           f"{data.image_shape[0]}x{data.image_shape[1]} px, {data.num_classes} classes: "
           f"{', '.join(data.class_names[:10])}{' ...' if data.num_classes > 10 else ''}", flush=True)
