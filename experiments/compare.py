@@ -90,6 +90,10 @@ def build_parser():
     p.add_argument("--distribute", action="store_true",
                    help="data-parallel over all local devices (KERAS_BACKEND=jax; multi-host via "
                         "KERAS_DISTRIBUTION_* variables, see README 'Scaling out')")
+    p.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                   help="per backbone: random search (KerasTuner oracle, needs the 'tune' extra) of learning rate, "
+                        "dropout, head width and fine-tuning depth on VALIDATION accuracy (never test); every trial "
+                        "in tuning.md/csv; the best is trained as its own row '<backbone>-tuned' (default 0: off)")
     p.add_argument("--saliency", type=int, default=0, metavar="N",
                    help="after training: explain the same N test images with every compared model, one figure "
                         "(rows: images, columns: backbones), plots/saliency_backbones.png (default 0: none)")
@@ -111,7 +115,7 @@ def resolve(args):
     cfg.update({k: getattr(args, k) for k in (
         "finetune_epochs", "finetune_layers", "lr", "val_fraction", "seed", "seeds", "augment",
         "hidden", "dropout", "workers", "preset", "distribute", "data_size", "test_fraction", "keep_top_hidden",
-        "linear_probe", "inference_batch_size", "saliency", "saliency_method", "classes")})
+        "linear_probe", "inference_batch_size", "saliency", "saliency_method", "classes", "tune")})
     cfg["cache_features"] = not args.no_cache_features
     cfg["backbones"] = [b.strip().lower() for b in cfg["backbones"].split(",") if b.strip()]
     cfg["weights"] = None if str(cfg["weights"]).lower() == "none" else cfg["weights"]
@@ -159,6 +163,8 @@ def run(cfg, plots_dir="plots", verbose="auto") -> int:
             seeds = range(cfg["seed"], cfg["seed"] + cfg["seeds"])
             runs = [_run_one(name, seed, cfg, data, split, verbose, kind) for seed in seeds]
             results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
+        if cfg.get("tune"):
+            results.append(_tuned(name, cfg, data, split, verbose))
     _write_outputs(cfg, results, data, plots_dir)
     if cfg.get("saliency"):
         _saliency_figure(cfg, results, data, plots_dir)
@@ -255,8 +261,24 @@ def _validate(cfg):
                          "run them one at a time, or use --weights imagenet / none")
 
 
-def _run_one(name, seed, cfg, data, split, verbose, kind="mlp"):
-    """Train and evaluate backbone `name` with `seed` (head `kind`); return its result."""
+def _tuned(name, cfg, data, split, verbose):
+    """--tune: the search (kerasimpl.tuning), then the best configuration trained as row `<name>-tuned`."""
+    from kerasimpl import tuning
+
+    print(f"[compare] {name}: hyperparameter search, {cfg['tune']} trials on validation accuracy", flush=True)
+    run, config = _setup(name, cfg["seed"], cfg)
+    chosen = tuning.tune(run, data, split, config, cfg["out"], cfg["tune"], verbose=verbose,
+                         features_folder=os.path.join(cfg["out"], name))
+    _, best = tuning.apply(chosen, run, config)
+    overrides = {"lr": best.learning_rate, "dropout": chosen["dropout"], "hidden": [int(chosen["head_width"])],
+                 "finetune_layers": best.finetune_top_layers, "finetune_epochs": best.finetune_epochs, "seeds": 1}
+    result = _run_one(name, cfg["seed"], {**cfg, **overrides}, data, split, verbose, label=f"{name}-tuned")
+    result.update(trained=f"{result['trained']} (tuned: best of {cfg['tune']} trials on validation)", tuned=chosen)
+    return result
+
+
+def _setup(name, seed, cfg, kind="mlp"):
+    """The `BackboneRun` and `TrainConfig` of backbone `name` under `cfg`."""
     from kerasimpl import comparison
     from kerasimpl.backbones import get_spec
     from kerasimpl.heads import HeadConfig
@@ -276,7 +298,16 @@ def _run_one(name, seed, cfg, data, split, verbose, kind="mlp"):
                          finetune_top_layers=cfg["finetune_layers"], cache_features=cfg["cache_features"],
                          augment=tuple(cfg["augment"]), seed=seed, workers=cfg["workers"], head_kind=kind,
                          inference_batch_size=cfg.get("inference_batch_size"))
-    label = f"{name}-linear-probe" if probe else name
+    return run, config
+
+
+def _run_one(name, seed, cfg, data, split, verbose, kind="mlp", label=None):
+    """Train and evaluate backbone `name` with `seed` (head `kind`); return its result."""
+    from kerasimpl import comparison
+
+    run, config = _setup(name, seed, cfg, kind)
+    probe = kind == "linear-probe"
+    label = label or (f"{name}-linear-probe" if probe else name)
     sub = (lambda n: n) if cfg["seeds"] == 1 else (lambda n: os.path.join(n, f"seed{seed}"))
     folder = os.path.join(cfg["out"], sub(label))
     print(f"[compare] {label} (seed {seed}, {run.weights or 'random'} weights, "
