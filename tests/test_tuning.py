@@ -43,6 +43,13 @@ class SpyImages:
         self.reads += 1
         return self.x[idx]
 
+    def fingerprint(self):
+        """The feature cache's key names the whole dataset (as `ImageFiles.fingerprint` does, from file
+        names and times): identity, not pixels a model sees, so not counted."""
+        import hashlib
+
+        return hashlib.sha256(np.ascontiguousarray(self.x).data).hexdigest()
+
     def __array__(self, dtype=None, copy=None):
         self.reads += 1
         return np.asarray(self.x, dtype=dtype)
@@ -117,3 +124,28 @@ def test_compare_tune_adds_a_tuned_row(tmp_path, keras_tuner):
     config = json.load(open(out / "config.json"))
     assert config["tune"] == 2
     assert "end-to-end (tuned: best of 2 trials on validation)" in open(out / "results.md").read()
+
+
+@pytest.mark.slow
+def test_frozen_base_search_includes_finetune_depth_and_shares_features(tiny, tmp_path, keras_tuner):
+    import warnings
+
+    from kerasimpl import models, tuning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        donor = models.build_classifier("mobilenetv2", 3, weights=None, image_size=32, backbone_kwargs={"alpha": 0.35})
+    weights = str(tmp_path / "mnv2.weights.h5")
+    models.backbone_model(donor).save_weights(weights)
+    run = comparison.BackboneRun("mobilenetv2", weights, 32, {"alpha": 0.35})
+    config = TrainConfig(epochs=1, batch_size=32, augment=(), seed=0, inference_batch_size=16)
+    space = tuning.SearchSpace(widths=(8,), depths=(0, 5), finetune_epochs=1)
+    features = str(tmp_path / "features")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        trials = tuning.search(run, tiny, tiny.split(0.25, 0), config, str(tmp_path / "s"), 2, space,
+                               features_folder=features)
+    assert tiny.x_test.reads == 0
+    assert len(trials) == 2 and all(t["finetune_layers"] in (0, 5) for t in trials)
+    assert sorted(f for f in os.listdir(features) if f.startswith("features_")) == ["features_train.npz",
+                                                                                    "features_val.npz"]
