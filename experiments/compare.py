@@ -48,7 +48,8 @@ def build_parser():
                    help="defaults for the options below (default: full)")
     p.add_argument("--backbones", help=f"comma-separated, from: {', '.join(list_backbones())}")
     p.add_argument("--data", help="cifar10 (download), synthetic, tfds:NAME, a path to "
-                   "cifar-10-python.tar.gz / cifar-10-batches-py/, or a folder of images (see above)")
+                   "cifar-10-python.tar.gz / cifar-10-batches-py/, tiny-imagenet-200.zip / its folder, or a folder of "
+                   "images (see above)")
     p.add_argument("--data-size", type=int,
                    help="image folders and tfds:NAME: resize images to this square size when loading (needed "
                         "when their sizes differ, e.g. --data ~/photos --data-size 160)")
@@ -86,7 +87,8 @@ def build_parser():
                    help="also fit a linear probe (L2 softmax regression on the cached features, strength chosen "
                         "on validation) for each frozen backbone: its own row, 'linear probe'")
     p.add_argument("--workers", type=int,
-                   help="threads loading (and decoding) batches ahead (default: 1; image folders: the CPU count)")
+                   help="threads loading (and decoding) batches ahead (default: 1; image folders and Tiny "
+                        "ImageNet: the CPU count)")
     p.add_argument("--distribute", action="store_true",
                    help="data-parallel over all local devices (KERAS_BACKEND=jax; multi-host via "
                         "KERAS_DISTRIBUTION_* variables, see README 'Scaling out')")
@@ -220,9 +222,10 @@ def _saliency_figure(cfg, results, data, plots_dir):
 
 def _load_data(cfg):
     """The dataset, with what was skipped or decided about it said aloud."""
-    from kerasimpl.data import is_image_folder, load_dataset
+    from kerasimpl.data import is_image_folder, is_tinyimagenet, load_dataset
 
-    folder = cfg["data"] not in ("cifar10", "synthetic") and is_image_folder(cfg["data"])
+    folder = cfg["data"] not in ("cifar10", "synthetic") and (is_image_folder(cfg["data"])
+                                                             or is_tinyimagenet(cfg["data"]))
     if cfg["workers"] is None:
         cfg["workers"] = (os.cpu_count() or 1) if folder else 1
     print(f"[compare] loading data: {cfg['data']}", flush=True)

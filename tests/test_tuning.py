@@ -83,7 +83,8 @@ def test_search_two_trials_ranked_on_validation_and_never_reads_test(tiny, tmp_p
     # An accuracy over the 24 validation rows (a count / 24), not over the 96 + 24 train or test rows.
     assert all(abs(a * len(split.val) - round(a * len(split.val))) < 1e-9 for a in accs) and len(split.val) == 24
     best = json.load(open(tmp_path / "tuning" / "smallcnn" / "chosen.json"))
-    assert best == chosen and os.path.exists(tmp_path / "tuning" / "smallcnn" / f"trial_{best['trial']}" / "history.csv")
+    assert best == chosen
+    assert os.path.exists(tmp_path / "tuning" / "smallcnn" / f"trial_{best['trial']}" / "history.csv")
     assert "| smallcnn | 1 |" in open(tmp_path / "tuning.md").read()
     # Resumed: the choice is read back, nothing is searched again.
     again = tuning.tune(run, tiny, split, config, str(tmp_path), 2, space)

@@ -10,12 +10,13 @@ sub-folders of a class folder):
 
 A `class.txt` beside the class folders names them (see
 `kerasimpl.data.classes.read_class_txt`; otherwise the folder names are the
-class names). A folder named `test`, `test_set` (or another of `UNLABELLED_NAMES`) that holds images but no class folders
-(the course's TinyImageNet30 copy ships one) is recognised as unlabelled:
-it is not a class, its images are not used, and the test set is held out
-from the labelled images as when there is no `test/` folder. `classes`
-keeps a subset of the classes (`kerasimpl.data.classes.select_classes`)
-before any image is read.
+class names). A folder named `test`, `test_set` (or another of
+`UNLABELLED_NAMES`) that holds images but no class folders (the course's
+TinyImageNet30 copy ships one) is recognised as unlabelled: it is not a
+class, its images are not used, and the test set is held out from the
+labelled images as when there is no `test/` folder. `classes` keeps a
+subset of the classes (`kerasimpl.data.classes.select_classes`) before any
+image is read.
 
 Every image is decoded once when the folder is scanned (in worker threads):
 an unreadable file (corrupt, truncated, not an image, empty) is skipped and
