@@ -48,6 +48,7 @@ def make_tiny(root, train=5, val=3, bad=False):
         _jpeg(os.path.join(root, "test", "images", f"test_{i}.JPEG"), 7)
     if bad:
         open(os.path.join(root, "train", WNIDS[0], "images", "broken.JPEG"), "wb").write(b"not a jpeg")
+        os.remove(os.path.join(root, "val", "images", "val_1.JPEG"))  # annotated, file gone
     return root
 
 
@@ -75,13 +76,15 @@ def test_folder_names_counts_and_test_is_labelled_val(tmp_path):
     assert data.class_names == ("goldfish", "Egyptian cat", "go-kart", "zzz")  # sorted wnids, first name
     assert isinstance(data.x_train, ImageFiles) and data.image_shape == (16, 16, 3)
     assert np.bincount(data.y_train).tolist() == [5, 5, 5, 5]
-    assert np.bincount(data.y_test).tolist() == [3, 3, 3, 3]
+    assert np.bincount(data.y_test).tolist() == [3, 3, 2, 3]  # val_1 (class n03444034, sorted 3rd) is missing
     assert not any("/test/" in p for p in data.x_train.paths + data.x_test.paths)
     assert all("/val/images/" in p for p in data.x_test.paths)
     # The label of each val image is its annotation's class.
     first = sorted(WNIDS).index("n03444034")
     assert data.y_test[data.x_test.paths.index(os.path.join(root, "val", "images", "val_0.JPEG"))] == first
-    assert [os.path.basename(p) for p, _ in data.skipped] == ["broken.JPEG"]
+    assert [(os.path.basename(p), r) for p, r in data.skipped][1] == ("val_1.JPEG",
+                                                                       "listed in val_annotations.txt but missing")
+    assert [os.path.basename(p) for p, _ in data.skipped] == ["broken.JPEG", "val_1.JPEG"]
     assert any("unlabelled" in n for n in data.notes)
     split = data.split(0.2, seed=1)  # train/ split into train and validation, stratified
     assert np.bincount(data.y_train[split.val]).tolist() == [1, 1, 1, 1]

@@ -155,9 +155,11 @@ def load_tinyimagenet(path, classes=None, image_size=None, workers=4, cache_dir=
     keep, total = select_classes(wnids, classes, names, what=root), len(wnids)
     wnids, names = [wnids[i] for i in keep], [names[i] for i in keep]
     label = {w: i for i, w in enumerate(wnids)}
-    train = [(os.path.join(d, f), i) for i, w in enumerate(wnids)
-             for d in [_folder(root, "train", w, "images")] for f in sorted(os.listdir(d))
-             if not f.startswith(".") and f.lower().endswith(EXTENSIONS)]
+    train = []
+    for i, wnid in enumerate(wnids):
+        folder = _folder(root, "train", wnid, "images")
+        train += [(os.path.join(folder, f), i) for f in sorted(os.listdir(folder))
+                  if not f.startswith(".") and f.lower().endswith(EXTENSIONS)]
     test, missing = [], []
     for ln in _lines(root, "val", "val_annotations.txt"):
         fields = ln.split("\t")
