@@ -6,7 +6,10 @@
 
 --data also takes a folder of your own images: PATH/<class>/*.jpg, or
 PATH/train/<class>/ with optional PATH/val/<class>/ and PATH/test/<class>/
-(class names = folder names; unreadable files are skipped and listed).
+(class names = folder names; unreadable files are skipped and listed), and
+Tiny ImageNet: tiny-imagenet-200.zip or its extracted folder. Its labelled
+val/ images are the test set (the official test/ images are unlabelled and
+not used); --classes 30 keeps the first 30 wnids (TinyImageNet30).
 
 Writes to --out (default runs/compare-<time>/): config.json, results.json,
 results.md, results.csv, <backbone>/{model.keras,history.csv,*.png}, and
@@ -45,10 +48,14 @@ def build_parser():
                    help="defaults for the options below (default: full)")
     p.add_argument("--backbones", help=f"comma-separated, from: {', '.join(list_backbones())}")
     p.add_argument("--data", help="cifar10 (download), synthetic, tfds:NAME, a path to "
-                   "cifar-10-python.tar.gz / cifar-10-batches-py/, or a folder of images (see above)")
+                   "cifar-10-python.tar.gz / cifar-10-batches-py/, tiny-imagenet-200.zip / its folder, or a folder of "
+                   "images (see above)")
     p.add_argument("--data-size", type=int,
                    help="image folders and tfds:NAME: resize images to this square size when loading (needed "
                         "when their sizes differ, e.g. --data ~/photos --data-size 160)")
+    p.add_argument("--classes",
+                   help="keep a subset of the classes: N (the first N in sorted order; Tiny ImageNet: "
+                        "--classes 30 is TinyImageNet30) or a file listing class ids/names, one per line")
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="image folders without test/: share of each class held out as the test set (default 0.2)")
     p.add_argument("--weights", help="imagenet, none, or a path to a local weights file (single backbone)")
@@ -80,10 +87,15 @@ def build_parser():
                    help="also fit a linear probe (L2 softmax regression on the cached features, strength chosen "
                         "on validation) for each frozen backbone: its own row, 'linear probe'")
     p.add_argument("--workers", type=int,
-                   help="threads loading (and decoding) batches ahead (default: 1; image folders: the CPU count)")
+                   help="threads loading (and decoding) batches ahead (default: 1; image folders and Tiny "
+                        "ImageNet: the CPU count)")
     p.add_argument("--distribute", action="store_true",
                    help="data-parallel over all local devices (KERAS_BACKEND=jax; multi-host via "
                         "KERAS_DISTRIBUTION_* variables, see README 'Scaling out')")
+    p.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                   help="per backbone: random search (KerasTuner oracle, needs the 'tune' extra) of learning rate, "
+                        "dropout, head width and fine-tuning depth on VALIDATION accuracy (never test); every trial "
+                        "in tuning.md/csv; the best is trained as its own row '<backbone>-tuned' (default 0: off)")
     p.add_argument("--saliency", type=int, default=0, metavar="N",
                    help="after training: explain the same N test images with every compared model, one figure "
                         "(rows: images, columns: backbones), plots/saliency_backbones.png (default 0: none)")
@@ -108,7 +120,7 @@ def resolve(args):
     cfg.update({k: getattr(args, k) for k in (
         "finetune_epochs", "finetune_layers", "lr", "val_fraction", "seed", "seeds", "augment",
         "hidden", "dropout", "workers", "preset", "distribute", "data_size", "test_fraction", "keep_top_hidden",
-        "linear_probe", "inference_batch_size", "saliency", "saliency_method")})
+        "linear_probe", "inference_batch_size", "saliency", "saliency_method", "classes", "tune")})
     cfg["cache_features"] = not args.no_cache_features
     cfg["backbones"] = [b.strip().lower() for b in cfg["backbones"].split(",") if b.strip()]
     cfg["weights"] = None if str(cfg["weights"]).lower() == "none" else cfg["weights"]
@@ -160,6 +172,8 @@ def run(cfg, plots_dir="", verbose="auto") -> int:
             seeds = range(cfg["seed"], cfg["seed"] + cfg["seeds"])
             runs = [_run_one(name, seed, cfg, data, split, verbose, kind) for seed in seeds]
             results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
+        if cfg.get("tune"):
+            results.append(_tuned(name, cfg, data, split, verbose))
     _write_outputs(cfg, results, data, plots_dir)
     if cfg.get("saliency"):
         _saliency_figure(cfg, results, data, plots_dir)
@@ -215,14 +229,15 @@ def _saliency_figure(cfg, results, data, plots_dir):
 
 def _load_data(cfg):
     """The dataset, with what was skipped or decided about it said aloud."""
-    from kerasimpl.data import is_image_folder, load_dataset
+    from kerasimpl.data import is_image_folder, is_tinyimagenet, load_dataset
 
-    folder = cfg["data"] not in ("cifar10", "synthetic") and is_image_folder(cfg["data"])
+    folder = cfg["data"] not in ("cifar10", "synthetic") and (is_image_folder(cfg["data"])
+                                                             or is_tinyimagenet(cfg["data"]))
     if cfg["workers"] is None:
         cfg["workers"] = (os.cpu_count() or 1) if folder else 1
     print(f"[compare] loading data: {cfg['data']}", flush=True)
     data = load_dataset(cfg["data"], image_size=cfg.get("data_size"), test_fraction=cfg["test_fraction"],
-                        seed=cfg["seed"], workers=cfg["workers"])
+                        seed=cfg["seed"], workers=cfg["workers"], classes=cfg.get("classes"))
     print(f"[compare] {len(data.y_train)} train+val and {len(data.y_test)} test images of "
           f"{data.image_shape[0]}x{data.image_shape[1]} px, {data.num_classes} classes: "
           f"{', '.join(data.class_names[:10])}{' ...' if data.num_classes > 10 else ''}", flush=True)
@@ -321,8 +336,24 @@ def _validate(cfg):
                          "run them one at a time, or use --weights imagenet / none")
 
 
-def _run_one(name, seed, cfg, data, split, verbose, kind="mlp"):
-    """Train and evaluate backbone `name` with `seed` (head `kind`); return its result."""
+def _tuned(name, cfg, data, split, verbose):
+    """--tune: the search (kerasimpl.tuning), then the best configuration trained as row `<name>-tuned`."""
+    from kerasimpl import tuning
+
+    print(f"[compare] {name}: hyperparameter search, {cfg['tune']} trials on validation accuracy", flush=True)
+    run, config = _setup(name, cfg["seed"], cfg)
+    chosen = tuning.tune(run, data, split, config, cfg["out"], cfg["tune"], verbose=verbose,
+                         features_folder=os.path.join(cfg["out"], name))
+    _, best = tuning.apply(chosen, run, config)
+    overrides = {"lr": best.learning_rate, "dropout": chosen["dropout"], "hidden": [int(chosen["head_width"])],
+                 "finetune_layers": best.finetune_top_layers, "finetune_epochs": best.finetune_epochs, "seeds": 1}
+    result = _run_one(name, cfg["seed"], {**cfg, **overrides}, data, split, verbose, label=f"{name}-tuned")
+    result.update(trained=f"{result['trained']} (tuned: best of {cfg['tune']} trials on validation)", tuned=chosen)
+    return result
+
+
+def _setup(name, seed, cfg, kind="mlp"):
+    """The `BackboneRun` and `TrainConfig` of backbone `name` under `cfg`."""
     from kerasimpl import comparison
     from kerasimpl.backbones import get_spec
     from kerasimpl.heads import HeadConfig
@@ -342,7 +373,16 @@ def _run_one(name, seed, cfg, data, split, verbose, kind="mlp"):
                          finetune_top_layers=cfg["finetune_layers"], cache_features=cfg["cache_features"],
                          augment=tuple(cfg["augment"]), seed=seed, workers=cfg["workers"], head_kind=kind,
                          inference_batch_size=cfg.get("inference_batch_size"))
-    label = f"{name}-linear-probe" if probe else name
+    return run, config
+
+
+def _run_one(name, seed, cfg, data, split, verbose, kind="mlp", label=None):
+    """Train and evaluate backbone `name` with `seed` (head `kind`); return its result."""
+    from kerasimpl import comparison
+
+    run, config = _setup(name, seed, cfg, kind)
+    probe = kind == "linear-probe"
+    label = label or (f"{name}-linear-probe" if probe else name)
     sub = (lambda n: n) if cfg["seeds"] == 1 else (lambda n: os.path.join(n, f"seed{seed}"))
     folder = os.path.join(cfg["out"], sub(label))
     print(f"[compare] {label} (seed {seed}, {run.weights or 'random'} weights, "

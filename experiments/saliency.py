@@ -62,6 +62,7 @@ def build_parser():
                                      "cifar-10-python.tar.gz, a folder of images, ...): explain its test images")
     p.add_argument("--num-images", type=int, default=8, help="with --data: images to explain (default 8)")
     p.add_argument("--data-size", type=int, help="with --data: image folders' load size (as in compare)")
+    p.add_argument("--classes", help="with --data: the class subset the model was trained on (as in compare)")
     p.add_argument("--label", type=int, help="with --image: class index to explain (default: the top-1 prediction)")
     p.add_argument("--method", default=DEFAULT_METHODS,
                    help=f"comma-separated, or 'all': {', '.join(list_methods())} (default: {DEFAULT_METHODS})")
@@ -203,7 +204,7 @@ def run_data(args) -> int:
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1. Received: {args.num_images}")
     model, _ = load(args)
-    data = load_dataset(args.data, image_size=args.data_size, seed=args.seed)
+    data = load_dataset(args.data, image_size=args.data_size, seed=args.seed, classes=args.classes)
     if tuple(data.image_shape) != tuple(model.input_shape[1:]):
         raise ValueError(f"The model takes {tuple(model.input_shape[1:])} images; {args.data} has "
                          f"{tuple(data.image_shape)} (use --data-size to match)")

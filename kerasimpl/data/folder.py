@@ -8,6 +8,16 @@ sub-folders of a class folder):
     PATH/val/<class>/...    (optional)      are optional (val: a seeded stratified
     PATH/test/<class>/...   (optional)      split of train; test: see below)
 
+A `class.txt` beside the class folders names them (see
+`kerasimpl.data.classes.read_class_txt`; otherwise the folder names are the
+class names). A folder named `test`, `test_set` (or another of
+`UNLABELLED_NAMES`) that holds images but no class folders (the course's
+TinyImageNet30 copy ships one) is recognised as unlabelled: it is not a
+class, its images are not used, and the test set is held out from the
+labelled images as when there is no `test/` folder. `classes` keeps a
+subset of the classes (`kerasimpl.data.classes.select_classes`) before any
+image is read.
+
 Every image is decoded once when the folder is scanned (in worker threads):
 an unreadable file (corrupt, truncated, not an image, empty) is skipped and
 reported by name, never a crash. Hidden files and folders and files without
@@ -25,10 +35,13 @@ import os
 import numpy as np
 
 from kerasimpl.data.base import DatasetError, ImageClassificationData
+from kerasimpl.data.classes import describe, read_class_txt, select_classes
 from kerasimpl.data.splits import stratified_split
 from kerasimpl.images import EXTENSIONS, ImageError, probe_image, read_image
 
 SPLIT_FOLDERS = ("train", "val", "test")
+# Names of a folder of unlabelled images beside the class folders.
+UNLABELLED_NAMES = ("test", "test_set", "testset", "test-set", "test_images", "unlabelled", "unlabeled")
 
 
 class ImageFiles:
@@ -88,7 +101,8 @@ def is_image_folder(path) -> bool:
         or os.path.isdir(os.path.join(path, "cifar-10-batches-py")))
 
 
-def load_image_folder(root, image_size=None, test_fraction=0.2, seed=0, workers=4) -> ImageClassificationData:
+def load_image_folder(root, image_size=None, test_fraction=0.2, seed=0, workers=4,
+                      classes=None) -> ImageClassificationData:
     """Scan an image folder (see module docstring) into a file-backed dataset.
 
     Args:
@@ -100,6 +114,8 @@ def load_image_folder(root, image_size=None, test_fraction=0.2, seed=0, workers=
             held out (seeded, stratified) as the test set.
         seed: seed of that hold-out.
         workers: threads that decode images during the scan.
+        classes: `None` (all), N (the first N class folders, sorted) or a
+            file of folder or class names (see `select_classes`).
 
     Raises:
         DatasetError: an empty or missing folder, a class folder without
@@ -109,29 +125,49 @@ def load_image_folder(root, image_size=None, test_fraction=0.2, seed=0, workers=
     root = os.fspath(root)
     if not os.path.isdir(root):
         raise DatasetError(f"{root}: no such folder")
-    groups = _split_folders(root)
-    classes = _common_classes(root, groups)
-    found = {split: _list_files(folder, classes) for split, folder in groups.items()}
+    groups, unlabelled = _split_folders(root)
+    folders = _common_classes(root, groups, unlabelled)
+    txt = os.path.join(root, "class.txt")
+    names = read_class_txt(txt, folders) if os.path.isfile(txt) else list(folders)
+    keep, total = select_classes(folders, classes, names, what=root), len(folders)
+    folders, names = [folders[i] for i in keep], [names[i] for i in keep]
+    found = {split: _list_files(folder, folders) for split, folder in groups.items()}
     checked, skipped = _check_files([p for files in found.values() for p, _ in files], workers)
     sizes = {}
     for split, files in found.items():
         found[split] = [(p, label) for p, label in files if p in checked]
         sizes.update((p, checked[p]) for p, _ in found[split])
-        _require_every_class(root, split, groups[split], classes, found[split])
+        _require_every_class(root, split, groups[split], folders, found[split])
     size = _target_size(image_size, sizes)
-    return _assemble(root, classes, found, size, skipped, test_fraction, seed)
+    notes = [f"{u}: {n} unlabelled image(s), no class folders: not a class, not used" for u, n in unlabelled]
+    notes += [describe(classes, len(keep), total)] if classes is not None else []
+    if os.path.isfile(txt):
+        notes.append(f"class names from {txt}")
+    return _assemble(root, names, found, size, skipped, test_fraction, seed, notes)
+
+
+def _unlabelled_folder(folder):
+    """Images, no sub-folders, a name in `UNLABELLED_NAMES`: `(folder, image count)`, else `None`."""
+    if os.path.basename(folder).lower() not in UNLABELLED_NAMES or _visible_dirs(folder):
+        return None
+    n = sum(1 for f in os.listdir(folder) if not f.startswith(".") and f.lower().endswith(EXTENSIONS))
+    return (folder, n) if n else None
 
 
 def _split_folders(root):
-    """`{"train": ..., "val": ..., "test": ...}` (those present) or `{"all": root}`."""
+    """(`{"train": ..., "val": ..., "test": ...}` (those present) or `{"all": root}`,
+    [(unlabelled test folder, image count)])."""
     named = {s: os.path.join(root, s) for s in SPLIT_FOLDERS if os.path.isdir(os.path.join(root, s))}
+    unlabelled = [u for u in (_unlabelled_folder(os.path.join(root, d)) for d in _visible_dirs(root)) if u]
+    if "test" in named and any(u == named["test"] for u, _ in unlabelled):
+        del named["test"]  # images without class folders: unlabelled
     if "train" in named:
-        return named
+        return named, unlabelled
     if named:
         raise DatasetError(
             f"{root}: found {sorted(named)} folder(s) but no train/. Accepted layouts: PATH/<class>/images, or "
             "PATH/train/<class>/ with optional PATH/val/<class>/ and PATH/test/<class>/")
-    return {"all": root}
+    return {"all": root}, unlabelled
 
 
 def _visible_dirs(folder):
@@ -139,8 +175,10 @@ def _visible_dirs(folder):
                   if not d.startswith((".", "__MACOSX")) and os.path.isdir(os.path.join(folder, d)))
 
 
-def _common_classes(root, groups):
-    per_split = {split: _visible_dirs(folder) for split, folder in groups.items()}
+def _common_classes(root, groups, unlabelled=()):
+    skip = {os.path.basename(u) for u, _ in unlabelled}
+    per_split = {split: [d for d in _visible_dirs(folder) if split != "all" or d not in skip]
+                 for split, folder in groups.items()}
     classes = per_split.get("train", per_split.get("all"))
     if not classes:
         raise DatasetError(f"{groups.get('train', root)}: no class folders. Expected one sub-folder of images "
@@ -220,8 +258,8 @@ def _target_size(image_size, sizes):
     return distinct[0]
 
 
-def _assemble(root, classes, found, size, skipped, test_fraction, seed):
-    notes = []
+def _assemble(root, classes, found, size, skipped, test_fraction, seed, notes=()):
+    notes = list(notes)
 
     def arrays(files):
         return ImageFiles([p for p, _ in files], size), np.asarray([lab for _, lab in files], np.int64)
