@@ -11,10 +11,13 @@
     # N test images of a data set (both correct and misclassified), a gallery:
     python -m experiments.saliency --model runs/.../model.keras --data cifar10 --num-images 8 --method all --out out/
 
-Methods (`--method`, comma-separated, or `all`): gradcam, gradcam++,
-hirescam, xgradcam, layercam, scorecam, eigencam (class activation maps of
-one layer, `--layer`), gradients, smoothgrad, integrated-gradients (input
-gradients), occlusion, rise (perturbation). Default: occlusion,gradcam.
+Methods (`--method`, comma-separated, or `all`): cam, gradcam, gradcam++,
+smoothgrad-cam++, hirescam, xgradcam, layercam, scorecam, sscam, iscam,
+eigencam (class activation maps of one layer, `--layer`), gradients,
+smoothgrad, integrated-gradients (input gradients), occlusion, rise
+(perturbation). Default: occlusion,gradcam. `all` leaves out, with a note,
+a method the model does not admit (cam needs a linear head after global
+pooling); named explicitly, such a method is an error.
 
 One image writes OUT/<method>.npy (the method's own map: occlusion = target
 probability per mask position; the others input-size), OUT/overlay.png and
@@ -69,8 +72,10 @@ def build_parser():
     p.add_argument("--patch", type=int, help="occlusion square side in input pixels (default 30 at 224 px)")
     p.add_argument("--stride", type=int, help="occlusion stride (default 20 at 224 px)")
     p.add_argument("--fill", type=float, default=0.0, help="value of masked pixels, occlusion and rise (0 = black)")
-    p.add_argument("--samples", type=int, help="smoothgrad: noisy copies (default 25)")
-    p.add_argument("--steps", type=int, help="integrated-gradients: quadrature points (default 50)")
+    p.add_argument("--samples", type=int, help="noisy copies: smoothgrad (default 25), smoothgrad-cam++ (4), "
+                                                "sscam (35)")
+    p.add_argument("--steps", type=int, help="integrated-gradients: quadrature points (default 50); iscam: mask "
+                                              "scales (default 10)")
     p.add_argument("--masks", type=int, help="rise: random masks (default 1000)")
     p.add_argument("--batch-size", type=int, help="images per forward/backward pass (default: each method's own)")
     p.add_argument("--seed", type=int, default=0, help="image choice with --data; smoothgrad noise; rise masks")
@@ -108,7 +113,7 @@ def load(args):
 def make_methods(args, model, backbone=None):
     """The methods `--method` names, with the options each accepts."""
     from kerasimpl import models
-    from kerasimpl.saliency import get_method, method_options, parse_methods
+    from kerasimpl.saliency import NotApplicable, get_method, method_options, parse_methods
 
     names = parse_methods(args.method.replace("both", DEFAULT_METHODS))
     h = int(model.input_shape[1])
@@ -116,7 +121,15 @@ def make_methods(args, model, backbone=None):
               "patch": args.patch or max(1, round(30 * h / 224)), "stride": args.stride or max(1, round(20 * h / 224)),
               "fill": args.fill, "samples": args.samples, "steps": args.steps, "masks": args.masks,
               "batch_size": args.batch_size, "seed": args.seed}
-    return [get_method(n, model, **{k: v for k, v in shared.items() if k in method_options(n)}) for n in names]
+    methods = []
+    for n in names:
+        try:
+            methods.append(get_method(n, model, **{k: v for k, v in shared.items() if k in method_options(n)}))
+        except NotApplicable as e:
+            if args.method.strip() != "all":
+                raise
+            print(f"[saliency] {n} left out: {e}", file=sys.stderr, flush=True)
+    return methods
 
 
 def explain_all(methods, images, targets):

@@ -35,6 +35,21 @@ def evidence_model():
     return model
 
 
+def evidence_gap_model():
+    """The same detectors, then global average pooling and a linear layer
+    (the head CAM needs): the class-1 logit is 100 x the red share."""
+    inp = keras.Input((SIZE, SIZE, 3))
+    a = keras.layers.Conv2D(2, 1, use_bias=False, name="conv")(inp)
+    a = keras.layers.ReLU(name="act")(a)
+    logits = keras.layers.Dense(2, name="logits")(keras.layers.GlobalAveragePooling2D(name="pool")(a))
+    model = keras.Model(inp, LabeledSoftmax(["other", "red"], name="predictions")(logits))
+    conv = np.zeros((1, 1, 3, 2), "float32")
+    conv[0, 0, 0, 0] = conv[0, 0, 1, 1] = 1.0 / 255.0
+    model.get_layer("conv").set_weights([conv])
+    model.get_layer("logits").set_weights([np.array([[0.0, 100.0], [0.0, 0.0]], "float32"), np.zeros(2, "float32")])
+    return model
+
+
 def evidence_image():
     x = np.zeros((SIZE, SIZE, 3), "float32")
     x[RED + (0,)] = 255.0
