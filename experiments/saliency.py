@@ -206,12 +206,32 @@ def choose_images(probs, labels, n, seed=0):
     return np.sort(np.concatenate([wrong[:n_wrong], right[:n_right]])).astype(int)
 
 
+def candidates(model, data, n, seed):
+    """(indices, probabilities) of the test images to choose from: a seeded
+    sample (all of them when small); the whole test set when the sample has
+    too few misclassified or correct images."""
+    import numpy as np
+
+    from kerasimpl import evaluation
+
+    order = np.random.default_rng(seed).permutation(len(data.y_test))
+    pool = np.sort(order[: max(50 * n, 500)])
+    probs = evaluation.predict(model, data.x_test, indices=pool)
+    wrong = probs.argmax(1) != data.y_test[pool]
+    if len(pool) < len(order) and (wrong.sum() < n // 2 or (~wrong).sum() < n - n // 2):
+        pool = np.arange(len(order))
+        probs = evaluation.predict(model, data.x_test, indices=pool)
+    return pool, probs
+
+
 def run_data(args) -> int:
     import numpy as np
 
-    from kerasimpl import evaluation, models, plotting
-    from kerasimpl.artifacts import save_figure, write_bytes, write_json
+    from kerasimpl import models, plotting
+    from kerasimpl.artifacts import save_figure, write_bytes, write_json, write_text
     from kerasimpl.data import load_dataset
+    from kerasimpl.saliency import mass_shares
+    from kerasimpl.saliency.notes import caption, image_note, shortfall
 
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1. Received: {args.num_images}")
@@ -221,32 +241,41 @@ def run_data(args) -> int:
         raise ValueError(f"The model takes {tuple(model.input_shape[1:])} images; {args.data} has "
                          f"{tuple(data.image_shape)} (use --data-size to match)")
     names = models.class_names_of(model)
-    # Candidates: a seeded sample of the test set (all of it when small), predicted once.
-    rng = np.random.default_rng(args.seed)
-    pool = np.sort(rng.permutation(len(data.y_test))[: max(50 * args.num_images, 500)])
-    probs = evaluation.predict(model, data.x_test, indices=pool)
-    chosen = pool[choose_images(probs, data.y_test[pool], args.num_images, args.seed)]
-    p = probs[np.searchsorted(pool, chosen)]
+    pool, probs = candidates(model, data, args.num_images, args.seed)
+    picked = choose_images(probs, data.y_test[pool], args.num_images, args.seed)
+    note = shortfall(probs, data.y_test[pool], picked, args.num_images)
+    p = probs[picked]
+    right_first = np.argsort(p.argmax(1) != data.y_test[pool][picked], kind="stable")  # correct rows, then wrong
+    chosen, p = pool[picked][right_first], p[right_first]
     images = np.stack([np.asarray(data.x_test[int(i)]) for i in chosen]).astype("float32")
     labels, preds = data.y_test[chosen].astype(int), p.argmax(1)
-    print(f"[saliency] {len(chosen)} test images of {data.source}: {int((labels != preds).sum())} misclassified, "
-          f"explaining the predicted class", flush=True)
+    print(f"[saliency] {len(chosen)} test images of {data.source}: {int((labels == preds).sum())} correct, "
+          f"{int((labels != preds).sum())} misclassified, explaining the predicted class", flush=True)
+    if note:
+        print(f"[saliency] note: {note}", flush=True)
     methods = make_methods(args, model)
     results = explain_all(methods, images, [int(t) for t in preds])
-    rows = [f"#{i} true: {names[t]}\npred: {names[q]} ({pp[q]:.2f})" for i, t, q, pp in zip(chosen, labels, preds, p)]
+    rows = [caption(int(i), names, int(t), pp) for i, t, pp in zip(chosen, labels, p)]
     columns = {_title(m): [e.importance() for e in results[m.name][0]] for m in methods}
-    save_figure(plotting.saliency_gallery(images, rows, columns, f"{os.path.basename(str(args.model))} on "
-                                          f"{os.path.basename(str(data.source))}: saliency of the predicted class"),
-                os.path.join(args.out, "gallery.png"))
+    title = (f"{os.path.basename(str(args.model))} on {os.path.basename(str(data.source))}: saliency of the "
+             f"predicted class" + (f"\n({note})" if note else ""))
+    save_figure(plotting.saliency_gallery(images, rows, columns, title), os.path.join(args.out, "gallery.png"))
     import io
 
     buf = io.BytesIO()
     np.savez(buf, images=images.astype(np.uint8), indices=chosen, labels=labels, predictions=preds,
              **{m.name: np.stack([e.map for e in results[m.name][0]]) for m in methods})
     write_bytes(os.path.join(args.out, "maps.npz"), buf.getvalue())
-    report = {"data": str(data.source), "model": args.model,
-              "images": [{"index": int(i), "label": names[t], "predicted": names[q], "probability": float(pp[q])}
-                         for i, t, q, pp in zip(chosen, labels, preds, p)],
+    entries = []
+    for k, (i, t, pp, row) in enumerate(zip(chosen, labels, p, rows)):
+        mass = {_title(m): mass_shares(columns[_title(m)][k]) for m in methods}
+        second = int(np.argsort(-pp)[1])
+        entries.append({"index": int(i), "label": names[t], "predicted": names[int(pp.argmax())],
+                        "probability": float(pp.max()), "correct": bool(pp.argmax() == t),
+                        "second": names[second], "second_probability": float(pp[second]),
+                        "caption": row, "mass": mass, "note": f"notes/{k:02d}_test{int(i)}.md"})
+        write_text(os.path.join(args.out, entries[-1]["note"]), image_note(entries[-1], data.source))
+    report = {"data": str(data.source), "model": args.model, "images": entries, "note": note or None,
               "methods": {m.name: {"options": m.options(), "seconds_per_image": results[m.name][1] / len(chosen)}
                           for m in methods}}
     if args.quality:

@@ -381,31 +381,85 @@ def test_choose_images_mixes_correct_and_misclassified_reproducibly():
 
 
 def test_saliency_cli_explains_a_data_set(tmp_path, subset_path):
-    """--data: N real CIFAR-10 test images through a saved model, a gallery and the table."""
+    """--data: N real CIFAR-10 test images through a saved model, half right and
+    half wrong, captioned, a note per image, a gallery and the table."""
     import json
 
     from experiments import saliency as cli
     from kerasimpl import models
     from kerasimpl.artifacts import save_model
+    from kerasimpl.data import load_dataset
 
     model = models.build_classifier("smallcnn", 10, weights=None, class_names=[f"c{i}" for i in range(10)])
     save_model(model, str(tmp_path / "m.keras"))
     out = tmp_path / "out"
-    code = cli.main(["--model", str(tmp_path / "m.keras"), "--data", subset_path, "--num-images", "4",
+    code = cli.main(["--model", str(tmp_path / "m.keras"), "--data", subset_path, "--num-images", "6",
                      "--method", "gradcam,integrated-gradients,occlusion", "--steps", "8", "--quality",
                      "--out", str(out)])
     assert code == 0
     report = json.load(open(out / "saliency.json"))
-    assert len(report["images"]) == 4 and set(report["quality"]) == {"gradcam", "integrated-gradients", "occlusion"}
+    images = report["images"]
+    assert len(images) == 6 and set(report["quality"]) == {"gradcam", "integrated-gradients", "occlusion"}
+    assert [i["correct"] for i in images] == [True] * 3 + [False] * 3 and report["note"] is None
+    test = load_dataset(subset_path)
+    probs = keras.ops.convert_to_numpy(model(np.stack([test.x_test[i["index"]] for i in images]).astype("float32")))
+    for entry, p in zip(images, probs):
+        true = f"c{int(test.y_test[entry['index']])}"
+        assert entry["label"] == true and entry["predicted"] == f"c{p.argmax()}" == entry["caption"].split("pred: ")[1][:2]
+        assert f"true: {true}" in entry["caption"] and f"({p.max():.2f})" in entry["caption"]
+        assert ("2nd: c%d" % np.argsort(-p)[1] in entry["caption"]) == (not entry["correct"])
+        note = (out / entry["note"]).read_text()
+        assert ("WRONG" in note) != entry["correct"] and f"second choice: c{np.argsort(-p)[1]}" in note
+        assert "| gradcam (smallcnn_out) |" in note and "central box share" in note
     z = np.load(out / "maps.npz")
-    assert z["images"].shape == (4, 32, 32, 3) and z["gradcam"].shape == (4, 32, 32)
-    assert z["occlusion"].shape == (4, 10, 10)  # patch 4, stride 3 at 32 px
+    assert z["images"].shape == (6, 32, 32, 3) and z["gradcam"].shape == (6, 32, 32)
+    assert z["occlusion"].shape == (6, 10, 10)  # patch 4, stride 3 at 32 px
+    m, noted = saliency.mass_shares(z["gradcam"][0]), images[0]["mass"]["gradcam (smallcnn_out)"]
+    assert noted.pop("peak") == m.pop("peak") and noted == pytest.approx(m)  # the note's numbers are the map's
     assert (out / "gallery.png").stat().st_size > 10_000
     again = tmp_path / "again"
-    assert cli.main(["--model", str(tmp_path / "m.keras"), "--data", subset_path, "--num-images", "4",
+    assert cli.main(["--model", str(tmp_path / "m.keras"), "--data", subset_path, "--num-images", "6",
                      "--method", "gradcam", "--out", str(again)]) == 0
-    assert [i["index"] for i in json.load(open(again / "saliency.json"))["images"]] == \
-        [i["index"] for i in report["images"]]
+    assert [i["index"] for i in json.load(open(again / "saliency.json"))["images"]] == [i["index"] for i in images]
+
+
+def test_shortfall_says_when_the_test_set_lacks_wrong_or_right_images():
+    from experiments.saliency import choose_images
+    from kerasimpl.saliency.notes import caption, shortfall
+
+    labels = np.arange(40) % 4
+    probs = np.eye(4)[labels] * 0.7 + 0.075
+    probs[:2] = np.eye(4)[(labels[:2] + 1) % 4] * 0.7 + 0.075  # 2 misclassified of 40
+    chosen = choose_images(probs, labels, 8)
+    assert np.sum(probs[chosen].argmax(1) != labels[chosen]) == 2
+    assert shortfall(probs, labels, chosen, 8) == ("asked for 8 images, half misclassified, but the 40 test images "
+                                                   "predicted have only 2 misclassified: showing 2 misclassified "
+                                                   "and 6 correct")
+    assert shortfall(probs, labels, choose_images(probs, labels, 4), 4) == ""
+    names = ["cat", "dog", "frog", "ship"]
+    assert caption(7, names, 0, np.array([0.1, 0.6, 0.25, 0.05])) == \
+        "#7 WRONG  true: cat (0.10)\npred: dog (0.60)\n2nd: frog (0.25)"
+    assert caption(3, names, 2, np.array([0.1, 0.2, 0.65, 0.05])) == "#3 RIGHT  true: frog\npred: frog (0.65)"
+
+
+def test_mass_shares_know_their_answers():
+    m = np.zeros((32, 32))
+    m[8:24, 8:24] = 1.0  # exactly the central box
+    s = saliency.mass_shares(m)
+    assert s["central_share"] == 1.0 and s["central_area"] == 0.25 and s["border_share"] == 0.0
+    assert s["border_area"] == pytest.approx(1 - 24 * 24 / 1024) and s["peak"] == [8.5 / 32, 8.5 / 32]
+    ring = np.ones((32, 32))
+    ring[4:28, 4:28] = 0.0  # exactly the border ring
+    r = saliency.mass_shares(ring)
+    assert r["border_share"] == 1.0 and r["central_share"] == 0.0
+    flat = saliency.mass_shares(np.ones((32, 32)))
+    assert flat["central_share"] == pytest.approx(flat["central_area"])
+    from kerasimpl.saliency.notes import reading
+
+    assert reading(s).startswith("concentrated") and reading(r).startswith("mostly on the border")
+    assert reading(flat) == "spread over the image"
+    with pytest.raises(ValueError, match="non-negative"):
+        saliency.mass_shares(-m)
 
 
 def test_imagenet_classifier_from_a_local_with_top_file_and_class_index(tmp_path):

@@ -33,7 +33,7 @@ from kerasimpl.saliency.scorecam import ISCAM, SSCAM, ScoreCAM
 from kerasimpl.saliency.smooth_cam import SmoothGradCAMPlusPlus
 from kerasimpl.saliency.occlusion import Occlusion, occluded_batch, positions
 from kerasimpl.saliency.quality import (
-    average_drop_increase, deletion_insertion, randomized_copy, rank_correlation,
+    average_drop_increase, deletion_insertion, mass_shares, randomized_copy, rank_correlation,
 )
 from kerasimpl.saliency.rise import RISE, rise_masks
 
@@ -110,6 +110,6 @@ __all__ = [
     "image_rng", "Explanation", "GradCAM", "GradCAMPlusPlus", "Gradients", "HiResCAM",
     "InputGradientMethod", "IntegratedGradients", "LayerCAM", "LayerMethod", "METHODS", "Occlusion", "RISE",
     "SaliencyMethod", "ScoreCAM", "SmoothGrad", "XGradCAM", "average_drop_increase", "deletion_insertion",
-    "get_method", "list_methods", "method_options", "occluded_batch", "parse_methods", "positions",
+    "get_method", "list_methods", "mass_shares", "method_options", "occluded_batch", "parse_methods", "positions",
     "randomized_copy", "rank_correlation", "resolve_targets", "rise_masks", "score_tensor",
 ]
