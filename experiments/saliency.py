@@ -224,26 +224,59 @@ def candidates(model, data, n, seed):
     return pool, probs
 
 
+def load_test_data(args):
+    """`(data, note)`: the data set with the test split that trained the model.
+
+    The split recorded beside or above the model (a compare run's
+    config.json) is reused when --data names the same source: its seed and
+    test fraction, not --seed (which then only picks images), and a test
+    set that no longer matches is an error. Without a record, an image
+    folder without test/ is split with --seed, and the note says so.
+    """
+    from kerasimpl.data import is_image_folder, load_dataset
+    from kerasimpl.data.provenance import check_record, find_record, same_source
+
+    record, where = find_record(args.model)
+    if record is not None and same_source(record, args.data):
+        print(f"[saliency] test split: as when the model was trained ({where}: seed {record['seed']}, test "
+              f"fraction {record['test_fraction']}, {record['num_test']} test images)", flush=True)
+        data = load_dataset(args.data, image_size=args.data_size or record.get("image_size"),
+                            seed=record["seed"], test_fraction=record["test_fraction"])
+        check_record(record, data, where)
+        return data, ""
+    data = load_dataset(args.data, image_size=args.data_size, seed=args.seed)
+    note = ""
+    if record is not None:
+        note = f"the model was trained on {record['source']}, not {data.source}."
+    elif is_image_folder(str(args.data)) and not os.path.isdir(os.path.join(str(args.data), "test")):
+        note = (f"no record of the split that trained this model (no config.json with test_split beside or above "
+                f"it): the test set is {data.source}'s held-out split rebuilt with seed {args.seed} and test "
+                "fraction 0.2; if the model was trained with others, some 'test' images were training images.")
+    if note:
+        print(f"[saliency] note: {note}", flush=True)
+    return data, note
+
+
 def run_data(args) -> int:
     import numpy as np
 
     from kerasimpl import models, plotting
     from kerasimpl.artifacts import save_figure, write_bytes, write_json, write_text
-    from kerasimpl.data import load_dataset
     from kerasimpl.saliency import mass_shares
     from kerasimpl.saliency.notes import caption, image_note, shortfall
 
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1. Received: {args.num_images}")
     model, _ = load(args)
-    data = load_dataset(args.data, image_size=args.data_size, seed=args.seed)
+    data, split_note = load_test_data(args)
     if tuple(data.image_shape) != tuple(model.input_shape[1:]):
         raise ValueError(f"The model takes {tuple(model.input_shape[1:])} images; {args.data} has "
                          f"{tuple(data.image_shape)} (use --data-size to match)")
     names = models.class_names_of(model)
     pool, probs = candidates(model, data, args.num_images, args.seed)
     picked = choose_images(probs, data.y_test[pool], args.num_images, args.seed)
-    note = shortfall(probs, data.y_test[pool], picked, args.num_images)
+    short = shortfall(probs, data.y_test[pool], picked, args.num_images)
+    note = " ".join(filter(None, [split_note, short]))
     p = probs[picked]
     right_first = np.argsort(p.argmax(1) != data.y_test[pool][picked], kind="stable")  # correct rows, then wrong
     chosen, p = pool[picked][right_first], p[right_first]
@@ -251,14 +284,14 @@ def run_data(args) -> int:
     labels, preds = data.y_test[chosen].astype(int), p.argmax(1)
     print(f"[saliency] {len(chosen)} test images of {data.source}: {int((labels == preds).sum())} correct, "
           f"{int((labels != preds).sum())} misclassified, explaining the predicted class", flush=True)
-    if note:
-        print(f"[saliency] note: {note}", flush=True)
+    if short:
+        print(f"[saliency] note: {short}", flush=True)
     methods = make_methods(args, model)
     results = explain_all(methods, images, [int(t) for t in preds])
     rows = [caption(int(i), names, int(t), pp) for i, t, pp in zip(chosen, labels, p)]
     columns = {_title(m): [e.importance() for e in results[m.name][0]] for m in methods}
     title = (f"{os.path.basename(str(args.model))} on {os.path.basename(str(data.source))}: saliency of the "
-             f"predicted class" + (f"\n({note})" if note else ""))
+             f"predicted class" + (f"\n({short})" if short else ""))
     save_figure(plotting.saliency_gallery(images, rows, columns, title), os.path.join(args.out, "gallery.png"))
     import io
 
@@ -273,7 +306,8 @@ def run_data(args) -> int:
         entries.append({"index": int(i), "label": names[t], "predicted": names[int(pp.argmax())],
                         "probability": float(pp.max()), "correct": bool(pp.argmax() == t),
                         "second": names[second], "second_probability": float(pp[second]),
-                        "caption": row, "mass": mass, "note": f"notes/{k:02d}_test{int(i)}.md"})
+                        "caption": row, "mass": mass, "note": f"notes/{k:02d}_test{int(i)}.md",
+                        "file": data.x_test.paths[int(i)] if hasattr(data.x_test, "paths") else None})
         write_text(os.path.join(args.out, entries[-1]["note"]), image_note(entries[-1], data.source))
     report = {"data": str(data.source), "model": args.model, "images": entries, "note": note or None,
               "methods": {m.name: {"options": m.options(), "seconds_per_image": results[m.name][1] / len(chosen)}
