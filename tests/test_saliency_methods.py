@@ -26,7 +26,7 @@ import reference_libs  # noqa: E402
 NAMES = ["cam", "gradcam", "gradcam++", "smoothgrad-cam++", "hirescam", "xgradcam", "layercam", "scorecam", "sscam",
          "iscam", "eigencam", "gradients", "smoothgrad", "integrated-gradients", "occlusion", "rise"]
 TORCH = keras.backend.backend() == "torch"
-needs_torch = pytest.mark.skipif(not TORCH, reason="Captum and pytorch-grad-cam are PyTorch libraries: these "
+needs_torch = pytest.mark.skipif(not TORCH, reason="Captum, pytorch-grad-cam and torchcam are PyTorch libraries: these "
                                  "tests run in the torch suite (KERAS_BACKEND=torch)")
 
 

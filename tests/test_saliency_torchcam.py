@@ -245,17 +245,19 @@ def test_smoothgrad_cam_plus_plus_without_noise_is_gradcam_plus_plus():
     assert np.abs(np.array(noisy) - pp).max() > 1e-3
 
 
-@pytest.mark.parametrize("name", ["smoothgrad-cam++", "sscam"])
+@pytest.mark.parametrize("name", ["smoothgrad-cam++", "sscam", "smoothgrad"])
 def test_noise_is_the_images_own_not_its_batch_position(name):
     model, x = reference_model(), images(3, 32, seed=1)
-    method = saliency.get_method(name, model, layer="feat", samples=2, **({"noise": 0.5} if name == "sscam" else {}))
+    layer = {} if name == "smoothgrad" else {"layer": "feat"}
+    method = saliency.get_method(name, model, samples=2, **layer, **({"noise": 0.5} if name == "sscam" else {}))
     together = [e.map for e in method.explain(x, [1, 3, 0])]
-    alone = method.explain(x[1:2], [3])[0].map
+    scale = np.abs(together[1]).max()  # smoothgrad's maps are raw gradients (about 1e-6 here)
+    alone = method.explain(x[1:2], [3])[0].map / scale
     reversed_ = [e.map for e in method.explain(x[::-1], [0, 3, 1])]
-    np.testing.assert_allclose(alone, together[1], atol=1e-6)
-    np.testing.assert_allclose(reversed_[::-1], together, atol=1e-6)
-    other_seed = saliency.get_method(name, model, layer="feat", samples=2, seed=1).explain(x[1:2], [3])[0].map
-    assert np.abs(other_seed - alone).max() > 1e-4
+    np.testing.assert_allclose(alone, together[1] / scale, atol=1e-5)
+    np.testing.assert_allclose(np.array(reversed_[::-1]) / scale, np.array(together) / scale, atol=1e-5)
+    other_seed = saliency.get_method(name, model, samples=2, seed=1, **layer).explain(x[1:2], [3])[0].map / scale
+    assert np.abs(other_seed - alone).max() > 1e-3  # measured >= 8e-3
 
 
 @pytest.mark.parametrize("name", ["smoothgrad-cam++", "sscam", "iscam"])
