@@ -148,6 +148,7 @@ def run(cfg, plots_dir="", verbose="auto") -> int:
     """Run the resolved comparison `cfg`; write everything under `cfg["out"]`."""
     from kerasimpl import comparison, runtime
     from kerasimpl.artifacts import write_json
+    from kerasimpl.data.provenance import test_split_record
 
     _validate(cfg)
     check_resume(cfg)
@@ -165,6 +166,8 @@ def run(cfg, plots_dir="", verbose="auto") -> int:
         "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
         "class_names": list(data.class_names), "data_notes": list(data.notes),
         "skipped_files": [{"file": p, "reason": r} for p, r in data.skipped],
+        # which images are the test set, for experiments.saliency to reuse and check
+        "test_split": test_split_record(data, cfg["data"], cfg["seed"], cfg["test_fraction"], cfg.get("data_size")),
     })
     results = []
     for name in cfg["backbones"]:

@@ -11,10 +11,13 @@
     # N test images of a data set (both correct and misclassified), a gallery:
     python -m experiments.saliency --model runs/.../model.keras --data cifar10 --num-images 8 --method all --out out/
 
-Methods (`--method`, comma-separated, or `all`): gradcam, gradcam++,
-hirescam, xgradcam, layercam, scorecam, eigencam (class activation maps of
-one layer, `--layer`), gradients, smoothgrad, integrated-gradients (input
-gradients), occlusion, rise (perturbation). Default: occlusion,gradcam.
+Methods (`--method`, comma-separated, or `all`): cam, gradcam, gradcam++,
+smoothgrad-cam++, hirescam, xgradcam, layercam, scorecam, sscam, iscam,
+eigencam (class activation maps of one layer, `--layer`), gradients,
+smoothgrad, integrated-gradients (input gradients), occlusion, rise
+(perturbation). Default: occlusion,gradcam. `all` leaves out, with a note,
+a method the model does not admit (cam needs a linear head after global
+pooling); named explicitly, such a method is an error.
 
 One image writes OUT/<method>.npy (the method's own map: occlusion = target
 probability per mask position; the others input-size), OUT/overlay.png and
@@ -70,8 +73,10 @@ def build_parser():
     p.add_argument("--patch", type=int, help="occlusion square side in input pixels (default 30 at 224 px)")
     p.add_argument("--stride", type=int, help="occlusion stride (default 20 at 224 px)")
     p.add_argument("--fill", type=float, default=0.0, help="value of masked pixels, occlusion and rise (0 = black)")
-    p.add_argument("--samples", type=int, help="smoothgrad: noisy copies (default 25)")
-    p.add_argument("--steps", type=int, help="integrated-gradients: quadrature points (default 50)")
+    p.add_argument("--samples", type=int, help="noisy copies: smoothgrad (default 25), smoothgrad-cam++ (4), "
+                                                "sscam (35)")
+    p.add_argument("--steps", type=int, help="integrated-gradients: quadrature points (default 50); iscam: mask "
+                                              "scales (default 10)")
     p.add_argument("--masks", type=int, help="rise: random masks (default 1000)")
     p.add_argument("--batch-size", type=int, help="images per forward/backward pass (default: each method's own)")
     p.add_argument("--seed", type=int, default=0, help="image choice with --data; smoothgrad noise; rise masks")
@@ -109,7 +114,7 @@ def load(args):
 def make_methods(args, model, backbone=None):
     """The methods `--method` names, with the options each accepts."""
     from kerasimpl import models
-    from kerasimpl.saliency import get_method, method_options, parse_methods
+    from kerasimpl.saliency import NotApplicable, get_method, method_options, parse_methods
 
     names = parse_methods(args.method.replace("both", DEFAULT_METHODS))
     h = int(model.input_shape[1])
@@ -117,7 +122,15 @@ def make_methods(args, model, backbone=None):
               "patch": args.patch or max(1, round(30 * h / 224)), "stride": args.stride or max(1, round(20 * h / 224)),
               "fill": args.fill, "samples": args.samples, "steps": args.steps, "masks": args.masks,
               "batch_size": args.batch_size, "seed": args.seed}
-    return [get_method(n, model, **{k: v for k, v in shared.items() if k in method_options(n)}) for n in names]
+    methods = []
+    for n in names:
+        try:
+            methods.append(get_method(n, model, **{k: v for k, v in shared.items() if k in method_options(n)}))
+        except NotApplicable as e:
+            if args.method.strip() != "all":
+                raise
+            print(f"[saliency] {n} left out: {e}", file=sys.stderr, flush=True)
+    return methods
 
 
 def explain_all(methods, images, targets):
@@ -194,47 +207,110 @@ def choose_images(probs, labels, n, seed=0):
     return np.sort(np.concatenate([wrong[:n_wrong], right[:n_right]])).astype(int)
 
 
+def candidates(model, data, n, seed):
+    """(indices, probabilities) of the test images to choose from: a seeded
+    sample (all of them when small); the whole test set when the sample has
+    too few misclassified or correct images."""
+    import numpy as np
+
+    from kerasimpl import evaluation
+
+    order = np.random.default_rng(seed).permutation(len(data.y_test))
+    pool = np.sort(order[: max(50 * n, 500)])
+    probs = evaluation.predict(model, data.x_test, indices=pool)
+    wrong = probs.argmax(1) != data.y_test[pool]
+    if len(pool) < len(order) and (wrong.sum() < n // 2 or (~wrong).sum() < n - n // 2):
+        pool = np.arange(len(order))
+        probs = evaluation.predict(model, data.x_test, indices=pool)
+    return pool, probs
+
+
+def load_test_data(args):
+    """`(data, note)`: the data set with the test split that trained the model.
+
+    The split recorded beside or above the model (a compare run's
+    config.json) is reused when --data names the same source: its seed and
+    test fraction, not --seed (which then only picks images), and a test
+    set that no longer matches is an error. Without a record, an image
+    folder without test/ is split with --seed, and the note says so.
+    """
+    from kerasimpl.data import is_image_folder, load_dataset
+    from kerasimpl.data.provenance import check_record, find_record, same_source
+
+    record, where = find_record(args.model)
+    if record is not None and same_source(record, args.data):
+        print(f"[saliency] test split: as when the model was trained ({where}: seed {record['seed']}, test "
+              f"fraction {record['test_fraction']}, {record['num_test']} test images)", flush=True)
+        data = load_dataset(args.data, image_size=args.data_size or record.get("image_size"),
+                            seed=record["seed"], test_fraction=record["test_fraction"], classes=args.classes)
+        check_record(record, data, where)
+        return data, ""
+    data = load_dataset(args.data, image_size=args.data_size, seed=args.seed, classes=args.classes)
+    note = ""
+    if record is not None:
+        note = f"the model was trained on {record['source']}, not {data.source}."
+    elif is_image_folder(str(args.data)) and not os.path.isdir(os.path.join(str(args.data), "test")):
+        note = (f"no record of the split that trained this model (no config.json with test_split beside or above "
+                f"it): the test set is {data.source}'s held-out split rebuilt with seed {args.seed} and test "
+                "fraction 0.2; if the model was trained with others, some 'test' images were training images.")
+    if note:
+        print(f"[saliency] note: {note}", flush=True)
+    return data, note
+
+
 def run_data(args) -> int:
     import numpy as np
 
-    from kerasimpl import evaluation, models, plotting
-    from kerasimpl.artifacts import save_figure, write_bytes, write_json
-    from kerasimpl.data import load_dataset
+    from kerasimpl import models, plotting
+    from kerasimpl.artifacts import save_figure, write_bytes, write_json, write_text
+    from kerasimpl.saliency import mass_shares
+    from kerasimpl.saliency.notes import caption, image_note, shortfall
 
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1. Received: {args.num_images}")
     model, _ = load(args)
-    data = load_dataset(args.data, image_size=args.data_size, seed=args.seed, classes=args.classes)
+    data, split_note = load_test_data(args)
     if tuple(data.image_shape) != tuple(model.input_shape[1:]):
         raise ValueError(f"The model takes {tuple(model.input_shape[1:])} images; {args.data} has "
                          f"{tuple(data.image_shape)} (use --data-size to match)")
     names = models.class_names_of(model)
-    # Candidates: a seeded sample of the test set (all of it when small), predicted once.
-    rng = np.random.default_rng(args.seed)
-    pool = np.sort(rng.permutation(len(data.y_test))[: max(50 * args.num_images, 500)])
-    probs = evaluation.predict(model, data.x_test, indices=pool)
-    chosen = pool[choose_images(probs, data.y_test[pool], args.num_images, args.seed)]
-    p = probs[np.searchsorted(pool, chosen)]
+    pool, probs = candidates(model, data, args.num_images, args.seed)
+    picked = choose_images(probs, data.y_test[pool], args.num_images, args.seed)
+    short = shortfall(probs, data.y_test[pool], picked, args.num_images)
+    note = " ".join(filter(None, [split_note, short]))
+    p = probs[picked]
+    right_first = np.argsort(p.argmax(1) != data.y_test[pool][picked], kind="stable")  # correct rows, then wrong
+    chosen, p = pool[picked][right_first], p[right_first]
     images = np.stack([np.asarray(data.x_test[int(i)]) for i in chosen]).astype("float32")
     labels, preds = data.y_test[chosen].astype(int), p.argmax(1)
-    print(f"[saliency] {len(chosen)} test images of {data.source}: {int((labels != preds).sum())} misclassified, "
-          f"explaining the predicted class", flush=True)
+    print(f"[saliency] {len(chosen)} test images of {data.source}: {int((labels == preds).sum())} correct, "
+          f"{int((labels != preds).sum())} misclassified, explaining the predicted class", flush=True)
+    if short:
+        print(f"[saliency] note: {short}", flush=True)
     methods = make_methods(args, model)
     results = explain_all(methods, images, [int(t) for t in preds])
-    rows = [f"#{i} true: {names[t]}\npred: {names[q]} ({pp[q]:.2f})" for i, t, q, pp in zip(chosen, labels, preds, p)]
+    rows = [caption(int(i), names, int(t), pp) for i, t, pp in zip(chosen, labels, p)]
     columns = {_title(m): [e.importance() for e in results[m.name][0]] for m in methods}
-    save_figure(plotting.saliency_gallery(images, rows, columns, f"{os.path.basename(str(args.model))} on "
-                                          f"{os.path.basename(str(data.source))}: saliency of the predicted class"),
-                os.path.join(args.out, "gallery.png"))
+    title = (f"{os.path.basename(str(args.model))} on {os.path.basename(str(data.source))}: saliency of the "
+             f"predicted class" + (f"\n({short})" if short else ""))
+    save_figure(plotting.saliency_gallery(images, rows, columns, title), os.path.join(args.out, "gallery.png"))
     import io
 
     buf = io.BytesIO()
     np.savez(buf, images=images.astype(np.uint8), indices=chosen, labels=labels, predictions=preds,
              **{m.name: np.stack([e.map for e in results[m.name][0]]) for m in methods})
     write_bytes(os.path.join(args.out, "maps.npz"), buf.getvalue())
-    report = {"data": str(data.source), "model": args.model,
-              "images": [{"index": int(i), "label": names[t], "predicted": names[q], "probability": float(pp[q])}
-                         for i, t, q, pp in zip(chosen, labels, preds, p)],
+    entries = []
+    for k, (i, t, pp, row) in enumerate(zip(chosen, labels, p, rows)):
+        mass = {_title(m): mass_shares(columns[_title(m)][k]) for m in methods}
+        second = int(np.argsort(-pp)[1])
+        entries.append({"index": int(i), "label": names[t], "predicted": names[int(pp.argmax())],
+                        "probability": float(pp.max()), "correct": bool(pp.argmax() == t),
+                        "second": names[second], "second_probability": float(pp[second]),
+                        "caption": row, "mass": mass, "note": f"notes/{k:02d}_test{int(i)}.md",
+                        "file": data.x_test.paths[int(i)] if hasattr(data.x_test, "paths") else None})
+        write_text(os.path.join(args.out, entries[-1]["note"]), image_note(entries[-1], data.source))
+    report = {"data": str(data.source), "model": args.model, "images": entries, "note": note or None,
               "methods": {m.name: {"options": m.options(), "seconds_per_image": results[m.name][1] / len(chosen)}
                           for m in methods}}
     if args.quality:

@@ -10,10 +10,12 @@ import os
 
 import pytest
 
-from kerasimpl.saliency.reference import import_pytorch_grad_cam, nchw_classifier, nchw_logits  # noqa: F401
+from kerasimpl.saliency.reference import (  # noqa: F401
+    PYTORCH_GRAD_CAM, TORCHCAM, import_pytorch_grad_cam, import_torchcam, nchw_classifier, nchw_logits, torchcam_runner,
+)
 
 REQUIRED = os.environ.get("KERASIMPL_REQUIRE_REFERENCES") == "1"  # .ci/run: missing libraries fail, never skip
-HINT = "pip install -e '.[reference]' && pip install --no-deps grad-cam==1.5.7"
+HINT = "pip install -e '.[reference]' && pip install --no-deps grad-cam==1.5.7"  # [reference] has torchcam
 
 
 def require(module):
@@ -33,3 +35,12 @@ def pytorch_grad_cam():
         if REQUIRED:
             raise
         pytest.skip(f"pytorch_grad_cam not installed ({e}); {HINT}")
+
+
+def torchcam():
+    try:
+        return import_torchcam()
+    except ImportError as e:
+        if REQUIRED:
+            raise
+        pytest.skip(f"torchcam not installed ({e}); {HINT}")

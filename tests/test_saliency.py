@@ -35,6 +35,21 @@ def evidence_model():
     return model
 
 
+def evidence_gap_model():
+    """The same detectors, then global average pooling and a linear layer
+    (the head CAM needs): the class-1 logit is 100 x the red share."""
+    inp = keras.Input((SIZE, SIZE, 3))
+    a = keras.layers.Conv2D(2, 1, use_bias=False, name="conv")(inp)
+    a = keras.layers.ReLU(name="act")(a)
+    logits = keras.layers.Dense(2, name="logits")(keras.layers.GlobalAveragePooling2D(name="pool")(a))
+    model = keras.Model(inp, LabeledSoftmax(["other", "red"], name="predictions")(logits))
+    conv = np.zeros((1, 1, 3, 2), "float32")
+    conv[0, 0, 0, 0] = conv[0, 0, 1, 1] = 1.0 / 255.0
+    model.get_layer("conv").set_weights([conv])
+    model.get_layer("logits").set_weights([np.array([[0.0, 100.0], [0.0, 0.0]], "float32"), np.zeros(2, "float32")])
+    return model
+
+
 def evidence_image():
     x = np.zeros((SIZE, SIZE, 3), "float32")
     x[RED + (0,)] = 255.0
@@ -187,3 +202,48 @@ def test_saliency_cli_imagenet_backbone_offline_and_bad_image(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not a readable image" in err and "Traceback" not in err
     assert cli.main(["--backbone", "smallcnn", "--image", str(tmp_path / "wide16.png"), "--out", str(tmp_path)]) == 2
+
+
+def test_saliency_reuses_the_test_split_that_trained_the_model(tmp_path, capsys):
+    """A folder without test/: compare records its split (seed 3, 25%); saliency
+    with another --seed explains images of that test set, and refuses when the
+    folder changed; a model without the record gets a note."""
+    import json
+    import shutil
+
+    from test_folder import make_folder
+
+    from experiments import compare
+    from experiments import saliency as cli
+    from kerasimpl.data import load_dataset
+
+    folder = make_folder(tmp_path / "ds", per_class=8, size=(32, 32))
+    run = tmp_path / "run"
+    assert compare.main(["--data", folder, "--data-size", "32", "--backbones", "smallcnn", "--weights", "none",
+                         "--image-size", "32", "--epochs", "1", "--batch-size", "8", "--hidden", "8", "--seed", "3",
+                         "--test-fraction", "0.25", "--quiet", "--plots-dir", "", "--out", str(run)]) == 0
+    record = json.load(open(run / "config.json"))["test_split"]
+    assert record["drawn"] and record["seed"] == 3 and record["test_fraction"] == 0.25 and record["num_test"] == 6
+    trained = load_dataset(folder, image_size=32, seed=3, test_fraction=0.25)
+    other = load_dataset(folder, image_size=32, seed=99)
+    assert set(other.x_test.paths) - set(trained.x_test.paths)  # --seed 99 alone would pick other "test" images
+    model = str(run / "smallcnn" / "model.keras")
+    argv = ["--model", model, "--data", folder, "--num-images", "4", "--method", "gradcam", "--seed", "99"]
+    assert cli.main(argv + ["--out", str(tmp_path / "a")]) == 0
+    assert "test split: as when the model was trained" in capsys.readouterr().out
+    files = [i["file"] for i in json.load(open(tmp_path / "a" / "saliency.json"))["images"]]
+    assert len(files) == 4 and set(files) <= set(trained.x_test.paths)
+
+    os.remove(os.path.join(folder, "frog", "000.png"))  # the data changed since training
+    assert cli.main(argv + ["--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "error: The test images of" in err and "drawn with seed 3 and test fraction 0.25" in err
+    assert "test_sha256: recorded" in err
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(model, alone / "model.keras")  # the model without its run folder
+    assert cli.main(["--model", str(alone / "model.keras"), "--data", folder, "--num-images", "2", "--method",
+                     "gradcam", "--out", str(tmp_path / "c")]) == 0
+    note = json.load(open(tmp_path / "c" / "saliency.json"))["note"]
+    assert note.startswith("no record of the split that trained this model") and "seed 0" in note

@@ -1,7 +1,7 @@
 """Saliency on any Keras backend: CAMs, input gradients and perturbations.
 
     from kerasimpl import saliency
-    saliency.list_methods()            # ['gradcam', 'gradcam++', ..., 'rise']
+    saliency.list_methods()            # ['cam', 'gradcam', 'gradcam++', ..., 'rise']
     method = saliency.get_method("gradcam++", model, layer="conv_1")
     (exp,) = method.explain(image[None], targets=[label])
     exp.map           # the method's own map (occlusion: probability per position)
@@ -9,9 +9,11 @@
 
 Families (each class names its paper and equation under `Reference:`):
 
-- class activation maps of one layer (`cam`): gradcam, gradcam++, hirescam,
-  xgradcam, layercam (gradients at the layer), scorecam (masked forward
-  passes), eigencam (principal component; not class-discriminative);
+- class activation maps of one layer (`cam`, `linear_cam`, `smooth_cam`,
+  `scorecam`): cam (the linear classifier's weights), gradcam, gradcam++,
+  smoothgrad-cam++, hirescam, xgradcam, layercam (gradients at the layer),
+  scorecam, sscam, iscam (masked forward passes), eigencam (principal
+  component; not class-discriminative);
 - input gradients (`attribution`): gradients, smoothgrad,
   integrated-gradients;
 - perturbation: occlusion, rise (black box, forward passes only).
@@ -22,23 +24,30 @@ from __future__ import annotations
 import inspect
 
 from kerasimpl.saliency.attribution import Gradients, InputGradientMethod, IntegratedGradients, SmoothGrad
-from kerasimpl.saliency.base import Explanation, SaliencyMethod, resolve_targets
+from kerasimpl.saliency.base import Explanation, NotApplicable, SaliencyMethod, image_rng, resolve_targets
 from kerasimpl.saliency.cam import (
-    EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, LayerMethod, ScoreCAM, XGradCAM, score_tensor,
+    EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, LayerMethod, XGradCAM, score_tensor,
 )
+from kerasimpl.saliency.linear_cam import CAM
+from kerasimpl.saliency.scorecam import ISCAM, SSCAM, ScoreCAM
+from kerasimpl.saliency.smooth_cam import SmoothGradCAMPlusPlus
 from kerasimpl.saliency.occlusion import Occlusion, occluded_batch, positions
 from kerasimpl.saliency.quality import (
-    average_drop_increase, deletion_insertion, randomized_copy, rank_correlation,
+    average_drop_increase, deletion_insertion, mass_shares, randomized_copy, rank_correlation,
 )
 from kerasimpl.saliency.rise import RISE, rise_masks
 
 METHODS = {
+    "cam": CAM,
     "gradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,
+    "smoothgrad-cam++": SmoothGradCAMPlusPlus,
     "hirescam": HiResCAM,
     "xgradcam": XGradCAM,
     "layercam": LayerCAM,
     "scorecam": ScoreCAM,
+    "sscam": SSCAM,
+    "iscam": ISCAM,
     "eigencam": EigenCAM,
     "gradients": Gradients,
     "smoothgrad": SmoothGrad,
@@ -97,9 +106,10 @@ def _lookup(name):
 
 
 __all__ = [
-    "CLASS_DISCRIMINATIVE", "EigenCAM", "Explanation", "GradCAM", "GradCAMPlusPlus", "Gradients", "HiResCAM",
+    "CAM", "CLASS_DISCRIMINATIVE", "EigenCAM", "ISCAM", "NotApplicable", "SSCAM", "SmoothGradCAMPlusPlus",
+    "image_rng", "Explanation", "GradCAM", "GradCAMPlusPlus", "Gradients", "HiResCAM",
     "InputGradientMethod", "IntegratedGradients", "LayerCAM", "LayerMethod", "METHODS", "Occlusion", "RISE",
     "SaliencyMethod", "ScoreCAM", "SmoothGrad", "XGradCAM", "average_drop_increase", "deletion_insertion",
-    "get_method", "list_methods", "method_options", "occluded_batch", "parse_methods", "positions",
+    "get_method", "list_methods", "mass_shares", "method_options", "occluded_batch", "parse_methods", "positions",
     "randomized_copy", "rank_correlation", "resolve_targets", "rise_masks", "score_tensor",
 ]

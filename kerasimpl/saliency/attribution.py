@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasimpl.saliency.base import SaliencyMethod, resolve_targets
+from kerasimpl.saliency.base import SaliencyMethod, image_rng, resolve_targets
 from kerasimpl.saliency.cam import score_tensor, softmax
 from kerasimpl.saliency.gradients import value_and_grad
 
@@ -87,7 +87,8 @@ class SmoothGrad(InputGradientMethod):
 
     map = 1/n sum_i max_c |d logit / d x (x + e_i)|, e_i ~ N(0, sigma^2),
     sigma = `noise` * (max(x) - min(x)). With `noise=0` it equals
-    `Gradients`.
+    `Gradients`. An image's noise comes from `seed` and the image itself,
+    so its map does not depend on the batch it is explained in.
     Reference: Smilkov et al., "SmoothGrad: removing noise by adding
     noise", ICML Workshop 2017, eq. 2 (sigma as a fraction of the range,
     section 3.2).
@@ -110,10 +111,10 @@ class SmoothGrad(InputGradientMethod):
         return {"samples": self.samples, "noise": self.noise, "seed": self.seed, "batch_size": self.batch_size}
 
     def _maps(self, images, targets, context=None):
-        rng = np.random.default_rng(self.seed)
         maps = []
         for image, target in zip(images, targets):
             sigma = self.noise * float(image.max() - image.min())
+            rng = image_rng(self.seed, image)  # the image's own noise, wherever it sits in the batch
             noisy = image[None] + rng.normal(0.0, 1.0, (self.samples, *image.shape)).astype(np.float32) * sigma
             grads = self.input_gradients(noisy, [target] * self.samples)
             maps.append(np.abs(grads).max(axis=-1).mean(axis=0))

@@ -10,11 +10,17 @@ target probability per mask position; Grad-CAM: [0, 1] over the input);
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import numpy as np
 from keras import ops
 
 from kerasimpl.saliency.gradients import no_grad
+
+
+class NotApplicable(ValueError):
+    """A method that is not defined for this model (e.g. CAM without a
+    linear head); the message names the alternative."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,3 +120,14 @@ def resolve_targets(probs, targets):
     if len(targets) != n or any(not 0 <= t < k for t in targets):
         raise ValueError(f"targets must be {n} class indices in [0, {k}). Received: {targets}")
     return targets
+
+
+def image_rng(seed, image):
+    """A NumPy generator for one image's random draws (noise, masks).
+
+    Seeded by `seed` and the image's own bytes, so an image's map depends on
+    the image and the seed, not on its position in a batch or on the other
+    images explained with it.
+    """
+    data = np.ascontiguousarray(np.asarray(image, np.float32)).tobytes()
+    return np.random.default_rng([int(seed), zlib.crc32(data)])

@@ -154,13 +154,27 @@ class GradCAMPlusPlus(LayerMethod):
     name = "gradcam++"
 
     def _cam(self, acts, grads, images, targets):
-        g2 = grads * grads
-        g3 = g2 * grads
-        total = ops.sum(acts, axis=(1, 2), keepdims=True)
-        alpha = g2 / (2.0 * g2 + total * g3 + 1e-6)  # eps as pytorch-grad-cam's
-        alpha = ops.where(ops.not_equal(grads, 0.0), alpha, ops.zeros_like(alpha))
-        weights = ops.sum(alpha * ops.relu(grads), axis=(1, 2), keepdims=True)
+        weights = self.channel_weights(acts, grads, grads * grads, grads * grads * grads)
         return ops.sum(weights * acts, axis=-1)
+
+    def channel_weights(self, acts, g, g2, g3):
+        """w_k = sum_ij alpha_kij ReLU(g_kij), (N, 1, 1, K), from the
+        gradient `g` and its powers (or, smoothed, their means)."""
+        total = ops.sum(acts, axis=(1, 2), keepdims=True)
+        alpha = g2 / self.denominator(g2, g3, total)
+        alpha = ops.where(ops.not_equal(g2, 0.0), alpha, ops.zeros_like(alpha))
+        return ops.sum(alpha * ops.relu(g), axis=(1, 2), keepdims=True)
+
+    @staticmethod
+    def denominator(g2, g3, total):
+        """alpha's denominator 2 g^2 + sum_ab A_kab g^3 (eps as pytorch-grad-cam's).
+
+        torchcam 0.5.0's `GradCAMpp` divides `alpha[idx][mask]` in place; a
+        boolean-mask index is a copy, so its division is lost and its
+        weights are sum_ij g^2 ReLU(g): ours with this denominator set to 1
+        (tested).
+        """
+        return 2.0 * g2 + total * g3 + 1e-6
 
 
 class HiResCAM(LayerMethod):
@@ -240,52 +254,6 @@ class EigenCAM(LayerMethod):
         strength = strength - ops.mean(strength, axis=1, keepdims=True)
         sign = ops.where(ops.sum(proj * strength, axis=1, keepdims=True) < 0, -1.0, 1.0)
         return ops.reshape(proj * sign, (n, h, w))
-
-
-class ScoreCAM(LayerMethod):
-    """Score-CAM: each channel weighted by the score of the image it masks.
-
-    Each activation map A_k is upsampled to the input (bilinear, corners
-    aligned, as the authors' code and pytorch-grad-cam), scaled to [0, 1]
-    and multiplied into the image; the target logits of those K masked
-    images, softmaxed over k, weight the channels: cam = ReLU(sum_k w_k A_k).
-    K forward passes per image, `batch_size` at a time.
-    Reference: Wang et al., "Score-CAM: Score-Weighted Visual Explanations
-    for Convolutional Neural Networks", CVPR Workshops 2020, eq. 6-8.
-    """
-
-    name = "scorecam"
-    uses_gradients = False
-
-    def __init__(self, model, layer=None, batch_size=32):
-        super().__init__(model, layer)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
-        self.batch_size = int(batch_size)
-
-    def options(self) -> dict:
-        return {"layer": self.layer, "batch_size": self.batch_size}
-
-    def _cam(self, acts, grads, images, targets):
-        _, h, w, k = acts.shape
-        rh = ops.convert_to_tensor(interpolation_matrix(h, self.input_size[0], align_corners=True))
-        rw = ops.convert_to_tensor(interpolation_matrix(w, self.input_size[1], align_corners=True))
-        weights = []
-        images = ops.convert_to_tensor(images, "float32")
-        for i, target in enumerate(targets):
-            up = ops.einsum("Hh,hwk,Ww->kHW", rh, ops.cast(acts[i], "float32"), rw)  # (K, H, W)
-            lo = ops.min(up, axis=(1, 2), keepdims=True)
-            hi = ops.max(up, axis=(1, 2), keepdims=True)
-            masks = (up - lo) / (hi - lo + 1e-8)
-            scores = []
-            for s in range(0, k, self.batch_size):
-                batch = images[i][None] * masks[s:s + self.batch_size, :, :, None]
-                with no_grad():
-                    logits = self.rest(self.features(batch, training=False), training=False)
-                scores.append(ops.convert_to_numpy(logits)[:, target])
-            weights.append(softmax(np.concatenate(scores)))
-        weights = ops.convert_to_tensor(np.stack(weights).astype("float32"))[:, None, None, :]
-        return ops.sum(weights * ops.cast(acts, "float32"), axis=-1)
 
 
 def softmax(x, axis=-1):

@@ -1,6 +1,6 @@
-"""Captum and pytorch-grad-cam on Keras models (torch backend only).
+"""Captum, pytorch-grad-cam and torchcam on Keras models (torch backend only).
 
-Both libraries assume NCHW tensors and `torch.nn.Module`s. Keras layers on
+The libraries assume NCHW tensors and `torch.nn.Module`s. Keras layers on
 the torch backend are modules, but their tensors are NHWC, so
 pytorch-grad-cam's channel axis (1) would be a spatial axis of ours, and
 its hooks on a Keras layer would average over the wrong axes.
@@ -9,7 +9,9 @@ images and exposes, as the module `to_nchw`, the explained layer's
 activations in NCHW: hooking that gives pytorch-grad-cam what it expects,
 on exactly the Keras model. kerasimpl uses these to test its methods
 against the references and to time them side by side
-(`python -m experiments.bench`).
+(`python -m experiments.bench`). `PYTORCH_GRAD_CAM` and `TORCHCAM` map
+our method names to the libraries' classes (the one place they live);
+`torchcam_runner` runs torchcam's extractor for one of our methods.
 
     from kerasimpl.saliency import GradCAM
     from kerasimpl.saliency.reference import nchw_classifier, import_pytorch_grad_cam
@@ -22,6 +24,14 @@ from __future__ import annotations
 
 import sys
 import types
+
+# Our method name -> the reference library's class of the same method.
+PYTORCH_GRAD_CAM = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "hirescam": "HiResCAM",
+                    "xgradcam": "XGradCAM", "layercam": "LayerCAM", "scorecam": "ScoreCAM", "eigencam": "EigenCAM"}
+TORCHCAM = {"cam": "CAM", "gradcam": "GradCAM", "gradcam++": "GradCAMpp", "smoothgrad-cam++": "SmoothGradCAMpp",
+            "xgradcam": "XGradCAM", "layercam": "LayerCAM", "scorecam": "ScoreCAM", "sscam": "SSCAM", "iscam": "ISCAM"}
+# torchcam classes whose extractor needs the forward pass recorded for autograd.
+_TORCHCAM_GRADIENTS = ("GradCAM", "GradCAMpp", "SmoothGradCAMpp", "XGradCAM", "LayerCAM")
 
 
 def import_pytorch_grad_cam():
@@ -88,3 +98,68 @@ def nchw_logits(logits_model):
         return logits_model(x.permute(0, 2, 3, 1))
 
     return forward
+
+
+def import_torchcam():
+    """`torchcam` (its `methods` and `metrics` modules imported)."""
+    import torchcam
+    import torchcam.methods  # noqa: F401
+    import torchcam.metrics  # noqa: F401
+
+    return torchcam
+
+
+def torchcam_options(method) -> dict:
+    """Our method's settings under torchcam's names (what both have).
+
+    Smooth Grad-CAM++'s noise is not passed: ours is a fraction of each
+    image's range, torchcam's `std` an absolute value in input units.
+    """
+    o = method.options()
+    out = {"batch_size": o["batch_size"]} if method.name in ("scorecam", "sscam", "iscam") else {}
+    if method.name == "sscam":
+        out.update(num_samples=o["samples"], std=o["noise"] or 1e-12)  # torchcam's Normal needs std > 0
+    elif method.name == "iscam":
+        out.update(num_samples=o["steps"])
+    elif method.name == "smoothgrad-cam++":
+        out.update(num_samples=o["samples"])
+    return out
+
+
+def torchcam_runner(method):
+    """torchcam's extractor for our `method` on the same Keras model.
+
+    Returns `run(images, targets)`: NHWC float images in, torchcam's maps
+    out as (N, h, w) NumPy at the layer's resolution, unnormalised (apply
+    ReLU, resize and min-max scaling to compare with `Explanation.map`);
+    `run.extractor` is the torchcam object (e.g. to seed its noise).
+
+    Raises:
+        KeyError: torchcam has no such method (see `TORCHCAM`).
+    """
+    import torch
+
+    tc = import_torchcam()
+    cls_name = TORCHCAM[method.name]
+    wrapper = nchw_classifier(method)
+    extra = {}
+    if cls_name == "CAM":  # torchcam reads the classifier's weights from a torch Linear module
+        kernel = method.dense.get_weights()[0]
+        wrapper.fc = torch.nn.Linear(*kernel.shape)
+        with torch.no_grad():
+            wrapper.fc.weight.copy_(torch.as_tensor(kernel.T))
+        extra["fc_layer"] = "fc"
+    h, w = method.input_size
+    extractor = getattr(tc.methods, cls_name)(wrapper, target_layer="to_nchw", input_shape=(3, h, w),
+                                              **torchcam_options(method), **extra)
+    grads = cls_name in _TORCHCAM_GRADIENTS
+
+    def run(images, targets):
+        x = torch.as_tensor(images, dtype=torch.float32).permute(0, 3, 1, 2)
+        with torch.set_grad_enabled(grads):
+            scores = wrapper(x)
+        maps = extractor(class_idx=[int(t) for t in targets], scores=scores, normalized=False)[0]
+        return maps.detach().cpu().numpy()
+
+    run.extractor = extractor
+    return run

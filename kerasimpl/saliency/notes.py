@@ -1,0 +1,64 @@
+"""Notes on explained test images: captions, shortfalls, Markdown per image.
+
+What a reader needs to comment on a classifier's right and wrong answers:
+the true class, the prediction and its probability (and, when wrong, the
+second choice), and where each saliency map puts its importance, read from
+the map itself (`quality.mass_shares`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def caption(index, names, label, probs) -> str:
+    """'#i RIGHT/WRONG', true class, prediction with its probability; for a
+    wrong one the true class's probability and the second choice."""
+    first, second = (int(c) for c in np.argsort(-probs)[:2])
+    if first == label:
+        return f"#{index} RIGHT  true: {names[label]}\npred: {names[first]} ({probs[first]:.2f})"
+    return (f"#{index} WRONG  true: {names[label]} ({probs[label]:.2f})\npred: {names[first]} ({probs[first]:.2f})"
+            f"\n2nd: {names[second]} ({probs[second]:.2f})")
+
+
+def shortfall(probs, labels, chosen, n) -> str:
+    """A sentence when the chosen images hold fewer than n // 2 misclassified
+    or n - n // 2 correct ones (the candidates had no more), else ''."""
+    wrong = probs.argmax(1) != labels
+    have = {"misclassified": int(wrong.sum()), "correct": int((~wrong).sum())}
+    want = {"misclassified": n // 2, "correct": n - n // 2}
+    short = [f"{have[k]} {k}" for k in want if have[k] < want[k]]
+    if not short:
+        return ""
+    got = int(np.sum(wrong[chosen])) if len(chosen) else 0
+    return (f"asked for {n} images, half misclassified, but the {len(labels)} test images predicted have only "
+            f"{' and '.join(short)}: showing {got} misclassified and {len(chosen) - got} correct")
+
+
+def image_note(entry, source) -> str:
+    """A short Markdown note on one explained image: the prediction, and
+    where each map puts its importance (`entry["mass"]`: method ->
+    `mass_shares` of its map), for a reader writing comments on it."""
+    verdict = "RIGHT" if entry["correct"] else "WRONG"
+    lines = [f"# Test image {entry['index']} of {source}: {verdict}", "",
+             f"- true class: {entry['label']}",
+             f"- predicted: {entry['predicted']} (p = {entry['probability']:.3f}); second choice: "
+             f"{entry['second']} (p = {entry['second_probability']:.3f})", "",
+             "Where each map puts its importance (shares of the map's total; an evenly spread map has "
+             "share = area):", "",
+             "| method | central box share | border ring share | peak (row, col) | reading |", "|---|---|---|---|---|"]
+    for name, m in entry["mass"].items():
+        lines.append(f"| {name} | {m['central_share']:.0%} (area {m['central_area']:.0%}) | {m['border_share']:.0%} "
+                     f"(area {m['border_area']:.0%}) | ({m['peak'][0]:.2f}, {m['peak'][1]:.2f}) | {reading(m)} |")
+    lines += ["", "Central box: the middle half of the rows and of the columns; border ring: the outer eighth of "
+              "each side; peak: the map's maximum, as fractions of the height and width."]
+    return "\n".join(lines) + "\n"
+
+
+def reading(m) -> str:
+    """A plain reading of `mass_shares`: centred, on the border, or spread."""
+    if m["central_share"] >= 1.5 * m["central_area"]:
+        return "concentrated in the centre (where the object usually is)"
+    if m["border_share"] >= 1.5 * m["border_area"]:
+        return "mostly on the border (background?)"
+    return "spread over the image"
