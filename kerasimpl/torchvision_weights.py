@@ -189,3 +189,17 @@ def _torch_shape(model, name, part):
         return tuple(bias.shape)
     shape = tuple(kernel.shape)
     return (shape[3], shape[2], shape[0], shape[1]) if len(shape) == 4 else (shape[1], shape[0])
+
+
+def write_random_alexnet_checkpoint(path, seed=0):
+    """A randomly initialised AlexNet (Keras' initialisers, `seed`) saved in
+    torchvision's format: the offline stand-in for `alexnet-owt-7be5be79.pth`
+    (same keys and shapes, no ImageNet knowledge). An existing file is kept,
+    so a resumed run uses the same weights."""
+    if os.path.exists(path):
+        return path
+    from kerasimpl.alexnet import AlexNet
+
+    keras.utils.set_random_seed(int(seed))
+    model = AlexNet(weights=None, input_shape=(63, 63, 3))  # the weights do not depend on the input size
+    return save_alexnet_checkpoint(model, path)
