@@ -262,8 +262,11 @@ def gradcam_layer_name(model, backbone=None) -> str:
     The registry's layer for `backbone` if it names one; else, in a
     kerasimpl classifier, the last global pooling layer inside the backbone
     (ConvNeXt's, or MobileNetV3's top when `keep_top_hidden`), whose INPUT
-    is the feature map (see `feature_map`), else the layer feeding `pool`;
-    else the last layer whose output is a spatial (H, W > 1) feature map.
+    is the feature map (see `feature_map`), else the layer feeding `pool`
+    if spatial; for AlexNet's kept top (flat vectors before `pool`), the
+    registry's layer of the backbone in the model's default name
+    (`alexnet_classifier`: `conv5_relu`); else the last layer whose output
+    is a spatial (H, W > 1) feature map.
     """
     if backbone is not None:
         name = get_spec(backbone).gradcam_layer
@@ -271,7 +274,15 @@ def gradcam_layer_name(model, backbone=None) -> str:
             return name
     names = [layer.name for layer in model.layers]
     if POOL in names and PREPROCESS in names:
-        return _last_feature_map_layer(model)
+        name = _last_feature_map_layer(model)
+        layer = model.get_layer(name)
+        if isinstance(layer, _GLOBAL_POOLS) or len(layer.output.shape) == 4:
+            return name
+        # A kept classifier top (AlexNet: ... conv5_relu, pool5, avgpool, flatten, fc6, fc7): the
+        # registry entry of build_classifier's default name `<backbone>_classifier` names the layer.
+        known = model.name[: -len("_classifier")] if model.name.endswith("_classifier") else None
+        if known in list_backbones() and get_spec(known).gradcam_layer in names:
+            return get_spec(known).gradcam_layer
     for layer in reversed(model.layers):
         shape = getattr(layer, "output", None) is not None and layer.output.shape
         if shape and len(shape) == 4 and shape[1] and shape[1] > 1 and shape[2] > 1:

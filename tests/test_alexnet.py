@@ -194,3 +194,29 @@ def test_keep_top_hidden_ends_at_fc7_relu_with_the_checkpoint_weights(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     assert models.gradcam_layer_name(model, "alexnet") == "conv5_relu"
     assert models.feature_map(model, "conv5_relu").shape[1:] == (3, 3, 256)  # 64 px in
+
+
+@pytest.mark.slow
+def test_saliency_cli_explains_an_imagenet_prediction_from_the_checkpoint(tmp_path):
+    from PIL import Image
+
+    from experiments import saliency
+
+    path = torchvision_weights.write_random_alexnet_checkpoint(str(tmp_path / "alexnet.pth"), seed=5)
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # offline ImageNet class names
+        assert saliency.main(["--backbone", "alexnet", "--weights", path, "--image", str(image), "--method",
+                              "gradcam", "--out", str(out)]) == 0
+        model = models.build_imagenet_classifier("alexnet", weights=path)
+    import json
+
+    report = json.load(open(out / "saliency.json"))
+    assert report["gradcam"]["layer"] == "conv5_relu" and report["input_size"] == [224, 224]
+    assert np.load(out / "gradcam.npy").shape == (224, 224)
+    from kerasimpl.images import read_image
+
+    probs = np.asarray(model.predict(read_image(str(image), (224, 224))[None].astype("float32"), verbose=0))[0]
+    assert report["target"] == int(probs.argmax()) and probs.shape == (1000,)

@@ -115,3 +115,14 @@ def test_alexnet_smoke_preset_pieces_at_tiny_scale(tmp_path):
         report = json.load(open(os.path.join(out, label, "gradcam", "saliency.json")))
         assert len(report["images"]) == 2 and report["methods"]["gradcam"]["options"]["layer"] == "conv5_relu"
         assert os.path.getsize(os.path.join(plots, "alexnet-smoke", f"{label}_gradcam_gallery.png")) > 5_000
+
+
+def test_saved_alexnet_with_its_top_gets_conv5_relu_for_gradcam_without_naming_the_backbone(tmp_path):
+    from kerasimpl.artifacts import load_model, save_model
+
+    model = models.build_classifier("alexnet", 3, input_shape=(32, 32, 3), image_size=63, weights=None,
+                                    freeze_base=False, keep_top_hidden=True, head=HeadConfig((), 0.0))
+    save_model(model, str(tmp_path / "m.keras"))
+    loaded = load_model(str(tmp_path / "m.keras"))
+    assert models.gradcam_layer_name(loaded) == "conv5_relu"  # not fc7_relu, a flat vector
+    assert len(models.feature_map(loaded, models.gradcam_layer_name(loaded)).shape) == 4
