@@ -220,3 +220,29 @@ def test_saliency_cli_explains_an_imagenet_prediction_from_the_checkpoint(tmp_pa
 
     probs = np.asarray(model.predict(read_image(str(image), (224, 224))[None].astype("float32"), verbose=0))[0]
     assert report["target"] == int(probs.argmax()) and probs.shape == (1000,)
+
+
+_LOGITS = """
+import sys, numpy as np
+from kerasimpl.alexnet import AlexNet
+model = AlexNet(weights=sys.argv[1], input_shape=(64, 64, 3), classifier_activation=None)
+np.save(sys.argv[3], np.asarray(model.predict(np.load(sys.argv[2]), verbose=0)))
+"""
+
+
+@pytest.mark.slow
+def test_the_same_checkpoint_gives_the_same_logits_on_torch_and_jax(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    path = torchvision_weights.save_alexnet_checkpoint(_random_alexnet(6), str(tmp_path / "a.pth"))
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32"))
+    outs = {}
+    for backend in ("torch", "jax"):
+        env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+        subprocess.run([sys.executable, "-c", _LOGITS, path, str(tmp_path / "x.npy"), str(tmp_path / f"{backend}.npy")],
+                       check=True, env=env, capture_output=True, timeout=600)
+        outs[backend] = np.load(tmp_path / f"{backend}.npy")
+    assert outs["torch"].shape == (2, 1000) and np.abs(outs["torch"]).max() > 0
+    np.testing.assert_allclose(outs["jax"], outs["torch"], rtol=1e-4, atol=1e-5 * np.abs(outs["torch"]).max())
