@@ -238,9 +238,9 @@ def test_the_same_checkpoint_gives_the_same_logits_on_torch_and_jax(tmp_path):
     pytest.importorskip("jax")
     path = torchvision_weights.save_alexnet_checkpoint(_random_alexnet(6), str(tmp_path / "a.pth"))
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32"))
-    outs = {}
+    outs, root = {}, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for backend in ("torch", "jax"):
-        env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+        env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": root}
         subprocess.run([sys.executable, "-c", _LOGITS, path, str(tmp_path / "x.npy"), str(tmp_path / f"{backend}.npy")],
                        check=True, env=env, capture_output=True, timeout=600)
         outs[backend] = np.load(tmp_path / f"{backend}.npy")
