@@ -329,7 +329,8 @@ def _run_one(row, seed, cfg, data, split, verbose, kind="mlp"):
     probe = kind == "linear-probe"
     run = comparison.row_run(
         name, variant, cfg["weights"], cfg["image_size"] if spec.pretrained else None,
-        HeadConfig(hidden=(), dropout=0.0) if probe else HeadConfig(hidden=tuple(cfg["hidden"]), dropout=cfg["dropout"]),
+        HeadConfig(hidden=(), dropout=0.0) if probe else HeadConfig(hidden=tuple(cfg["hidden"]),
+                                                                     dropout=cfg["dropout"]),
         {"alpha": cfg["alpha"]} if cfg["alpha"] and name.startswith("mobilenet") else {},
         keep_top_hidden=cfg["keep_top_hidden"],
     )
