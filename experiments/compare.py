@@ -26,6 +26,7 @@ import sys
 import time
 import warnings
 
+RANDOM_CHECKPOINT = "random-checkpoint"  # --weights value: a random AlexNet .pth made in the run folder
 PRESETS = {
     # The real experiment: full CIFAR-10, ImageNet weights, 224 px, frozen bases.
     "full": dict(data="cifar10", weights="imagenet", image_size=224, epochs=15,
@@ -34,11 +35,18 @@ PRESETS = {
     # random-weight MobileNetV2, both trained end to end at 32 px.
     "smoke": dict(data="synthetic", weights="none", image_size=32, epochs=8,
                   backbones="smallcnn,mobilenetv2", batch_size=64, alpha=0.35),
+    # Offline, 2 CPU cores, < 10 min, on the real CIFAR-10 subset (--data PATH): the AlexNet
+    # experiment's two rows at 64 px; a random-weights checkpoint in torchvision's format,
+    # written into the run folder, stands in for the ImageNet file; Grad-CAM galleries after.
+    "alexnet-smoke": dict(data=None, weights=RANDOM_CHECKPOINT, image_size=64, epochs=2,
+                          backbones="alexnet:scratch,alexnet:lastlayer", batch_size=64, alpha=None, lr=1e-4,
+                          gradcam_gallery=8),
 }
 
 
 def build_parser():
     from kerasimpl.backbones import list_backbones
+    from kerasimpl.comparison import ROW_VARIANTS
 
     p = argparse.ArgumentParser(
         prog="python -m experiments.compare", description=__doc__,
@@ -46,7 +54,10 @@ def build_parser():
     )
     p.add_argument("--preset", choices=sorted(PRESETS), default="full",
                    help="defaults for the options below (default: full)")
-    p.add_argument("--backbones", help=f"comma-separated, from: {', '.join(list_backbones())}")
+    p.add_argument("--backbones",
+                   help=f"comma-separated rows NAME or NAME:VARIANT; NAME from: {', '.join(list_backbones())}. "
+                        "VARIANT: " + "; ".join(f"{k}: {v}" for k, v in ROW_VARIANTS.items())
+                        + ". E.g. alexnet:scratch,alexnet:lastlayer (the AlexNet experiment, one table)")
     p.add_argument("--data", help="cifar10 (download), synthetic, tfds:NAME, a path to "
                    "cifar-10-python.tar.gz / cifar-10-batches-py/, tiny-imagenet-200.zip / its folder, or a folder of "
                    "images (see above)")
@@ -58,13 +69,17 @@ def build_parser():
                         "--classes 30 is TinyImageNet30) or a file listing class ids/names, one per line")
     p.add_argument("--test-fraction", type=float, default=0.2,
                    help="image folders without test/: share of each class held out as the test set (default 0.2)")
-    p.add_argument("--weights", help="imagenet, none, or a path to a local weights file (single backbone)")
-    p.add_argument("--image-size", type=int, help="size the backbones see (images are resized inside the model)")
+    p.add_argument("--weights", help="imagenet, none, or a path to a local weights file (single backbone; "
+                   "alexnet: torchvision's alexnet-owt-7be5be79.pth); NAME:scratch rows ignore it")
+    p.add_argument("--image-size", type=int,
+                   help="size the pretrained-family backbones see, AlexNet rows included (images are resized inside "
+                        "the model; default: the preset's, else each backbone's own: 224 for alexnet, which its "
+                        "ImageNet weights expect; from scratch 63-96 px is far cheaper, 63 is its minimum)")
     p.add_argument("--alpha", type=float, help="width multiplier for MobileNets")
     p.add_argument("--epochs", type=int, help="epochs of the head (or end-to-end) stage")
     p.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning the top of the base")
     p.add_argument("--finetune-layers", type=int, default=20, help="backbone layers unfrozen for fine-tuning")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3; alexnet-smoke: 1e-4)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--inference-batch-size", type=int,
                    help="images per batch of feature extraction and evaluation, independent of --batch-size "
@@ -99,6 +114,10 @@ def build_parser():
     p.add_argument("--saliency", type=int, default=0, metavar="N",
                    help="after training: explain the same N test images with every compared model, one figure "
                         "(rows: images, columns: backbones), plots/saliency_backbones.png (default 0: none)")
+    p.add_argument("--gradcam-gallery", type=int, metavar="N",
+                   help="after training: per model, Grad-CAM of N test images, half of them misclassified "
+                        "(experiments.saliency --data), as plots/<row>_gradcam_gallery.png (default 0; "
+                        "alexnet-smoke: 8)")
     p.add_argument("--saliency-method", default="gradcam",
                    help="the method of --saliency, from kerasimpl.saliency.list_methods() (default gradcam)")
     p.add_argument("--out", help="run folder (default runs/compare-<preset>-<time>); an existing one resumes when "
@@ -113,12 +132,18 @@ def build_parser():
 def resolve(args):
     """Fill unset options from the preset; return the resolved dict."""
     cfg = dict(PRESETS[args.preset])
-    for key in ("backbones", "data", "weights", "image_size", "alpha", "epochs", "batch_size"):
+    cfg.setdefault("lr", 1e-3)
+    cfg.setdefault("gradcam_gallery", 0)
+    for key in ("backbones", "data", "weights", "image_size", "alpha", "epochs", "batch_size", "lr",
+                "gradcam_gallery"):
         value = getattr(args, key)
         if value is not None:
             cfg[key] = value
+    if cfg["data"] is None:
+        raise ValueError(f"--preset {args.preset} runs on data you name: pass --data PATH (e.g. the CIFAR-10 "
+                         "subset's cifar-10-python-subset.tar.gz, or cifar10 to download the full set)")
     cfg.update({k: getattr(args, k) for k in (
-        "finetune_epochs", "finetune_layers", "lr", "val_fraction", "seed", "seeds", "augment",
+        "finetune_epochs", "finetune_layers", "val_fraction", "seed", "seeds", "augment",
         "hidden", "dropout", "workers", "preset", "distribute", "data_size", "test_fraction", "keep_top_hidden",
         "linear_probe", "inference_batch_size", "saliency", "saliency_method", "classes", "tune")})
     cfg["cache_features"] = not args.no_cache_features
@@ -158,6 +183,13 @@ def run(cfg, plots_dir="", verbose="auto") -> int:
     os.makedirs(out, exist_ok=True)
     if cfg["inference_batch_size"] is None:  # record the batch used, not "default"
         cfg["inference_batch_size"] = runtime.inference_batch_size()
+    if cfg["weights"] == RANDOM_CHECKPOINT:
+        from kerasimpl.torchvision_weights import write_random_alexnet_checkpoint
+
+        cfg["weights"] = write_random_alexnet_checkpoint(os.path.join(out, "alexnet-random-init.pth"), cfg["seed"])
+        cfg["weights_note"] = ("random weights (seeded) saved in torchvision's format stand in for torchvision's "
+                               "ImageNet alexnet-owt-7be5be79.pth (offline)")
+        print(f"[compare] {cfg['weights_note']}: {cfg['weights']}", flush=True)
     data = _load_data(cfg)
     split = data.split(cfg["val_fraction"], cfg["seed"])
     write_json(os.path.join(out, "config.json"), {
@@ -170,17 +202,40 @@ def run(cfg, plots_dir="", verbose="auto") -> int:
         "test_split": test_split_record(data, cfg["data"], cfg["seed"], cfg["test_fraction"], cfg.get("data_size")),
     })
     results = []
-    for name in cfg["backbones"]:
-        for kind in _kinds(name, cfg):
+    for row in cfg["backbones"]:
+        for kind in _kinds(row, cfg):
             seeds = range(cfg["seed"], cfg["seed"] + cfg["seeds"])
-            runs = [_run_one(name, seed, cfg, data, split, verbose, kind) for seed in seeds]
+            runs = [_run_one(row, seed, cfg, data, split, verbose, kind) for seed in seeds]
             results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
         if cfg.get("tune"):
-            results.append(_tuned(name, cfg, data, split, verbose))
+            results.append(_tuned(row, cfg, data, split, verbose))
     _write_outputs(cfg, results, data, plots_dir)
     if cfg.get("saliency"):
         _saliency_figure(cfg, results, data, plots_dir)
+    if cfg.get("gradcam_gallery"):
+        _gradcam_galleries(cfg, results, plots_dir)
     return 0
+
+
+def _gradcam_galleries(cfg, results, plots_dir):
+    """Per model: Grad-CAM of N test images, half misclassified (experiments.saliency --data)."""
+    from experiments import saliency
+    from kerasimpl.artifacts import copy_file
+
+    for r in results:
+        label = r.get("run", r["backbone"])
+        folder = os.path.join(cfg["out"], label if cfg["seeds"] == 1 else os.path.join(label, f"seed{cfg['seed']}"))
+        target = os.path.join(folder, "gradcam")
+        argv = ["--model", os.path.join(folder, "model.keras"), "--data", str(cfg["data"]), "--num-images",
+                str(cfg["gradcam_gallery"]), "--method", "gradcam", "--seed", str(cfg["seed"]), "--out", target]
+        if cfg.get("data_size"):
+            argv += ["--data-size", str(cfg["data_size"])]
+        if saliency.main(argv) != 0:
+            raise RuntimeError(f"the Grad-CAM gallery of {label} failed (see the error above)")
+        gallery = os.path.join(cfg["out"], "plots", f"{label}_gradcam_gallery.png")
+        copy_file(os.path.join(target, "gallery.png"), gallery)
+        if plots_dir:
+            copy_file(gallery, os.path.join(plots_dir, cfg["preset"], os.path.basename(gallery)))
 
 
 def _saliency_figure(cfg, results, data, plots_dir):
@@ -287,10 +342,13 @@ def check_resume(cfg):
 
 def slow_warning(cfg, accelerator) -> str:
     """A warning when VGG16 at >= 128 px would run on a CPU (hours), with the way to skip it; else ''."""
+    from kerasimpl.comparison import parse_row
+
     size = cfg["image_size"] or 224
-    if accelerator or "vgg16" not in cfg["backbones"] or size < 128:
+    vgg = [b for b in cfg["backbones"] if parse_row(b)[0] == "vgg16"]
+    if accelerator or not vgg or size < 128:
         return ""
-    others = ",".join(b for b in cfg["backbones"] if b != "vgg16") or "mobilenetv2"
+    others = ",".join(b for b in cfg["backbones"] if b not in vgg) or "mobilenetv2"
     return (f"vgg16 at {size} px on a CPU takes hours: extracting CIFAR-10's 60,000 images ran at 2.2 img/s "
             f"on 2 CPU cores, about 7.6 h (docs/benchmarks.md). To skip it: --backbones {others} "
             f"(make run ARGS=\"--backbones {others}\")")
@@ -305,22 +363,27 @@ def _warn_if_slow(cfg, accelerator, pause=10):
             time.sleep(pause)
 
 
-def _kinds(name, cfg):
-    """Row kinds for backbone `name`: the MLP head, and a linear probe if asked
-    (frozen pretrained bases only)."""
+def _kinds(row, cfg):
+    """Row kinds for row `row`: the MLP head, and a linear probe if asked
+    (frozen pretrained bases with their ordinary head only)."""
     from kerasimpl.backbones import get_spec
+    from kerasimpl.comparison import parse_row
 
-    frozen = cfg["weights"] is not None and get_spec(name).pretrained and cfg["cache_features"]
+    name, variant = parse_row(row)
+    frozen = (cfg["weights"] is not None and get_spec(name).pretrained and cfg["cache_features"]
+              and variant in (None, "frozen"))
     return ("mlp", "linear-probe") if cfg["linear_probe"] and frozen else ("mlp",)
 
 
 def _validate(cfg):
-    from kerasimpl.backbones import get_spec
+    from kerasimpl.backbones import get_spec, list_backbones
+    from kerasimpl.comparison import parse_row
 
-    for b in cfg["backbones"]:
-        get_spec(b)  # fail early, listing the accepted names
-    if not cfg["backbones"]:
+    rows = [parse_row(b) for b in cfg["backbones"]]  # fail early, listing the accepted names and variants
+    if not rows:
         raise ValueError("--backbones names no backbone. Received: an empty list")
+    if len(set(rows)) != len(rows):
+        raise ValueError(f"A row appears twice in --backbones. Received: {cfg['backbones']}")
     for key, low in (("epochs", 1), ("batch_size", 1), ("seeds", 1), ("finetune_epochs", 0), ("saliency", 0),
                      ("finetune_layers", 0)):
         if cfg[key] < low:
@@ -330,46 +393,56 @@ def _validate(cfg):
     for key in ("val_fraction", "test_fraction"):
         if not 0 < cfg[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be between 0 and 1. Received: {cfg[key]}")
-    pretrained = [b for b in cfg["backbones"] if get_spec(b).pretrained]
-    if cfg["keep_top_hidden"] and not any(get_spec(b).top_hidden for b in cfg["backbones"]):
+    pretrained = sorted({n for n, v in rows if get_spec(n).pretrained and v != "scratch"})
+    if any(v == "lastlayer" for _, v in rows) and cfg["weights"] is None:
+        raise ValueError("NAME:lastlayer keeps pretrained layers: it needs --weights imagenet or a weights file. "
+                         "Received: --weights none")
+    with_top = [n for n in list_backbones() if get_spec(n).top_hidden]
+    if cfg["keep_top_hidden"] and not any(get_spec(n).top_hidden for n, _ in rows):
         raise ValueError(f"--keep-top-hidden applies to backbones whose ImageNet top has a hidden layer "
-                         f"(mobilenetv3large, mobilenetv3small). Received: {cfg['backbones']}")
+                         f"({', '.join(with_top)}). Received: {cfg['backbones']}")
+    if cfg["weights"] == RANDOM_CHECKPOINT and pretrained != ["alexnet"]:
+        raise ValueError(f"--weights {RANDOM_CHECKPOINT} makes a random AlexNet checkpoint: it fits alexnet rows "
+                         f"only. Received it for {pretrained}")
     if cfg["weights"] not in (None, "imagenet") and len(pretrained) > 1:
         raise ValueError(f"A weights file fits one backbone. Received --weights {cfg['weights']} for {pretrained}; "
                          "run them one at a time, or use --weights imagenet / none")
 
 
-def _tuned(name, cfg, data, split, verbose):
-    """--tune: the search (kerasimpl.tuning), then the best configuration trained as row `<name>-tuned`."""
-    from kerasimpl import tuning
+def _tuned(row, cfg, data, split, verbose):
+    """--tune: the search (kerasimpl.tuning), then the best configuration trained as row `<row>-tuned`."""
+    from kerasimpl import comparison, tuning
 
-    print(f"[compare] {name}: hyperparameter search, {cfg['tune']} trials on validation accuracy", flush=True)
-    run, config = _setup(name, cfg["seed"], cfg)
+    name, variant = comparison.parse_row(row)
+    base = f"{name}-{variant}" if variant else name
+    print(f"[compare] {base}: hyperparameter search, {cfg['tune']} trials on validation accuracy", flush=True)
+    run, config = _setup(row, cfg["seed"], cfg)
     chosen = tuning.tune(run, data, split, config, cfg["out"], cfg["tune"], verbose=verbose,
-                         features_folder=os.path.join(cfg["out"], name))
+                         features_folder=os.path.join(cfg["out"], base))
     _, best = tuning.apply(chosen, run, config)
     overrides = {"lr": best.learning_rate, "dropout": chosen["dropout"], "hidden": [int(chosen["head_width"])],
                  "finetune_layers": best.finetune_top_layers, "finetune_epochs": best.finetune_epochs, "seeds": 1}
-    result = _run_one(name, cfg["seed"], {**cfg, **overrides}, data, split, verbose, label=f"{name}-tuned")
+    result = _run_one(row, cfg["seed"], {**cfg, **overrides}, data, split, verbose, label=f"{base}-tuned")
     result.update(trained=f"{result['trained']} (tuned: best of {cfg['tune']} trials on validation)", tuned=chosen)
     return result
 
 
-def _setup(name, seed, cfg, kind="mlp"):
-    """The `BackboneRun` and `TrainConfig` of backbone `name` under `cfg`."""
+def _setup(row, seed, cfg, kind="mlp"):
+    """The `BackboneRun` and `TrainConfig` of row `row` (`NAME` or `NAME:VARIANT`) under `cfg`."""
     from kerasimpl import comparison
     from kerasimpl.backbones import get_spec
     from kerasimpl.heads import HeadConfig
     from kerasimpl.training import TrainConfig
 
+    name, variant = comparison.parse_row(row)
     spec = get_spec(name)
     probe = kind == "linear-probe"
-    run = comparison.BackboneRun(
-        name, cfg["weights"] if spec.pretrained else None, cfg["image_size"] if spec.pretrained else None,
-        {"alpha": cfg["alpha"]} if cfg["alpha"] and name.startswith("mobilenet") else {},
+    run = comparison.row_run(
+        name, variant, cfg["weights"], cfg["image_size"] if spec.pretrained else None,
         HeadConfig(hidden=(), dropout=0.0) if probe else HeadConfig(hidden=tuple(cfg["hidden"]),
                                                                      dropout=cfg["dropout"]),
-        keep_top_hidden=bool(cfg["keep_top_hidden"] and spec.top_hidden),
+        {"alpha": cfg["alpha"]} if cfg["alpha"] and name.startswith("mobilenet") else {},
+        keep_top_hidden=cfg["keep_top_hidden"],
     )
     config = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], learning_rate=cfg["lr"],
                          finetune_epochs=0 if run.end_to_end or probe else cfg["finetune_epochs"],
@@ -379,21 +452,24 @@ def _setup(name, seed, cfg, kind="mlp"):
     return run, config
 
 
-def _run_one(name, seed, cfg, data, split, verbose, kind="mlp", label=None):
-    """Train and evaluate backbone `name` with `seed` (head `kind`); return its result."""
+def _run_one(row, seed, cfg, data, split, verbose, kind="mlp", label=None):
+    """Train and evaluate row `row` (`NAME` or `NAME:VARIANT`) with `seed` (head `kind`); return its result."""
     from kerasimpl import comparison
 
-    run, config = _setup(name, seed, cfg, kind)
+    run, config = _setup(row, seed, cfg, kind)
     probe = kind == "linear-probe"
-    label = label or (f"{name}-linear-probe" if probe else name)
+    name, variant = comparison.parse_row(row)
+    base_label = f"{name}-{variant}" if variant else name
+    label = label or (f"{base_label}-linear-probe" if probe else base_label)
     sub = (lambda n: n) if cfg["seeds"] == 1 else (lambda n: os.path.join(n, f"seed{seed}"))
     folder = os.path.join(cfg["out"], sub(label))
-    print(f"[compare] {label} (seed {seed}, {run.weights or 'random'} weights, "
-          f"{'end to end' if run.end_to_end else 'frozen base'}) -> {folder}", flush=True)
+    how = ("end to end" if run.end_to_end else
+           "frozen features, top trained" if run.train_top_hidden else "frozen base")
+    print(f"[compare] {label} (seed {seed}, {run.weights or 'random'} weights, {how}) -> {folder}", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Keras' input-size notes for non-224 MobileNets
         result = comparison.run_backbone(run, data, split, config, folder, verbose=verbose,
-                                         features_folder=os.path.join(cfg["out"], sub(name)))
+                                         features_folder=os.path.join(cfg["out"], sub(base_label)))
     result["run"] = label
     print(f"[compare] {label}: test accuracy {result['test_accuracy']:.2%}, train {result['train_seconds']:.0f} s",
           flush=True)
@@ -431,6 +507,8 @@ def _note(cfg, data):
         parts.append("NOT the full CIFAR-10 test set: figures are for this data only")
     if cfg["weights"] is None:
         parts.append("random initial weights (no ImageNet): backbones trained end to end")
+    if cfg.get("weights_note"):
+        parts.append(cfg["weights_note"])
     return "; ".join(parts) + "."
 
 

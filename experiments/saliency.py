@@ -57,7 +57,7 @@ def build_parser():
     src.add_argument("--backbone", help=f"an ImageNet classifier: {', '.join(list_backbones())}")
     p.add_argument("--weights", default="imagenet",
                    help="with --backbone: imagenet, none, or the local path of Keras' WITH-TOP weights file "
-                        "(the error without internet names it)")
+                        "(the error without internet names it; alexnet: torchvision's alexnet-owt-7be5be79.pth)")
     p.add_argument("--class-index", help="with --backbone: a local imagenet_class_index.json (Keras' format)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--image", help="any image file (converted to RGB, resized to the model input)")

@@ -16,6 +16,8 @@ from typing import Callable, Optional
 import keras
 from keras import layers
 
+from kerasimpl.alexnet import AlexNet
+
 
 @dataclasses.dataclass(frozen=True)
 class BackboneSpec:
@@ -43,6 +45,9 @@ class BackboneSpec:
             `keep_top_hidden=True` keeps (MobileNetV3: the 1x1 `conv_2`,
             1280 units, whose activation then feeds the new classifier).
         top_hidden_dim: width of that hidden layer.
+        top_first: first layer of the ImageNet top (AlexNet: `avgpool`);
+            `train_top_hidden=True` keeps it and the layers after it trainable
+            on a frozen base.
     """
 
     name: str
@@ -57,6 +62,7 @@ class BackboneSpec:
     pooling: Optional[str] = None
     top_hidden: Optional[str] = None
     top_hidden_dim: Optional[int] = None
+    top_first: Optional[str] = None
 
 
 _REGISTRY: dict = {}
@@ -267,4 +273,9 @@ _CATALOG = (
 for _name, _builder, _size, _prep, _dim, _cam, _extra in _CATALOG:
     register(BackboneSpec(_name, _builder, _size, _prep, _dim, _cam, **_extra))
 register(BackboneSpec("smallcnn", SmallCNN, 32, "cifar", 128, "smallcnn_out", pretrained=False, min_size=8))
+# torchvision's AlexNet (kerasimpl.alexnet): ImageNet mean/std on [0, 1], as torchvision's
+# transforms; Grad-CAM on conv5's ReLU (torchvision's features[11]); keep_top_hidden ends at
+# fc7's ReLU (the 4096-unit input of classifier[6]). Weights: torchvision's .pth checkpoints.
+register(BackboneSpec("alexnet", AlexNet, 224, "torch", 256, "conv5_relu", min_size=63, top_hidden="fc7",
+                      top_hidden_dim=4096, top_first="avgpool"))
 del A, _M, _name, _builder, _size, _prep, _dim, _cam, _extra

@@ -30,7 +30,9 @@ class BackboneRun:
         image_size: size the backbone sees (`None`: the spec's default).
         backbone_kwargs: builder arguments, e.g. `{"alpha": 0.35}`.
         head: head configuration.
-        keep_top_hidden: keep the ImageNet top's hidden layer (MobileNetV3).
+        keep_top_hidden: keep the ImageNet top's hidden layer (MobileNetV3, AlexNet).
+        train_top_hidden: with `keep_top_hidden` on a frozen base, train the
+            kept top's layers too (AlexNet's fc6, fc7; the `lastlayer` row).
     """
 
     backbone: str
@@ -39,11 +41,64 @@ class BackboneRun:
     backbone_kwargs: dict = dataclasses.field(default_factory=dict)
     head: HeadConfig = HeadConfig()
     keep_top_hidden: bool = False
+    train_top_hidden: bool = False
 
     @property
     def end_to_end(self) -> bool:
         """Random-weight or from-scratch bases are trained whole, not frozen."""
         return self.weights is None or not get_spec(self.backbone).pretrained
+
+
+# Row variants of `experiments.compare --backbones NAME:VARIANT` (AlexNet's two experiment rows).
+ROW_VARIANTS = {
+    "scratch": "random weights, trained end to end; a backbone whose ImageNet top has hidden layers keeps "
+               "its own classifier (AlexNet: the whole torchvision AlexNet, last layer N-wide)",
+    "lastlayer": "pretrained (--weights) features frozen, the ImageNet top's hidden layers kept AND trained "
+                 "(AlexNet: fc6, fc7), only the last layer new: torchvision's classifier[6] = Linear(4096, N)",
+    "frozen": "pretrained (--weights) base frozen, a new --hidden/--dropout head on its pooled features "
+              "(the same as NAME alone)",
+}
+
+
+def parse_row(text):
+    """`"alexnet:lastlayer"` -> `("alexnet", "lastlayer")`; `"vgg16"` -> `("vgg16", None)`.
+
+    Raises:
+        ValueError: an unknown backbone or variant, or a variant the backbone
+            cannot take; the message lists what is accepted.
+    """
+    name, _, variant = str(text).strip().lower().partition(":")
+    spec = get_spec(name)
+    if not variant:
+        return spec.name, None
+    if variant not in ROW_VARIANTS:
+        raise ValueError(f"Unknown row variant in {text!r}. Accepted: {', '.join(ROW_VARIANTS)} (NAME:VARIANT)")
+    if variant in ("lastlayer", "frozen") and not spec.pretrained:
+        raise ValueError(f"{text!r}: {spec.name} has no pretrained weights. Accepted for it: {spec.name}:scratch")
+    if variant == "lastlayer" and not spec.top_first:
+        from kerasimpl.backbones import list_backbones
+
+        accepted = [n for n in list_backbones() if get_spec(n).top_first]
+        raise ValueError(f"{text!r}: 'lastlayer' needs a backbone whose ImageNet top is kept and trained. "
+                         f"Accepted: {', '.join(f'{n}:lastlayer' for n in accepted)}")
+    return spec.name, variant
+
+
+def row_run(name, variant, weights, image_size, head, backbone_kwargs=None, keep_top_hidden=False):
+    """The `BackboneRun` of one compare row (`variant` from `ROW_VARIANTS` or `None`).
+
+    `head` is the configured head of ordinary rows; `scratch` on a backbone
+    with a top hidden layer and `lastlayer` replace only the last layer
+    (`HeadConfig((), 0.0)`: torchvision's `classifier[6]` has no dropout before it).
+    """
+    spec = get_spec(name)
+    own_top = variant == "lastlayer" or (variant == "scratch" and spec.top_hidden is not None)
+    return BackboneRun(
+        name, None if variant == "scratch" or not spec.pretrained else weights, image_size,
+        dict(backbone_kwargs or {}), HeadConfig((), 0.0) if own_top else head,
+        keep_top_hidden=own_top or bool(keep_top_hidden and spec.top_hidden and variant is None),
+        train_top_hidden=variant == "lastlayer",
+    )
 
 
 def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="auto", features_folder=None) -> dict:
@@ -64,6 +119,7 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
         run.backbone, data.num_classes, input_shape=data.image_shape, image_size=run.image_size,
         weights=run.weights, head=run.head, freeze_base=not run.end_to_end,
         class_names=data.class_names, backbone_kwargs=run.backbone_kwargs, keep_top_hidden=run.keep_top_hidden,
+        train_top_hidden=run.train_top_hidden and not run.end_to_end,
     )
     seconds = training.train_classifier(model, data, split, config, folder, verbose=verbose,
                                         features_folder=features_folder)
@@ -134,7 +190,7 @@ def evaluate(model, run, data, split, config, features_folder, eval_batch=None, 
     computed fresh. Either way they come from `training.extract_features`:
     on torch the compiled native program, else `model.predict`.
     """
-    if not run.end_to_end and config.cache_features and not config.finetune_epochs:
+    if not run.end_to_end and config.cache_features and not config.finetune_epochs and not run.train_top_hidden:
         test = training.split_features(model, data, data.x_test, np.arange(len(data.y_test)), "test",
                                        features_folder, config, verbose)
         val = training.split_features(model, data, data.x_train, split.val, "val", features_folder, config,
@@ -157,7 +213,10 @@ def head_probabilities(model, features, batch_size=1024):
 def _trained(run, config, folder):
     """The row kind: end-to-end, frozen base (+ fine-tune), linear probe (L2)."""
     if run.end_to_end:
-        return "end-to-end"
+        return "end-to-end" + (" (own ImageNet-style classifier)" if run.keep_top_hidden else "")
+    if run.train_top_hidden:
+        return "frozen features + pretrained top trained, last layer new" + (
+            " + fine-tune" if config.finetune_epochs else "")
     if config.head_kind == "linear-probe":
         with open(os.path.join(folder, "probe.json")) as f:
             return f"linear probe (L2 {json.load(f)['l2']:g})"

@@ -1,6 +1,7 @@
-"""The two Keras layers kerasimpl adds: in-model preprocessing and labelled softmax.
+"""The Keras layers kerasimpl adds: in-model preprocessing, labelled softmax,
+and torch's adaptive average pooling (AlexNet).
 
-Both are registered serializable layers, so a saved classifier reloads with
+All are registered serializable layers, so a saved classifier reloads with
 `safe_mode=True` on any backend once `kerasimpl` is imported.
 """
 
@@ -88,3 +89,53 @@ class LabeledSoftmax(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "class_names": list(self.class_names)}
+
+
+@keras.saving.register_keras_serializable(package="kerasimpl")
+class AdaptiveAveragePooling2D(keras.layers.Layer):
+    """`torch.nn.AdaptiveAvgPool2d` for channels-last images, in `keras.ops`.
+
+    Output cell `(i, j)` of an `(oh, ow)` output averages input rows
+    `floor(i * H / oh) .. ceil((i + 1) * H / oh) - 1` and the same for
+    columns: bins may overlap, and an input smaller than the output repeats
+    rows (AlexNet's 1x1 map at 63 px becomes 6x6). Computed as two small
+    matrix products with those averaging matrices, so it runs on every
+    backend and differentiates for Grad-CAM.
+
+    Reference: PyTorch `aten/src/ATen/native/AdaptiveAveragePooling.cpp`
+    (`start_index`, `end_index`).
+
+    Args:
+        output_size: int or `(height, width)`.
+    """
+
+    def __init__(self, output_size, **kwargs):
+        super().__init__(**kwargs)
+        size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+        if len(size) != 2 or not all(isinstance(s, int) and s >= 1 for s in size):
+            raise ValueError(f"output_size must be a positive int or (height, width). Received: {output_size!r}")
+        self.output_size = size
+
+    def call(self, x):
+        h, w = x.shape[1], x.shape[2]
+        rows = ops.convert_to_tensor(adaptive_pool_matrix(h, self.output_size[0]), x.dtype)
+        cols = ops.convert_to_tensor(adaptive_pool_matrix(w, self.output_size[1]), x.dtype)
+        x = ops.einsum("ih,nhwc->niwc", rows, x)
+        return ops.einsum("jw,niwc->nijc", cols, x)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.output_size, input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": list(self.output_size)}
+
+
+def adaptive_pool_matrix(size, out):
+    """(out, size) float32 matrix whose row i averages torch's i-th adaptive bin."""
+    import numpy as np
+
+    m = np.zeros((out, size), np.float32)
+    for i in range(out):
+        start, end = (i * size) // out, -(-((i + 1) * size) // out)
+        m[i, start:end] = 1.0 / (end - start)
+    return m

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from kerasimpl.backbones import build_backbone, get_spec
+from kerasimpl.backbones import build_backbone, get_spec, list_backbones
 from kerasimpl.heads import HeadConfig, build_head
 from kerasimpl.layers import LabeledSoftmax, Preprocess
 
@@ -33,6 +33,7 @@ def build_classifier(
     class_names=None,
     backbone_kwargs=None,
     keep_top_hidden=False,
+    train_top_hidden=False,
     bn_momentum="auto",
     name=None,
 ) -> keras.Model:
@@ -56,6 +57,10 @@ def build_classifier(
             (MobileNetV3: 1280 units for Large, 1024 for Small) and put the new
             head on its activation: with `head=HeadConfig((), 0.2)` that is the
             reference run's "replace only the last classifier layer".
+        train_top_hidden: with `keep_top_hidden` and a frozen base, the kept
+            ImageNet top's layers (from `spec.top_first`; AlexNet: fc6 and
+            fc7) stay trainable: torchvision's "freeze `features`, replace
+            `classifier[6]`" experiment.
         bn_momentum: momentum of the backbone's BatchNormalization moving
             statistics. `"auto"`: 0.9 when a `keras.applications` backbone is
             trained end to end from random weights (their 0.99-0.999 is made
@@ -66,6 +71,11 @@ def build_classifier(
         name: model name (default `<backbone>_classifier`).
     """
     spec = get_spec(backbone)
+    if train_top_hidden and not (keep_top_hidden and spec.top_first):
+        accepted = [n for n in list_backbones() if get_spec(n).top_first]
+        raise ValueError(f"train_top_hidden needs keep_top_hidden=True and a backbone whose ImageNet top is "
+                         f"trainable here. Received: {spec.name}, keep_top_hidden={keep_top_hidden}. "
+                         f"Accepted: {', '.join(accepted)}")
     image_size = int(image_size or spec.input_size)
     class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     if len(class_names) != num_classes:
@@ -99,6 +109,8 @@ def build_classifier(
                 layer.momentum = float(bn_momentum)
     if freeze_base:
         set_base_trainable(model, False)
+        if train_top_hidden:
+            unfreeze(model, from_layer=spec.top_first)
     return model
 
 
@@ -253,8 +265,11 @@ def gradcam_layer_name(model, backbone=None) -> str:
     The registry's layer for `backbone` if it names one; else, in a
     kerasimpl classifier, the last global pooling layer inside the backbone
     (ConvNeXt's, or MobileNetV3's top when `keep_top_hidden`), whose INPUT
-    is the feature map (see `feature_map`), else the layer feeding `pool`;
-    else the last layer whose output is a spatial (H, W > 1) feature map.
+    is the feature map (see `feature_map`), else the layer feeding `pool`
+    if spatial; for AlexNet's kept top (flat vectors before `pool`), the
+    registry's layer of the backbone in the model's default name
+    (`alexnet_classifier`: `conv5_relu`); else the last layer whose output
+    is a spatial (H, W > 1) feature map.
     """
     if backbone is not None:
         name = get_spec(backbone).gradcam_layer
@@ -262,7 +277,15 @@ def gradcam_layer_name(model, backbone=None) -> str:
             return name
     names = [layer.name for layer in model.layers]
     if POOL in names and PREPROCESS in names:
-        return _last_feature_map_layer(model)
+        name = _last_feature_map_layer(model)
+        layer = model.get_layer(name)
+        if isinstance(layer, _GLOBAL_POOLS) or len(layer.output.shape) == 4:
+            return name
+        # A kept classifier top (AlexNet: ... conv5_relu, pool5, avgpool, flatten, fc6, fc7): the
+        # registry entry of build_classifier's default name `<backbone>_classifier` names the layer.
+        known = model.name[: -len("_classifier")] if model.name.endswith("_classifier") else None
+        if known in list_backbones() and get_spec(known).gradcam_layer in names:
+            return get_spec(known).gradcam_layer
     for layer in reversed(model.layers):
         shape = getattr(layer, "output", None) is not None and layer.output.shape
         if shape and len(shape) == 4 and shape[1] and shape[1] > 1 and shape[2] > 1:

@@ -297,6 +297,11 @@ def _convert(layer, torch):
         return lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
     if isinstance(layer, ki_layers.Preprocess):
         return _preprocess(layer.mode, torch)
+    if isinstance(layer, ki_layers.AdaptiveAveragePooling2D):  # AlexNet's avgpool: torch's own op
+        size = tuple(layer.output_size)
+        return lambda x: F.adaptive_avg_pool2d(x, size)
+    if kind == "Flatten":  # Keras flattens channels-last: (N, C, H, W) -> (N, H*W*C)
+        return lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], -1) if x.dim() == 4 else x.reshape(x.shape[0], -1)
     raise NotImplementedError(f"layer {layer.name!r} of type {kind} is not supported by compile_frozen")
 
 

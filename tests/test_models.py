@@ -35,7 +35,8 @@ def test_every_backbone_builds_a_flat_probability_model(name):
     assert models.class_names_of(model) == ["0", "1", "2"]
 
 
-PRETRAINED = [n for n in backbones.list_backbones() if backbones.get_spec(n).pretrained]
+# Entries built from keras.applications (AlexNet is compared with torchvision in test_torchvision.py).
+PRETRAINED = [n for n in backbones.list_backbones() if backbones.get_spec(n).preprocess_module]
 
 
 @pytest.mark.parametrize("name", PRETRAINED)
@@ -84,7 +85,7 @@ def test_keep_top_hidden_reuses_the_imagenet_hidden_layer(name, width, tmp_path)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     layer = models.gradcam_layer_name(model, name)
     assert models.feature_map(model, layer).shape[-1] != width  # the last conv map, not the 1x1 top
-    with pytest.raises(ValueError, match="keep_top_hidden needs.*Accepted: mobilenetv3large, mobilenetv3small"):
+    with pytest.raises(ValueError, match="keep_top_hidden needs.*Accepted: alexnet, mobilenetv3large, mobilenetv3small"):
         models.build_classifier("resnet50", 3, image_size=32, weights=None, keep_top_hidden=True)
 
 

@@ -77,3 +77,26 @@ def test_unsupported_layer_is_named():
     model = keras.Model(inp, keras.layers.Conv2DTranspose(2, 3, name="upconv")(inp))
     with pytest.raises(NotImplementedError, match="upconv" if ON_TORCH else "torch backend"):
         compile_frozen(model)
+
+
+@pytest.mark.parametrize("size", [63, 64, 100])
+def test_compiled_alexnet_features_through_avgpool_and_flatten_equal_keras(size):
+    """AlexNet's frozen features (ZeroPadding2D, biased convs, valid max-pools),
+    its adaptive 6x6 pool and the channels-last flatten feeding fc6."""
+    from kerasimpl.alexnet import AlexNet
+
+    keras.utils.set_random_seed(0)
+    net = AlexNet(weights=None, input_shape=(size, size, 3))
+    for layer in net.layers:
+        if getattr(layer, "use_bias", False):
+            layer.bias.assign(np.random.default_rng(1).normal(0, 0.1, layer.bias.shape).astype("float32"))
+    sub = keras.Model(net.input, net.get_layer("flatten").output)
+    if not ON_TORCH:
+        with pytest.raises(NotImplementedError, match="torch backend"):
+            compile_frozen(sub)
+        return
+    x = np.random.default_rng(size).normal(size=(2, size, size, 3)).astype("float32")
+    ref = np.asarray(sub.predict_on_batch(x))
+    got = compile_frozen(sub)(x)
+    assert got.shape == ref.shape == (2, 9216) and np.abs(ref).max() > 1e-6
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())

@@ -1,0 +1,248 @@
+"""AlexNet: the adaptive pool, torchvision checkpoint conversion, safety of loading.
+
+The equality with torchvision itself is in test_torchvision.py (needs torchvision).
+"""
+
+import hashlib
+import os
+import pickle
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+from kerasimpl import models, torchvision_weights
+from kerasimpl.alexnet import AlexNet
+from kerasimpl.heads import HeadConfig
+from kerasimpl.layers import AdaptiveAveragePooling2D
+
+# torchvision.models.alexnet().state_dict(): keys and shapes (its published architecture).
+TORCHVISION_SHAPES = {
+    "features.0.weight": (64, 3, 11, 11), "features.0.bias": (64,),
+    "features.3.weight": (192, 64, 5, 5), "features.3.bias": (192,),
+    "features.6.weight": (384, 192, 3, 3), "features.6.bias": (384,),
+    "features.8.weight": (256, 384, 3, 3), "features.8.bias": (256,),
+    "features.10.weight": (256, 256, 3, 3), "features.10.bias": (256,),
+    "classifier.1.weight": (4096, 9216), "classifier.1.bias": (4096,),
+    "classifier.4.weight": (4096, 4096), "classifier.4.bias": (4096,),
+    "classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,),
+}
+
+
+def adaptive_pool_reference(x, out):
+    """Loop form of torch's AdaptiveAvgPool2d on (N, H, W, C)."""
+    n, h, w, c = x.shape
+    y = np.zeros((n, out[0], out[1], c), np.float64)
+    for i in range(out[0]):
+        h0, h1 = int(np.floor(i * h / out[0])), int(np.ceil((i + 1) * h / out[0]))
+        for j in range(out[1]):
+            w0, w1 = int(np.floor(j * w / out[1])), int(np.ceil((j + 1) * w / out[1]))
+            y[:, i, j] = x[:, h0:h1, w0:w1].mean(axis=(1, 2))
+    return y
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (2, 3), (5, 5), (6, 6), (7, 13), (13, 13), (12, 12), (27, 9)])
+def test_adaptive_pool_equals_torch_bins(h, w):
+    x = np.random.default_rng(h * 31 + w).normal(size=(2, h, w, 4)).astype("float32")
+    got = keras.ops.convert_to_numpy(AdaptiveAveragePooling2D((6, 6))(x))
+    np.testing.assert_allclose(got, adaptive_pool_reference(x, (6, 6)), rtol=1e-5, atol=1e-6)
+    assert AdaptiveAveragePooling2D((6, 6)).compute_output_shape((None, h, w, 4)) == (None, 6, 6, 4)
+
+
+def test_adaptive_pool_serializes_and_validates():
+    layer = AdaptiveAveragePooling2D((3, 2), name="p")
+    clone = AdaptiveAveragePooling2D.from_config(layer.get_config())
+    assert clone.output_size == (3, 2)
+    with pytest.raises(ValueError, match=r"output_size must be .*Received: \(0, 6\)"):
+        AdaptiveAveragePooling2D((0, 6))
+
+
+def test_alexnet_has_torchvision_parameter_count_and_accepts_63_px_not_62():
+    model = AlexNet(weights=None, input_shape=(63, 63, 3))
+    assert model.count_params() == 61_100_840  # torchvision's AlexNet
+    assert model.get_layer("pool5").output.shape[1:3] == (1, 1)  # the smallest map
+    assert model.get_layer("avgpool").output.shape[1:] == (6, 6, 256)
+    with pytest.raises(ValueError, match=r"H, W >= 63. Received: \(62, 62, 3\)"):
+        AlexNet(weights=None, input_shape=(62, 62, 3))
+
+
+def test_fc6_reorder_maps_torch_flatten_to_keras_flatten():
+    """W @ map.flatten() in torch's (C, H, W) order equals the converted
+    kernel applied to Keras' (H, W, C) flatten of the same map."""
+    rng = np.random.default_rng(0)
+    w_torch = rng.normal(size=(5, 9216)).astype("float32")
+    fmap = rng.normal(size=(256, 6, 6)).astype("float32")  # (C, H, W)
+    expected = w_torch @ fmap.reshape(-1)
+    kernel = torchvision_weights.to_keras("fc6", "classifier.1.weight", w_torch)
+    assert kernel.shape == (9216, 5)
+    np.testing.assert_allclose(fmap.transpose(1, 2, 0).reshape(-1) @ kernel, expected, rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(torchvision_weights.to_torch("fc6", ".weight", kernel), w_torch)
+
+
+def _random_alexnet(seed, size=64):
+    keras.utils.set_random_seed(seed)
+    model = AlexNet(weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    for w in model.weights:  # biases too: the conversion must carry them
+        w.assign(np.random.default_rng(seed).normal(0, 0.05, w.shape).astype("float32"))
+    return model
+
+
+def test_checkpoint_round_trip_has_torchvision_keys_and_loads_back(tmp_path):
+    a = _random_alexnet(1)
+    path = torchvision_weights.save_alexnet_checkpoint(a, str(tmp_path / "alexnet.pth"))
+    state = torch.load(path, weights_only=True)
+    assert {k: tuple(v.shape) for k, v in state.items()} == TORCHVISION_SHAPES
+    b = AlexNet(weights=path, input_shape=(96, 96, 3), classifier_activation=None)  # any size: same weights
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb))
+    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32")
+    c = AlexNet(weights=path, input_shape=(64, 64, 3), classifier_activation=None)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(c(x)), keras.ops.convert_to_numpy(a(x)), rtol=1e-5,
+                               atol=1e-6)
+    no_top = AlexNet(include_top=False, weights=path, input_shape=(64, 64, 3))  # convolutions only
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(no_top.get_layer("conv5").kernel),
+                                  keras.ops.convert_to_numpy(a.get_layer("conv5").kernel))
+
+
+class _RunsCode:
+    """Unpickling this object runs `touch marker` (a real malicious payload)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"features.0.weight": _RunsCode(marker)}, path)
+    with pytest.raises(ValueError, match="Refused to load .*evil.pth.*never loaded"):
+        AlexNet(weights=str(path), input_shape=(64, 64, 3))
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # the payload is real: an unrestricted load runs it
+    assert marker.exists()
+
+
+def test_wrong_keys_and_shapes_name_the_expected_ones(tmp_path):
+    state = torchvision_weights.alexnet_state_dict(_random_alexnet(2))
+    del state["features.3.bias"]
+    state["classifier.6.weight"] = torch.zeros(10, 4096)
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"Missing: \['features.3.bias'\]; wrong shapes: \['classifier.6.weight: "
+                                         r"\(10, 4096\), expected \(1000, 4096\)'\]. Expected: features.0.weight"):
+        AlexNet(weights=str(path), input_shape=(64, 64, 3))
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="Expected a state_dict"):
+        AlexNet(weights=str(tmp_path / "list.pth"), input_shape=(64, 64, 3))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="Not a torch checkpoint|Refused"):
+        AlexNet(weights=str(tmp_path / "junk.pth"), input_shape=(64, 64, 3))
+    with pytest.raises(ValueError, match="weights file not found.*Accepted: None, 'imagenet'"):
+        AlexNet(weights=str(tmp_path / "missing.pth"), input_shape=(64, 64, 3))
+
+
+def test_imagenet_download_checks_the_hash_prefix(monkeypatch, tmp_path):
+    path = str(tmp_path / torchvision_weights.FILE_NAME)
+    torchvision_weights.save_alexnet_checkpoint(_random_alexnet(3), path)
+    requested = []
+
+    def fake_get_file(fname, origin, **kw):
+        requested.append((fname, origin, kw.get("cache_subdir")))
+        return path
+
+    monkeypatch.setattr("keras.src.utils.file_utils.get_file", fake_get_file)
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    monkeypatch.setattr(torchvision_weights, "HASH_PREFIX", digest[:8])
+    model = AlexNet(weights="imagenet", input_shape=(64, 64, 3))
+    assert requested == [(torchvision_weights.FILE_NAME, torchvision_weights.URL, "models")]
+    assert model.get_layer("predictions").units == 1000
+    monkeypatch.setattr(torchvision_weights, "HASH_PREFIX", "00000000" if digest[:8] != "00000000" else "11111111")
+    with pytest.raises(RuntimeError, match="does not start with .*deleted it"):
+        AlexNet(weights="imagenet", input_shape=(64, 64, 3))
+    assert not os.path.exists(path)  # as torch.hub: a mismatching file does not stay in the cache
+
+
+def test_offline_imagenet_names_the_file_and_url(monkeypatch, tmp_path):
+    def offline(url, target, *a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", offline)
+    with pytest.raises(RuntimeError, match=r"alexnet-owt-7be5be79.pth from https://download.pytorch.org/models/"
+                                           r"alexnet-owt-7be5be79.pth.*weights=PATH"):
+        models.build_classifier("alexnet", 3, image_size=64, weights="imagenet")
+
+
+def test_keep_top_hidden_ends_at_fc7_relu_with_the_checkpoint_weights(tmp_path):
+    full = _random_alexnet(4)
+    path = torchvision_weights.save_alexnet_checkpoint(full, str(tmp_path / "a.pth"))
+    keras.utils.set_random_seed(9)
+    model = models.build_classifier("alexnet", 3, input_shape=(32, 32, 3), image_size=64, weights=path,
+                                    keep_top_hidden=True, head=HeadConfig((), 0.0))
+    assert model.get_layer(models.POOL).output.shape[-1] == 4096
+    assert [type(l).__name__ for l in model.get_layer(models.HEAD).layers] == ["Dense"]
+    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+    pre = keras.ops.convert_to_numpy(keras.Model(model.input, model.get_layer("preprocess").output)(x))
+    expected = keras.ops.convert_to_numpy(keras.Model(full.input, full.get_layer("fc7_relu").output)(pre))
+    got = keras.ops.convert_to_numpy(models.feature_extractor(model)(x))
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    assert models.gradcam_layer_name(model, "alexnet") == "conv5_relu"
+    assert models.feature_map(model, "conv5_relu").shape[1:] == (3, 3, 256)  # 64 px in
+
+
+@pytest.mark.slow
+def test_saliency_cli_explains_an_imagenet_prediction_from_the_checkpoint(tmp_path):
+    from PIL import Image
+
+    from experiments import saliency
+
+    path = torchvision_weights.write_random_alexnet_checkpoint(str(tmp_path / "alexnet.pth"), seed=5)
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # offline ImageNet class names
+        assert saliency.main(["--backbone", "alexnet", "--weights", path, "--image", str(image), "--method",
+                              "gradcam", "--out", str(out)]) == 0
+        model = models.build_imagenet_classifier("alexnet", weights=path)
+    import json
+
+    report = json.load(open(out / "saliency.json"))
+    assert report["gradcam"]["layer"] == "conv5_relu" and report["input_size"] == [224, 224]
+    assert np.load(out / "gradcam.npy").shape == (224, 224)
+    from kerasimpl.images import read_image
+
+    probs = np.asarray(model.predict(read_image(str(image), (224, 224))[None].astype("float32"), verbose=0))[0]
+    assert report["target"] == int(probs.argmax()) and probs.shape == (1000,)
+
+
+_LOGITS = """
+import sys, numpy as np
+from kerasimpl.alexnet import AlexNet
+model = AlexNet(weights=sys.argv[1], input_shape=(64, 64, 3), classifier_activation=None)
+np.save(sys.argv[3], np.asarray(model.predict(np.load(sys.argv[2]), verbose=0)))
+"""
+
+
+@pytest.mark.slow
+def test_the_same_checkpoint_gives_the_same_logits_on_torch_and_jax(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    path = torchvision_weights.save_alexnet_checkpoint(_random_alexnet(6), str(tmp_path / "a.pth"))
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32"))
+    outs, root = {}, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for backend in ("torch", "jax"):
+        env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": root}
+        subprocess.run([sys.executable, "-c", _LOGITS, path, str(tmp_path / "x.npy"), str(tmp_path / f"{backend}.npy")],
+                       check=True, env=env, capture_output=True, timeout=600)
+        outs[backend] = np.load(tmp_path / f"{backend}.npy")
+    assert outs["torch"].shape == (2, 1000) and np.abs(outs["torch"]).max() > 0
+    np.testing.assert_allclose(outs["jax"], outs["torch"], rtol=1e-4, atol=1e-5 * np.abs(outs["torch"]).max())
