@@ -266,6 +266,14 @@ class ScoreCAM(LayerMethod):
     def options(self) -> dict:
         return {"layer": self.layer, "batch_size": self.batch_size}
 
+    def _scores(self, batch):
+        """Target scores of masked images: features then rest, on the fast path (`kerasimpl.inference`)."""
+        from kerasimpl.inference import Forward
+
+        if getattr(self, "_fast_scores", None) is None or self._fast_scores.precision != self.precision:
+            self._fast_scores = Forward(keras.Model(self.model.input, score_tensor(self.model)), self.precision)
+        return self._fast_scores(batch)
+
     def _cam(self, acts, grads, images, targets):
         _, h, w, k = acts.shape
         rh = ops.convert_to_tensor(interpolation_matrix(h, self.input_size[0], align_corners=True))
@@ -280,9 +288,7 @@ class ScoreCAM(LayerMethod):
             scores = []
             for s in range(0, k, self.batch_size):
                 batch = images[i][None] * masks[s:s + self.batch_size, :, :, None]
-                with no_grad():
-                    logits = self.rest(self.features(batch, training=False), training=False)
-                scores.append(ops.convert_to_numpy(logits)[:, target])
+                scores.append(self._scores(batch)[:, target])
             weights.append(softmax(np.concatenate(scores)))
         weights = ops.convert_to_tensor(np.stack(weights).astype("float32"))[:, None, None, :]
         return ops.sum(weights * ops.cast(acts, "float32"), axis=-1)
