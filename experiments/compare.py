@@ -89,14 +89,26 @@ def build_parser():
                         "(rows: images, columns: backbones), plots/saliency_backbones.png (default 0: none)")
     p.add_argument("--saliency-method", default="gradcam",
                    help="the method of --saliency, from kerasimpl.saliency.list_methods() (default gradcam)")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="compute precision (default auto): extraction/evaluation run the compiled program under "
+                        "autocast, training under Keras' mixed_bfloat16 / mixed_float16 policy; saved models are "
+                        "float32. " + _describe_auto())
     p.add_argument("--out", help="run folder (default runs/compare-<preset>-<time>); an existing one resumes")
     p.add_argument("--plots-dir", default="plots", help="also copy the plots to DIR/<preset>/ ('' to skip)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
+def _describe_auto():
+    from kerasimpl.precision import describe_auto
+
+    return describe_auto()
+
+
 def resolve(args):
     """Fill unset options from the preset; return the resolved dict."""
+    from kerasimpl import precision
+
     cfg = dict(PRESETS[args.preset])
     for key in ("backbones", "data", "weights", "image_size", "alpha", "epochs", "batch_size"):
         value = getattr(args, key)
@@ -107,6 +119,8 @@ def resolve(args):
         "hidden", "dropout", "workers", "preset", "distribute", "data_size", "test_fraction", "keep_top_hidden",
         "linear_probe", "inference_batch_size", "saliency", "saliency_method")})
     cfg["cache_features"] = not args.no_cache_features
+    cfg["precision_requested"] = args.precision
+    cfg["precision"] = precision.resolve(args.precision)  # what ran: float32, bfloat16 or float16
     cfg["backbones"] = [b.strip().lower() for b in cfg["backbones"].split(",") if b.strip()]
     cfg["weights"] = None if str(cfg["weights"]).lower() == "none" else cfg["weights"]
     cfg["augment"] = [] if cfg["augment"] in ("", "none") else [a.strip() for a in cfg["augment"].split(",")]
@@ -188,6 +202,7 @@ def _saliency_figure(cfg, results, data, plots_dir):
         if not os.path.exists(path):
             continue
         explainer = get_method(method, load_model(path))
+        explainer.precision = cfg.get("precision", "float32")  # its black-box forward passes
         exps = explainer.explain(images)  # targets: each model's top-1 prediction
         preds = [e.target for e in exps]
         layer = getattr(explainer, "layer", None)
@@ -269,7 +284,8 @@ def _run_one(name, seed, cfg, data, split, verbose, kind="mlp"):
                          finetune_epochs=0 if run.end_to_end or probe else cfg["finetune_epochs"],
                          finetune_top_layers=cfg["finetune_layers"], cache_features=cfg["cache_features"],
                          augment=tuple(cfg["augment"]), seed=seed, workers=cfg["workers"], head_kind=kind,
-                         inference_batch_size=cfg.get("inference_batch_size"))
+                         inference_batch_size=cfg.get("inference_batch_size"),
+                         precision=cfg.get("precision", "float32"))
     label = f"{name}-linear-probe" if probe else name
     sub = (lambda n: n) if cfg["seeds"] == 1 else (lambda n: os.path.join(n, f"seed{seed}"))
     folder = os.path.join(cfg["out"], sub(label))

@@ -43,7 +43,17 @@ def cpu_flags(path="/proc/cpuinfo") -> set:
 
 
 def accelerator():
-    """`("cuda", (major, minor))` when torch sees a CUDA GPU, else `("cpu", None)`."""
+    """`("cuda", (major, minor))` when the Keras backend computes on a CUDA GPU, else `("cpu", None)`."""
+    import os
+
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        if dev.platform != "gpu":
+            return "cpu", None
+        major, _, minor = str(getattr(dev, "compute_capability", "0.0")).partition(".")
+        return "cuda", (int(major), int(minor or 0))
     try:
         import torch
     except ImportError:
