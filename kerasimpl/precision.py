@@ -104,6 +104,18 @@ def describe_auto() -> str:
             "float16 needs CUDA")
 
 
+def autocast_precision(precision, device_type="cpu", capability=None) -> str:
+    """The dtype autocast really runs for `precision` on a device.
+
+    On CUDA, bfloat16 needs compute capability 8.0 (Ampere) for native
+    kernels: on older GPUs a low precision runs as float16 (their tensor
+    cores' type). Elsewhere: `precision` itself.
+    """
+    if device_type == "cuda" and precision == "bfloat16" and (capability is None or tuple(capability) < (8, 0)):
+        return "float16"
+    return precision
+
+
 def torch_dtype(precision):
     """The torch dtype of a concrete precision."""
     import torch

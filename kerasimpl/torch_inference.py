@@ -93,8 +93,12 @@ class _Program:
         import keras
         import torch
 
+        from kerasimpl.precision import autocast_precision
+
         self.torch, self.precision = torch, precision
         self.device = torch.device(device or "cpu")
+        capability = torch.cuda.get_device_capability(self.device) if self.device.type == "cuda" else None
+        self.autocast = autocast_precision(precision, self.device.type, capability)
         self.input_id = id(model.inputs[0])
         self.output_ids = [id(t) for t in model.outputs]
         nodes = _nodes_in_order(model)
@@ -155,7 +159,7 @@ class _Program:
         from kerasimpl.precision import autocast
 
         torch = self.torch
-        with torch.inference_mode(), autocast(self.precision, self.device.type):
+        with torch.inference_mode(), autocast(self.autocast, self.device.type):
             x = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.asarray(x)).to(self.device)
             x = x.permute(0, 3, 1, 2).float() if x.dim() == 4 else x.float()
             outs = self.run(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)

@@ -164,3 +164,66 @@ def test_fast_saliency_forwards_equal_keras():
         slow = method.explain(x, [1])[0]
         np.testing.assert_allclose(fast.map, slow.map, rtol=1e-4, atol=1e-6)
         assert np.ptp(fast.map) > 0
+
+
+def _program_tensors(program):
+    """Every tensor a compiled program holds: conv weights, closures' constants, nested programs'."""
+    import types
+
+    import torch
+
+    found, seen = [], set()
+
+    def visit(obj, depth):
+        if id(obj) in seen or depth > 6 or isinstance(obj, (types.ModuleType, type, str, int, float)):
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            found.append(obj)
+            return
+        if isinstance(obj, (list, tuple)):
+            children = list(obj)
+        elif isinstance(obj, dict):
+            children = list(obj.values())
+        elif isinstance(obj, types.MethodType):
+            children = [obj.__self__]
+        elif isinstance(obj, types.FunctionType):
+            children = [c.cell_contents for c in obj.__closure__ or ()]
+        elif type(obj).__module__ == "kerasimpl.torch_inference":
+            children = [v for k, v in vars(obj).items() if k not in ("layer", "torch")]
+        else:
+            return
+        for child in children:
+            visit(child, depth + 1)
+
+    visit(program, 0)
+    return found
+
+
+@pytest.mark.skipif(not ON_TORCH, reason="the compiled program is torch's")
+@pytest.mark.parametrize("name", ["mobilenetv3large", "efficientnetb0"])
+def test_every_program_tensor_lives_on_the_programs_device(name):
+    """Built for torch's 'meta' device (shapes, no data: runs on any CPU), every weight, folded BN
+    constant, preprocessing constant and head weight lands there: what moves the program to a GPU."""
+    model = extractor(name)
+    program = compile_frozen(model, device="meta")
+    tensors = _program_tensors(program)
+    assert program.device.type == "meta" and len(tensors) > 20
+    assert {t.device.type for t in tensors} == {"meta"}
+    conv_weights = [t for t in tensors if t.dim() == 4 and t.shape[-1] > 1]
+    assert conv_weights and all(t.is_contiguous(memory_format=__import__("torch").channels_last) for t in conv_weights)
+
+
+@pytest.mark.parametrize("precision_, device, capability, expected", [
+    ("bfloat16", "cuda", (8, 0), "bfloat16"),
+    ("bfloat16", "cuda", (8, 9), "bfloat16"),
+    ("bfloat16", "cuda", (7, 5), "float16"),  # no native bf16 before Ampere: the tensor cores' fp16
+    ("float16", "cuda", (7, 0), "float16"),
+    ("float32", "cuda", (9, 0), "float32"),
+    ("bfloat16", "cpu", None, "bfloat16"),
+    ("float32", "cpu", None, "float32"),
+])
+def test_autocast_dtype_per_device(precision_, device, capability, expected):
+    from kerasimpl.precision import autocast_precision
+
+    assert autocast_precision(precision_, device, capability) == expected
