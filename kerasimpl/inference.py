@@ -71,6 +71,8 @@ class Forward:
 
         from kerasimpl.saliency.gradients import no_grad
 
+        if isinstance(x, np.ndarray):  # Keras' compiled predict step (jit on JAX)
+            return np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
         with no_grad():
             out = self.model(x, training=False)
         return np.asarray(ops.convert_to_numpy(out), dtype=np.float32)
