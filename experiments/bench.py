@@ -430,7 +430,7 @@ def table(results) -> str:
             "saved_vs_base", "plain_keras_img_per_s", "native_img_per_s", "ratio_vs_native",
             "feature_rel_error_vs_float32", "gmacs_per_s", "fraction_of_fp32_peak"],
             {"saved_vs_base": ".2f", "ratio_vs_native": ".2f", "feature_rel_error_vs_float32": ".2g",
-             "fraction_of_fp32_peak": ".1%"})]
+             "fraction_of_fp32_peak": ".2%", "gmacs_per_s": ".3g"})]
         if info.get("fp32_peak_source"):
             lines.append(f"float32 peak: {info['fp32_peak_source']}; multiply-add counts: published, not measured.")
     if "accuracy" in results:
