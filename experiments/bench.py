@@ -63,6 +63,9 @@ def build_parser():
                    "(default: $KERASIMPL_CIFAR10_SUBSET)")
     p.add_argument("--accuracy-backbone", default="mobilenetv2", help="frozen base of the accuracy section")
     p.add_argument("--accuracy-size", type=int, default=96, help="image size of the accuracy section (default 96)")
+    p.add_argument("--accuracy-weights", help="a local weights file of --accuracy-backbone (e.g. Keras' ImageNet "
+                   "file); default: random weights, whose frozen features may carry too little to tell precisions "
+                   "apart (a chance-level float32 row says so)")
     p.add_argument("--saliency-backbone", default="mobilenetv2", help="classifier of the saliency section")
     p.add_argument("--saliency-size", type=int, default=224, help="input size of the saliency section's model")
     p.add_argument("--saliency-batch", type=int, default=2, help="images per explain() call in the saliency section")
@@ -362,7 +365,7 @@ def main(argv=None) -> int:
                                                  plan["precisions"])
     if "accuracy" in sections:
         results["accuracy"] = bench_accuracy(plan["subset"], args.accuracy_backbone, args.accuracy_size,
-                                             plan["precisions"], epochs=plan["epochs"])
+                                             plan["precisions"], epochs=plan["epochs"], weights=args.accuracy_weights)
     if "cache" in sections:
         results["cache_speedup"] = bench_cache(plan["epochs"], 64 if args.quick else 128)
     if "occlusion" in sections:
