@@ -4,7 +4,15 @@
     python -m experiments.bench --json bench.json  # full settings
     python -m experiments.bench --sections saliency --saliency-size 160
 
-Sections (`--sections`): extraction, cache, occlusion, saliency. The
+Sections (`--sections`): extraction, cache, occlusion, saliency, accuracy.
+Extraction has one row per backbone and precision (`--precision`): the
+compiled base's img/s, the whole saved classifier's img/s at the same
+batch and precision (and its ratio to the base), the pooled features'
+relative error against float32, and the achieved multiply-adds/s
+(published counts x img/s) next to this CPU's float32 peak. The accuracy
+section trains the same head (same seed) on float32 and on bfloat16
+features of the real CIFAR-10 subset (`--subset`) and reports both test
+accuracies. The
 saliency section times every registered method's seconds per image on one
 model and batch, and, on torch where pytorch-grad-cam or Captum implement
 the same map (`pip install -e '.[reference]'` and `pip install --no-deps
@@ -22,11 +30,11 @@ from __future__ import annotations
 import experiments  # noqa: F401  (sets the default backend before keras loads)
 
 import argparse
-import json
-import statistics
 import sys
 import time
-import warnings
+
+from experiments.benchmarking import (MACS_224, achieved_macs, build_classifier, cpu_peak_macs, interleaved,
+                                      markdown_table, write_report)
 
 BACKBONES = ("vgg16", "mobilenetv2", "mobilenetv3large", "efficientnetb0")
 # torchvision constructors of the same architectures (features + global pool).
@@ -44,37 +52,25 @@ def build_parser():
     p.add_argument("--repeats", type=int, help="timed repeats per measurement (default 5; quick 3)")
     p.add_argument("--epochs", type=int, help="head epochs for the cache speed-up (default 10; quick 4)")
     p.add_argument("--sections", default="extraction,cache,occlusion,saliency",
-                   help="comma-separated: extraction, cache, occlusion, saliency (default: all)")
+                   help="comma-separated: extraction, cache, occlusion, saliency, accuracy (default: all but "
+                        "accuracy, which needs --subset)")
+    p.add_argument("--precision", default="all",
+                   help="precisions of the extraction and accuracy sections: comma-separated from float32, "
+                        "bfloat16, float16 (CUDA only), or auto (what --precision auto picks here), or all "
+                        "(float32 and bfloat16, plus float16 on CUDA; default). auto: bfloat16 on a CPU with "
+                        "AMX/AVX512-BF16 or CUDA compute capability >= 8.0, else float32")
+    p.add_argument("--subset", help="the real CIFAR-10 subset archive of the accuracy section "
+                   "(default: $KERASIMPL_CIFAR10_SUBSET)")
+    p.add_argument("--accuracy-backbone", default="mobilenetv2", help="frozen base of the accuracy section")
+    p.add_argument("--accuracy-size", type=int, default=96, help="image size of the accuracy section (default 96)")
+    p.add_argument("--accuracy-weights", help="a local weights file of --accuracy-backbone (e.g. Keras' ImageNet "
+                   "file); default: random weights, whose frozen features may carry too little to tell precisions "
+                   "apart (a chance-level float32 row says so)")
     p.add_argument("--saliency-backbone", default="mobilenetv2", help="classifier of the saliency section")
     p.add_argument("--saliency-size", type=int, default=224, help="input size of the saliency section's model")
     p.add_argument("--saliency-batch", type=int, default=2, help="images per explain() call in the saliency section")
     p.add_argument("--json", help="also write the results here")
     return p
-
-
-def median_time(fn, repeats, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def interleaved(fns, repeats, warmup=1):
-    """Median seconds of each callable, timed A, B, A, B ... after warm-up."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for t, fn in zip(times, fns):
-            start = time.perf_counter()
-            fn()
-            t.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
 
 
 def native_extractor(name):
@@ -93,20 +89,24 @@ def native_extractor(name):
     return model.to(memory_format=torch.channels_last)
 
 
-def bench_extraction(names, batch, size, repeats):
+def bench_extraction(names, batch, size, repeats, precisions=("float32",)):
+    """One row per backbone and precision; every timing of a backbone in one interleaved loop."""
     import numpy as np
 
     from kerasimpl import models, runtime
 
     rows = []
     x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    peak, _ = cpu_peak_macs()
     for name in names:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            model = models.build_classifier(name, 10, input_shape=(size, size, 3), image_size=size, weights=None)
+        model = build_classifier(name, input_shape=(size, size, 3), image_size=size, weights=None)
         fe = models.feature_extractor(model)
-        fast = _compiled(fe)
-        fns = [lambda: fe.predict_on_batch(x), (lambda: fast(x)) if fast else (lambda: None)]
+        base = {p: _compiled(fe, p) for p in precisions}
+        whole = {p: _compiled(model, p) for p in precisions}
+        done = [p for p in precisions if base[p] is not None and whole[p] is not None]
+        fns = [lambda: fe.predict_on_batch(x)]
+        for p in done:
+            fns += [lambda f=base[p]: f(x), lambda f=whole[p]: f(x)]
         native = native_extractor(name)
         if native is not None:
             import torch
@@ -120,33 +120,83 @@ def bench_extraction(names, batch, size, repeats):
             fns.append(run_native)
         secs = interleaved(fns, repeats)
         plain_ips = batch / secs[0]
-        keras_ips = batch / secs[1] if fast else plain_ips  # what kerasimpl's extraction runs
-        native_ips = batch / secs[2] if native is not None else None
-        rows.append({"backbone": name, "backend": runtime.backend(), "batch": batch, "image_size": size,
-                     "keras_img_per_s": keras_ips, "plain_keras_img_per_s": plain_ips,
-                     "compiled": bool(fast), "native_img_per_s": native_ips,
-                     "ratio_vs_native": keras_ips / native_ips if native_ips else None,
-                     "plain_ratio_vs_native": plain_ips / native_ips if native_ips else None})
-        print(f"[bench] extraction {name}: kerasimpl {keras_ips:.1f} img/s, plain Keras {plain_ips:.1f}"
-              + (f", native {native_ips:.1f}, ratio {keras_ips / native_ips:.2f}" if native_ips else ""),
-              flush=True)
+        native_ips = batch / secs[-1] if native is not None else None
+        ref = base["float32"](x) if base.get("float32") is not None else None
+        for i, p in enumerate(done or ["float32"]):
+            compiled = bool(done)
+            ips = batch / secs[1 + 2 * i] if compiled else plain_ips
+            saved = batch / secs[2 + 2 * i] if compiled else None
+            err = (float(np.linalg.norm(base[p](x) - ref) / np.linalg.norm(ref))
+                   if compiled and ref is not None and np.linalg.norm(ref) > 0 else None)
+            macs = achieved_macs(name, size, ips)
+            rows.append({"backbone": name, "backend": runtime.backend(), "precision": p, "batch": batch,
+                         "image_size": size, "keras_img_per_s": ips, "saved_model_img_per_s": saved,
+                         "saved_vs_base": saved / ips if saved else None,
+                         "plain_keras_img_per_s": plain_ips, "compiled": compiled, "native_img_per_s": native_ips,
+                         "ratio_vs_native": ips / native_ips if native_ips else None,
+                         "plain_ratio_vs_native": plain_ips / native_ips if native_ips else None,
+                         "feature_rel_error_vs_float32": err, "gmacs_per_s": macs / 1e9 if macs else None,
+                         "fraction_of_fp32_peak": macs / peak if macs and peak else None})
+            r = rows[-1]
+            print(f"[bench] extraction {name} {p}: compiled base {ips:.1f} img/s"
+                  + (f", saved model {saved:.1f} (x{r['saved_vs_base']:.2f})" if saved else "")
+                  + f", plain Keras {plain_ips:.1f}" + (f", native {native_ips:.1f}" if native_ips else "")
+                  + (f", feature rel. error {err:.2g}" if err is not None else ""), flush=True)
     return rows
 
 
-def _compiled(extractor):
-    """kerasimpl's native-torch extraction program, or None (other backend)."""
+def _compiled(model, precision="float32"):
+    """kerasimpl's native-torch program of `model` at `precision`, or None (other backend, unsupported)."""
     from kerasimpl.torch_inference import compile_frozen
 
     try:
-        return compile_frozen(extractor)
-    except NotImplementedError:
+        return compile_frozen(model, precision=precision)
+    except (NotImplementedError, ValueError):
         return None
+
+
+def bench_accuracy(subset, backbone, size, precisions, epochs, seed=0, weights=None):
+    """Test accuracy of the same head (same seed) on features extracted at each precision.
+
+    The real CIFAR-10 subset (5,170 train, 500 test images); the base is
+    frozen (`weights`: a local file, or random weights: frozen random
+    features still carry information, enough to show whether bfloat16
+    changes what the head learns).
+    """
+    import keras
+    import numpy as np
+
+    from kerasimpl import training
+    from kerasimpl.data import load_dataset
+    from kerasimpl.heads import HeadConfig, build_head
+
+    data = load_dataset(subset)
+    model = build_classifier(backbone, data.num_classes, image_size=size, weights=weights)
+    rows, ref = [], None
+    for p in precisions:
+        start = time.perf_counter()
+        kw = dict(batch_size=16, verbose=0, precision=p)
+        f_train = training.extract_features(model, data.x_train, **kw)
+        f_test = training.extract_features(model, data.x_test, **kw)
+        seconds = time.perf_counter() - start
+        keras.utils.set_random_seed(seed)
+        head = build_head(f_train.shape[1], data.num_classes, HeadConfig((256,), 0.3))
+        training.compile_head(head, 1e-3)
+        head.fit(f_train, data.y_train, epochs=epochs, batch_size=64, verbose=0, shuffle=True)
+        acc = float((np.asarray(head.predict(f_test, verbose=0)).argmax(1) == data.y_test).mean())
+        ref = ref if ref is not None else (acc if p == "float32" else None)
+        rows.append({"backbone": backbone, "precision": p, "image_size": size, "weights": weights or "random",
+                     "train_images": int(len(data.y_train)), "test_images": int(len(data.y_test)),
+                     "extract_seconds": seconds, "test_accuracy": acc,
+                     "points_vs_float32": 100 * (acc - ref) if ref is not None else None})
+        print(f"[bench] accuracy {backbone} {p}: {acc:.1%} on the subset's test images", flush=True)
+    return rows
 
 
 def bench_cache(epochs, size, num_train=256):
     import tempfile
 
-    from kerasimpl import models, training
+    from kerasimpl import training
     from kerasimpl.data import stratified_split, synthetic_dataset
     from kerasimpl.heads import HeadConfig
 
@@ -154,9 +204,7 @@ def bench_cache(epochs, size, num_train=256):
     split = stratified_split(data.y_train, 0.2, 0)
     secs = {}
     for cache in (False, True):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            model = models.build_classifier("mobilenetv2", 10, image_size=size, weights=None, head=HeadConfig((64,), 0.0))
+        model = build_classifier("mobilenetv2", image_size=size, weights=None, head=HeadConfig((64,), 0.0))
         cfg = training.TrainConfig(epochs=epochs, batch_size=32, augment=(), patience=epochs + 1, cache_features=cache)
         with tempfile.TemporaryDirectory() as folder:
             start = time.perf_counter()
@@ -171,17 +219,16 @@ def bench_cache(epochs, size, num_train=256):
 def bench_occlusion(size, repeats):
     import numpy as np
 
-    from kerasimpl import models
+    from kerasimpl.inference import Forward
     from kerasimpl.saliency import Occlusion
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model = models.build_classifier("mobilenetv2", 10, input_shape=(size, size, 3), image_size=size, weights=None)
+    model = build_classifier("mobilenetv2", input_shape=(size, size, 3), image_size=size, weights=None)
     occ = Occlusion(model, patch=30, stride=20, batch_size=100)
     n = occ.grid_shape[0] * occ.grid_shape[1]
     image = np.random.default_rng(0).integers(0, 256, (1, size, size, 3)).astype("float32")
     batch = np.repeat(image, n, axis=0)
-    t_map, t_fwd = interleaved([lambda: occ.explain(image, [0]), lambda: model.predict_on_batch(batch)], repeats)
+    forward = Forward(model)  # the fast path occlusion itself runs
+    t_map, t_fwd = interleaved([lambda: occ.explain(image, [0]), lambda: forward(batch)], repeats)
     row = {"model": "mobilenetv2", "image_size": size, "masked_copies": n, "seconds_per_map": t_map,
            "seconds_forward_batch": t_fwd, "ratio": t_map / t_fwd}
     print(f"[bench] occlusion: {t_map:.2f} s per map vs {t_fwd:.2f} s forward of {n}: x{row['ratio']:.2f}", flush=True)
@@ -201,10 +248,8 @@ def bench_saliency(size, batch, quick=False, backbone="mobilenetv2"):
 
     from kerasimpl import models, saliency
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model = models.build_classifier(backbone, 10, input_shape=(size, size, 3),
-                                        image_size=size if models.get_spec(backbone).pretrained else None, weights=None)
+    model = build_classifier(backbone, input_shape=(size, size, 3),
+                             image_size=size if models.get_spec(backbone).pretrained else None, weights=None)
     x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
     targets = [int(t) for t in np.arange(batch) % 10]
     refs = _reference_methods() if keras.backend.backend() == "torch" else {}
@@ -295,71 +340,106 @@ def _reference_methods():
     return out
 
 
-def bench_mixed_precision(size, batch, repeats):
-    """GPU only: extraction img/s with and without mixed precision."""
-    import keras
-    import numpy as np
-
-    from kerasimpl import models
-
-    rows = []
-    x = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-    for policy in ("float32", "mixed_bfloat16", "mixed_float16"):
-        keras.config.set_dtype_policy(policy)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            fe = models.feature_extractor(models.build_classifier("mobilenetv2", 10, input_shape=(size, size, 3),
-                                                                  image_size=size, weights=None))
-        secs = median_time(lambda: fe.predict_on_batch(x), repeats)
-        rows.append({"policy": policy, "backbone": "mobilenetv2", "batch": batch, "img_per_s": batch / secs})
-    keras.config.set_dtype_policy("float32")
-    return rows
+SECTIONS = ("extraction", "cache", "occlusion", "saliency", "accuracy")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        plan = _plan(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from kerasimpl import runtime
 
-    batch = args.batch or (8 if args.quick else 32)
-    repeats = args.repeats or (3 if args.quick else 5)
-    epochs = args.epochs or (4 if args.quick else 10)
-    names = [n.strip() for n in args.backbones.split(",") if n.strip()]
-    unknown = [n for n in names if n not in NATIVE]
-    if unknown:
-        print(f"error: unknown backbone {unknown}. Accepted: {', '.join(BACKBONES)}", file=sys.stderr)
-        return 2
+    peak, peak_source = cpu_peak_macs()
     info = {"versions": runtime.versions(), "device": runtime.device_description(), "threads": _threads(),
-            "quick": args.quick, "repeats": repeats}
-    print(f"[bench] {info['device']}; {info['versions']}", flush=True)
-    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
-    bad = sections - {"extraction", "cache", "occlusion", "saliency"}
-    if bad:
-        print(f"error: unknown section {sorted(bad)}. Accepted: extraction, cache, occlusion, saliency", file=sys.stderr)
-        return 2
+            "quick": args.quick, "repeats": plan["repeats"], "precisions": plan["precisions"],
+            "fp32_peak_gmacs_per_s": peak / 1e9 if peak else None, "fp32_peak_source": peak_source,
+            "macs_per_224px_image": MACS_224, "macs_source": "published counts (docs/benchmarks.md), not measured"}
+    print(f"[bench] {info['device']}; {info['versions']}; float32 peak: {peak_source}", flush=True)
+    sections = plan["sections"]
     results = {"info": info}
     if "extraction" in sections:
-        results["extraction"] = bench_extraction(names, batch, args.image_size, repeats)
+        results["extraction"] = bench_extraction(plan["names"], plan["batch"], args.image_size, plan["repeats"],
+                                                 plan["precisions"])
+    if "accuracy" in sections:
+        results["accuracy"] = bench_accuracy(plan["subset"], args.accuracy_backbone, args.accuracy_size,
+                                             plan["precisions"], epochs=plan["epochs"], weights=args.accuracy_weights)
     if "cache" in sections:
-        results["cache_speedup"] = bench_cache(epochs, 64 if args.quick else 128)
+        results["cache_speedup"] = bench_cache(plan["epochs"], 64 if args.quick else 128)
     if "occlusion" in sections:
-        results["occlusion"] = bench_occlusion(args.image_size, max(2, repeats - 1))
+        results["occlusion"] = bench_occlusion(args.image_size, max(2, plan["repeats"] - 1))
     if "saliency" in sections:
         results["saliency"] = bench_saliency(args.saliency_size, args.saliency_batch, quick=args.quick,
                                              backbone=args.saliency_backbone)
-    if _on_gpu():
-        results["mixed_precision"] = bench_mixed_precision(args.image_size, 64, repeats)
     print(table(results))
     if args.json:
-        from kerasimpl.artifacts import write_json
-
-        write_json(args.json, results)
+        write_report(args.json, results)
     return 0
+
+
+def _plan(args) -> dict:
+    """Validated settings; ValueError names the bad value and what is accepted."""
+    import os
+
+    from kerasimpl.backbones import list_backbones
+
+    names = [n.strip() for n in args.backbones.split(",") if n.strip()]
+    unknown = [n for n in names if n not in NATIVE]
+    if unknown:
+        raise ValueError(f"unknown backbone {unknown}. Accepted: {', '.join(BACKBONES)}")
+    if args.saliency_backbone not in list_backbones():
+        raise ValueError(f"unknown --saliency-backbone {args.saliency_backbone!r}. Accepted: "
+                         f"{', '.join(list_backbones())}")
+    if args.accuracy_backbone not in list_backbones():
+        raise ValueError(f"unknown --accuracy-backbone {args.accuracy_backbone!r}. Accepted: "
+                         f"{', '.join(list_backbones())}")
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    bad = sections - set(SECTIONS)
+    if bad:
+        raise ValueError(f"unknown section {sorted(bad)}. Accepted: {', '.join(SECTIONS)}")
+    subset = args.subset or os.environ.get("KERASIMPL_CIFAR10_SUBSET")
+    if "accuracy" in sections and not (subset and os.path.exists(subset)):
+        raise ValueError(f"the accuracy section needs the real CIFAR-10 subset: --subset PATH or "
+                         f"$KERASIMPL_CIFAR10_SUBSET. Received: {subset!r}")
+    for flag in ("batch", "repeats", "epochs", "image_size", "saliency_size", "saliency_batch", "accuracy_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1. Received: {value}")
+    return {"names": names, "sections": sections, "subset": subset, "precisions": _precisions(args.precision),
+            "batch": args.batch or (8 if args.quick else 32), "repeats": args.repeats or (3 if args.quick else 5),
+            "epochs": args.epochs or (4 if args.quick else 10)}
+
+
+def _precisions(text) -> list:
+    from kerasimpl import precision
+
+    device, capability = precision.accelerator()
+    if text == "all":
+        return ["float32", "bfloat16"] + (["float16"] if device == "cuda" else [])
+    out = [precision.resolve(p.strip(), device, capability) for p in text.split(",") if p.strip()]
+    if not out:
+        raise ValueError(f"--precision names no precision. Received: {text!r}")
+    return ["float32"] + [p for p in dict.fromkeys(out) if p != "float32"]  # float32: the error reference
 
 
 def table(results) -> str:
     lines = []
     if "extraction" in results:
-        lines += _extraction_table(results)
+        info = results.get("info", {})
+        lines += ["", markdown_table(results["extraction"], [
+            "backbone", "backend", "precision", "batch", "image_size", "keras_img_per_s", "saved_model_img_per_s",
+            "saved_vs_base", "plain_keras_img_per_s", "native_img_per_s", "ratio_vs_native",
+            "feature_rel_error_vs_float32", "gmacs_per_s", "fraction_of_fp32_peak"],
+            {"saved_vs_base": ".2f", "ratio_vs_native": ".2f", "feature_rel_error_vs_float32": ".2g",
+             "fraction_of_fp32_peak": ".2%", "gmacs_per_s": ".3g"})]
+        if info.get("fp32_peak_source"):
+            lines.append(f"float32 peak: {info['fp32_peak_source']}; multiply-add counts: published, not measured.")
+    if "accuracy" in results:
+        lines += ["", markdown_table(results["accuracy"], [
+            "backbone", "precision", "image_size", "weights", "train_images", "test_images", "extract_seconds",
+            "test_accuracy", "points_vs_float32"], {"test_accuracy": ".1%", "points_vs_float32": "+.1f"})]
     if "cache_speedup" in results:
         c = results["cache_speedup"]
         lines += ["", f"cache speed-up ({c['epochs']} epochs, {c['num_train']} images, {c['image_size']} px): "
@@ -370,29 +450,11 @@ def table(results) -> str:
                   f"{o['seconds_per_map']:.2f} s per map, {o['seconds_forward_batch']:.2f} s per batched forward: "
                   f"x{o['ratio']:.2f}"]
     if "saliency" in results:
-        lines += ["", "| method | model | px | batch | s / image | reference | reference s / image | ours / reference |",
-                  "| --- " * 8 + "|"]
-        for r in results["saliency"]:
-            ref = (f"{r['reference']} | {r['reference_seconds_per_image']:.3f} | {r['ratio']:.2f}"
-                   if r["reference"] else "- | - | -")
-            lines.append(f"| {r['method']} | {r['backbone']} | {r['image_size']} | {r['batch']} | {r['seconds_per_image']:.3f} | {ref} |")
-    for m in results.get("mixed_precision", []):
-        lines.append(f"mixed precision {m['policy']}: {m['img_per_s']:.0f} img/s")
+        lines += ["", markdown_table(results["saliency"], [
+            "method", "backbone", "image_size", "batch", "seconds_per_image", "reference",
+            "reference_seconds_per_image", "ratio"],
+            {"seconds_per_image": ".3f", "reference_seconds_per_image": ".3f", "ratio": ".2f"})]
     return "\n".join(lines)
-
-
-def _extraction_table(results) -> list:
-    lines = ["| backbone | backend | batch | px | kerasimpl img/s | plain Keras img/s | native img/s "
-             "| kerasimpl / native | plain / native |", "| --- " * 9 + "|"]
-    for r in results["extraction"]:
-        def fmt(v, spec):
-            return format(v, spec) if v else "-"
-
-        lines.append(f"| {r['backbone']} | {r['backend']} | {r['batch']} | {r['image_size']} | "
-                     f"{r['keras_img_per_s']:.1f} | {r['plain_keras_img_per_s']:.1f} | "
-                     f"{fmt(r['native_img_per_s'], '.1f')} | {fmt(r['ratio_vs_native'], '.2f')} | "
-                     f"{fmt(r['plain_ratio_vs_native'], '.2f')} |")
-    return lines
 
 
 def _threads():
@@ -402,12 +464,6 @@ def _threads():
         return torch.get_num_threads()
     except ImportError:
         return None
-
-
-def _on_gpu():
-    from kerasimpl import runtime
-
-    return runtime.has_accelerator()
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from experiments.benchmarking import build_classifier, extraction_speed, markdown_table, write_log, write_report
+
 SEED_BACKBONES = ("mobilenetv3large", "mobilenetv2", "vgg16")
 
 
@@ -87,19 +89,16 @@ def _batch(x, y, label):
 
 
 def save_random_weights(name, path, image_size=224):
-    import warnings
-
     from kerasimpl import models
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model = models.build_classifier(name, 10, weights=None, image_size=image_size)
+    model = build_classifier(name, weights=None, image_size=image_size)
     models.backbone_model(model).save_weights(path)
 
 
 def run_compare(name, archive, weights, out, epochs, extra):
-    """One compare run under /usr/bin/time -v: (wall s, peak RSS MB, log)."""
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "experiments.compare", "--data", archive,
+    """One compare run under /usr/bin/time -v (where present): (wall s, peak RSS MB, log)."""
+    timer = ["/usr/bin/time", "-v"] if os.path.exists("/usr/bin/time") else []
+    cmd = [*timer, sys.executable, "-m", "experiments.compare", "--data", archive,
            "--backbones", name, "--weights", weights, "--epochs", str(epochs), "--out", out, "--plots-dir", "",
            *extra]
     start = time.perf_counter()
@@ -107,14 +106,22 @@ def run_compare(name, archive, weights, out, epochs, extra):
     wall = time.perf_counter() - start
     log = proc.stdout + proc.stderr
     if proc.returncode != 0:
-        raise RuntimeError(f"{name}: compare failed ({proc.returncode}):\n{log[-3000:]}")
+        write_log(os.path.join(out, "compare.log"), log)
+        own = proc.stdout + proc.stderr.split("\tCommand being timed:")[0]  # without /usr/bin/time's report
+        lines = [line.strip() for line in own.splitlines() if line.strip()]
+        last = [line for line in lines if "error" in line.lower()][-1:] or lines[-1:] or ["(no output)"]
+        raise BenchError(f"compare of {name} failed (exit {proc.returncode}): {last[0]} "
+                         f"(full log: {os.path.join(out, 'compare.log')})")
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     return wall, (int(rss.group(1)) / 1024 if rss else float("nan")), log
 
 
 def row(name, out, wall, rss, n_images):
-    with open(os.path.join(out, "results.json")) as f:
-        (r,) = json.load(f)
+    try:
+        with open(os.path.join(out, "results.json")) as f:
+            (r,) = json.load(f)
+    except (OSError, ValueError) as e:
+        raise BenchError(f"compare of {name} left no single-row results.json in {out}: {e}") from None
     return {"backbone": name, "images": n_images, "extract_s": r["extract_seconds"], "head_s": r["head_seconds"],
             "eval_s": r["eval_seconds"], "wall_s": wall, "peak_rss_mb": rss,
             "extract_img_per_s": (n_images - r["num_test"]) / max(r["extract_seconds"], 1e-9),
@@ -123,39 +130,54 @@ def row(name, out, wall, rss, n_images):
 
 def sweep(names, batches, n=512):
     """Compiled extraction img/s per batch size, 32 px raw images in."""
-    import warnings
-
-    from kerasimpl import models, training
-
     x = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
     rows = []
     for name in names:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            model = models.build_classifier(name, 10, weights=None)
+        model = build_classifier(name, weights=None)
         for b in batches:
-            training.extract_features(model, x[: 2 * b], batch_size=b, verbose=0)  # warm-up
-            start = time.perf_counter()
-            training.extract_features(model, x, batch_size=b, verbose=0)
-            rows.append({"backbone": name, "batch": b, "img_per_s": n / (time.perf_counter() - start)})
+            rows.append({"backbone": name, "batch": b, "img_per_s": extraction_speed(model, x, b)})
             print(f"{name} batch {b}: {rows[-1]['img_per_s']:.1f} img/s", flush=True)
     return rows
+
+
+class BenchError(Exception):
+    """A setting or a run failed; main prints it as one line and exits 2."""
+
+
+def parse_batches(text) -> list:
+    try:
+        batches = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise BenchError(f"--batches must be comma-separated integers >= 1. Received: {text!r}") from None
+    if not batches or min(batches) < 1:
+        raise BenchError(f"--batches must be comma-separated integers >= 1. Received: {text!r}")
+    return batches
+
+
+def parse_backbones(text) -> list:
+    from kerasimpl.backbones import list_backbones
+
+    names = [b.strip().lower() for b in text.split(",") if b.strip()]
+    unknown = [n for n in names if n not in list_backbones()]
+    if not names or unknown:
+        raise BenchError(f"unknown backbone {unknown or text!r}. Accepted: {', '.join(list_backbones())}")
+    return names
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from kerasimpl import runtime
 
-    names = [b.strip() for b in args.backbones.split(",") if b.strip()]
-    if args.sweep:
-        rows = sweep(names, [int(b) for b in args.batches.split(",")])
-    else:
-        rows = full_runs(args, names)
+    try:
+        names = parse_backbones(args.backbones)
+        rows = sweep(names, parse_batches(args.batches)) if args.sweep else full_runs(args, names)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     report = {"device": runtime.device_description(), "versions": runtime.versions(), "rows": rows,
               "settings": vars(args)}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_report(args.json, report)
     print(f"device: {report['device']}")
     print(table(rows))
     return 0
@@ -164,6 +186,8 @@ def main(argv=None) -> int:
 def full_runs(args, names):
     archive = os.path.join(args.work, f"cifar-10-python-{args.train}-{args.test}.tar.gz")
     if not os.path.exists(archive):
+        if args.train < 5 or args.test < 1:
+            raise BenchError(f"--train must be >= 5 and --test >= 1. Received: {args.train}, {args.test}")
         print(f"building {archive} ({args.train} + {args.test} images)", flush=True)
         build_archive(archive, args.subset, args.train, args.test)
     rows = []
@@ -174,21 +198,14 @@ def full_runs(args, names):
         out = os.path.join(args.work, f"run-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
         print(f"running compare: {name} -> {out}", flush=True)
         wall, rss, log = run_compare(name, archive, weights, out, args.epochs, args.compare_args.split())
-        with open(os.path.join(out, "compare.log"), "w") as f:
-            f.write(log)
+        write_log(os.path.join(out, "compare.log"), log)
         rows.append(row(name, out, wall, rss, args.train + args.test))
         print(table(rows[-1:]), flush=True)
     return rows
 
 
 def table(rows) -> str:
-    if not rows:
-        return ""
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "| " + " | ".join("---" for _ in keys) + " |"]
-    for r in rows:
-        lines.append("| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in r.values()) + " |")
-    return "\n".join(lines)
+    return markdown_table(rows)
 
 
 if __name__ == "__main__":

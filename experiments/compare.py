@@ -120,6 +120,10 @@ def build_parser():
                         "alexnet-smoke: 8)")
     p.add_argument("--saliency-method", default="gradcam",
                    help="the method of --saliency, from kerasimpl.saliency.list_methods() (default gradcam)")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="compute precision (default auto): extraction/evaluation run the compiled program under "
+                        "autocast, training under Keras' mixed_bfloat16 / mixed_float16 policy; saved models are "
+                        "float32. " + _describe_auto())
     p.add_argument("--out", help="run folder (default runs/compare-<preset>-<time>); an existing one resumes when "
                    "the options that change results are the same, and is refused otherwise")
     p.add_argument("--plots-dir", default="",
@@ -129,8 +133,16 @@ def build_parser():
     return p
 
 
+def _describe_auto():
+    from kerasimpl.precision import describe_auto
+
+    return describe_auto()
+
+
 def resolve(args):
     """Fill unset options from the preset; return the resolved dict."""
+    from kerasimpl import precision
+
     cfg = dict(PRESETS[args.preset])
     cfg.setdefault("lr", 1e-3)
     cfg.setdefault("gradcam_gallery", 0)
@@ -147,6 +159,8 @@ def resolve(args):
         "hidden", "dropout", "workers", "preset", "distribute", "data_size", "test_fraction", "keep_top_hidden",
         "linear_probe", "inference_batch_size", "saliency", "saliency_method", "classes", "tune")})
     cfg["cache_features"] = not args.no_cache_features
+    cfg["precision_requested"] = args.precision
+    cfg["precision"] = precision.resolve(args.precision)  # what ran: float32, bfloat16 or float16
     cfg["backbones"] = [b.strip().lower() for b in cfg["backbones"].split(",") if b.strip()]
     cfg["weights"] = None if str(cfg["weights"]).lower() == "none" else cfg["weights"]
     cfg["augment"] = [] if cfg["augment"] in ("", "none") else [a.strip() for a in cfg["augment"].split(",")]
@@ -267,6 +281,7 @@ def _saliency_figure(cfg, results, data, plots_dir):
         if not os.path.exists(path):
             continue
         explainer = get_method(method, load_model(path))
+        explainer.precision = cfg.get("precision", "float32")  # its black-box forward passes
         exps = explainer.explain(images)  # targets: each model's top-1 prediction
         preds = [e.target for e in exps]
         layer = getattr(explainer, "layer", None)
@@ -448,7 +463,8 @@ def _setup(row, seed, cfg, kind="mlp"):
                          finetune_epochs=0 if run.end_to_end or probe else cfg["finetune_epochs"],
                          finetune_top_layers=cfg["finetune_layers"], cache_features=cfg["cache_features"],
                          augment=tuple(cfg["augment"]), seed=seed, workers=cfg["workers"], head_kind=kind,
-                         inference_batch_size=cfg.get("inference_batch_size"))
+                         inference_batch_size=cfg.get("inference_batch_size"),
+                         precision=cfg.get("precision", "float32"))
     return run, config
 
 

@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+from kerasimpl.precision import PRECISIONS, describe_auto
+
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m experiments.infer", description=__doc__,
@@ -23,15 +25,23 @@ def build_parser():
     p.add_argument("--top-k", type=int, default=3, help="classes to report per image (default 3)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="compute precision of the forward pass (default auto). " + describe_auto())
     p.add_argument("images", nargs="+", help="image files or folders of images (searched recursively, hidden files skipped)")
     return p
 
 
-def classify(model, paths, top_k=3, batch_size=32) -> list:
-    """One dict per path, in order: `{"file", "top": [...]}` or `{"file", "error"}`."""
+def classify(model, paths, top_k=3, batch_size=32, precision="float32") -> list:
+    """One dict per path, in order: `{"file", "top": [...]}` or `{"file", "error"}`.
+
+    The model runs on the fast path (`kerasimpl.inference.Forward`: compiled
+    on torch at `precision`, a resolved one; Keras elsewhere).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1. Received: {batch_size}")
     import numpy as np
+
+    from kerasimpl.inference import Forward
 
     from kerasimpl.images import ImageError, read_image
     from kerasimpl.models import class_names_of
@@ -47,8 +57,9 @@ def classify(model, paths, top_k=3, batch_size=32) -> list:
         except ImageError as e:
             results.append({"file": path, "error": str(e)})
     k = max(1, min(top_k, len(names)))
+    forward = Forward(model, precision)
     for start in range(0, len(arrays), batch_size):
-        probs = np.asarray(model.predict_on_batch(np.stack(arrays[start:start + batch_size])))
+        probs = forward(np.stack(arrays[start:start + batch_size]))
         for row, i in zip(probs, good[start:start + batch_size]):
             order = np.argsort(-row)[:k]
             results[i]["top"] = [{"index": int(j), "label": names[j], "probability": float(row[j])} for j in order]
@@ -64,12 +75,15 @@ def main(argv=None) -> int:
         if value < 1:
             print(f"error: {flag} must be >= 1. Received: {value}", file=sys.stderr)
             return 2
+    from kerasimpl.precision import resolve
+
     try:
+        precision = resolve(args.precision)
         model = load_model(args.model)
-    except ArtifactError as e:
+    except (ArtifactError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    results = classify(model, list_images(args.images, recursive=True), args.top_k, args.batch_size)
+    results = classify(model, list_images(args.images, recursive=True), args.top_k, args.batch_size, precision)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

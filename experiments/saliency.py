@@ -82,6 +82,10 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="image choice with --data; smoothgrad noise; rise masks")
     p.add_argument("--quality", action="store_true",
                    help="also the faithfulness table (deletion/insertion, average drop/increase, randomization)")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="precision of the black-box methods' forward passes (occlusion, RISE, Score-CAM: the "
+                        "compiled torch program under autocast; gradient methods run float32). auto: bfloat16 "
+                        "on a CPU with AMX/AVX512-BF16 or CUDA compute capability >= 8.0, else float32")
     p.add_argument("--out", required=True, help="output folder")
     return p
 
@@ -130,6 +134,10 @@ def make_methods(args, model, backbone=None):
             if args.method.strip() != "all":
                 raise
             print(f"[saliency] {n} left out: {e}", file=sys.stderr, flush=True)
+    from kerasimpl.precision import resolve
+
+    for m in methods:
+        m.precision = resolve(args.precision)
     return methods
 
 
@@ -164,7 +172,8 @@ def run(args) -> int:
     methods = make_methods(args, model, backbone)
     results = explain_all(methods, image[None], [target])
     report = {"image": args.image, "target": target, "label": names[target], "probability": float(probs[target]),
-              "input_size": [h, w], "top5": [int(i) for i in np.argsort(-probs)[:5]], "methods": {}}
+              "input_size": [h, w], "top5": [int(i) for i in np.argsort(-probs)[:5]], "methods": {},
+              "precision": methods[0].precision if methods else None}
     maps = {}
     for method in methods:
         (e,), seconds = results[method.name]
@@ -312,7 +321,7 @@ def run_data(args) -> int:
         write_text(os.path.join(args.out, entries[-1]["note"]), image_note(entries[-1], data.source))
     report = {"data": str(data.source), "model": args.model, "images": entries, "note": note or None,
               "methods": {m.name: {"options": m.options(), "seconds_per_image": results[m.name][1] / len(chosen)}
-                          for m in methods}}
+                          for m in methods}, "precision": methods[0].precision if methods else None}
     if args.quality:
         report["quality"] = quality(model, images, methods, results, args.fill)
         write_quality(args.out, report["quality"])

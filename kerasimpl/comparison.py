@@ -14,7 +14,7 @@ import time
 import keras
 import numpy as np
 
-from kerasimpl import evaluation, models, plotting, training
+from kerasimpl import evaluation, models, plotting, precision, training
 from kerasimpl.artifacts import read_csv, save_figure, save_model, write_json
 from kerasimpl.backbones import get_spec
 from kerasimpl.heads import HeadConfig
@@ -115,16 +115,18 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
     if os.path.exists(done):
         return _finished(done)
     eval_batch = eval_batch or config.extract_batch
-    model = models.build_classifier(
-        run.backbone, data.num_classes, input_shape=data.image_shape, image_size=run.image_size,
-        weights=run.weights, head=run.head, freeze_base=not run.end_to_end,
-        class_names=data.class_names, backbone_kwargs=run.backbone_kwargs, keep_top_hidden=run.keep_top_hidden,
-        train_top_hidden=run.train_top_hidden and not run.end_to_end,
-    )
+    with precision.keras_policy(config.precision):  # Keras' mixed policy for training; float32 is a no-op
+        model = models.build_classifier(
+            run.backbone, data.num_classes, input_shape=data.image_shape, image_size=run.image_size,
+            weights=run.weights, head=run.head, freeze_base=not run.end_to_end,
+            class_names=data.class_names, backbone_kwargs=run.backbone_kwargs, keep_top_hidden=run.keep_top_hidden,
+            train_top_hidden=run.train_top_hidden and not run.end_to_end,
+        )
     seconds = training.train_classifier(model, data, split, config, folder, verbose=verbose,
                                         features_folder=features_folder)
     model_path = os.path.join(folder, "model.keras")
-    save_model(model, model_path)
+    # The saved file is a float32 model (same weights): float32 predictions on any backend and device.
+    save_model(model if config.precision == "float32" else precision.float32_copy(model), model_path)
     start = time.perf_counter()
     test_probs, val_probs, eval_path = evaluate(model, run, data, split, config, features_folder or folder,
                                                 eval_batch, verbose)
@@ -132,6 +134,8 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
     val = evaluation.classification_metrics(val_probs, data.y_train[split.val])
     eval_seconds = time.perf_counter() - start
     params = models.parameter_counts(model)
+    speed, speed_path = evaluation.throughput(model, data.image_shape, eval_batch, precision=config.precision,
+                                              with_path=True)
     result = {
         "backbone": run.backbone,
         "weights": run.weights if run.weights is None or isinstance(run.weights, str) else str(run.weights),
@@ -153,9 +157,10 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
         "params_total": params["total"],
         "params_trainable": params["trainable"],
         "model_mb": evaluation.file_size_mb(model_path),
-        "images_per_second": evaluation.throughput(model, data.image_shape, eval_batch),
+        "images_per_second": speed,
         "throughput_batch": eval_batch,
-        "throughput_path": "saved model: keras predict_on_batch, raw uint8 images in, probabilities out",
+        "throughput_path": f"saved model: {speed_path}, raw uint8 images in, probabilities out",
+        "precision": config.precision,
         "epochs_run": len(read_csv(os.path.join(folder, "history.csv"))),
         "num_test": int(len(data.y_test)),
         "per_class": test["per_class"],
@@ -188,7 +193,7 @@ def evaluate(model, run, data, split, config, features_folder, eval_batch=None, 
     the test features are cached beside train's and validation's (which
     are reused). Otherwise (fine-tuned, end to end) the features are
     computed fresh. Either way they come from `training.extract_features`:
-    on torch the compiled native program, else `model.predict`.
+    on torch the compiled native program at `config.precision`, else `model.predict`.
     """
     if not run.end_to_end and config.cache_features and not config.finetune_epochs and not run.train_top_hidden:
         test = training.split_features(model, data, data.x_test, np.arange(len(data.y_test)), "test",
@@ -197,7 +202,8 @@ def evaluate(model, run, data, split, config, features_folder, eval_batch=None, 
                                       verbose, split)
         path = "cached pooled features + head"
     else:
-        kw = dict(batch_size=eval_batch or config.extract_batch, verbose=verbose, workers=config.workers)
+        kw = dict(batch_size=eval_batch or config.extract_batch, verbose=verbose, workers=config.workers,
+                  precision=config.precision)
         test = training.extract_features(model, data.x_test, None, what="evaluate test", **kw)
         val = training.extract_features(model, data.x_train, split.val, what="evaluate val", **kw)
         path = "pooled features (fresh) + head"

@@ -79,17 +79,26 @@ def classification_metrics(probs, labels, class_names=None) -> dict:
     }
 
 
-def throughput(model, input_shape, batch_size=64, repeats=5, warmup=1) -> float:
-    """Median images/s of `model.predict_on_batch` on one random uint8 batch."""
+def throughput(model, input_shape, batch_size=64, repeats=5, warmup=1, precision="float32", with_path=False):
+    """Median images/s of the whole model on one random uint8 batch.
+
+    The model runs on the fast path (`kerasimpl.inference.Forward`: the
+    compiled torch program at `precision`, Keras elsewhere). With
+    `with_path`, returns `(images/s, path)`.
+    """
+    from kerasimpl.inference import Forward
+
     x = np.random.default_rng(0).integers(0, 256, size=(batch_size, *input_shape), dtype=np.uint8)
+    forward = Forward(model, precision)
     for _ in range(warmup):
-        model.predict_on_batch(x)
+        forward(x)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model.predict_on_batch(x)
+        forward(x)
         times.append(time.perf_counter() - start)
-    return float(batch_size / np.median(times))
+    speed = float(batch_size / np.median(times))
+    return (speed, forward.path) if with_path else speed
 
 
 def file_size_mb(path) -> float:

@@ -9,51 +9,96 @@ every BatchNormalization into the convolution that feeds it, keeps tensors
 NCHW in channels-last memory throughout, and runs under
 `torch.inference_mode()`.
 
-Only inference, only the torch backend on the CPU, only the layer types
-below; anything else raises `NotImplementedError` and callers fall back to
-`model.predict`.
-Outputs equal the Keras model's to float tolerance (tested on every
-registered backbone).
+It covers the whole saved classifier (the head's Dense, Dropout as
+identity, Flatten, `LabeledSoftmax`, nested Sequential/functional models),
+so every forward pass of a saved model can run here
+(`kerasimpl.inference`). On CUDA the program lives on the model's GPU, in
+channels-last memory too. A low `precision` runs it under `torch.autocast`
+(`kerasimpl.precision`). Only inference, only the torch backend, only the
+layer types below; anything else raises `NotImplementedError` and callers
+fall back to Keras. Outputs equal the Keras model's to float tolerance
+(tested on every registered backbone).
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
 from kerasimpl import layers as ki_layers
 
-IDENTITY = ("Dropout", "SpatialDropout2D", "InputLayer", "GaussianNoise", "GaussianDropout")
+IDENTITY = ("Identity", "Dropout", "SpatialDropout2D", "InputLayer", "GaussianNoise", "GaussianDropout")
 
 
-def compile_frozen(model):
+def compile_frozen(model, precision="float32", device=None):
     """A callable `f(x) -> np.ndarray` computing `model(x, training=False)` in native torch.
 
     Args:
-        model: a Keras functional model (e.g. `models.feature_extractor(clf)`)
-            with one image input (N, H, W, C).
+        model: a Keras functional model (e.g. `models.feature_extractor(clf)`,
+            or a whole classifier) with one input.
+        precision: `"float32"`, `"bfloat16"` or `"float16"` (a concrete one:
+            `kerasimpl.precision.resolve` turns `auto` into one). Low
+            precisions run under `torch.autocast`; outputs are float32.
+        device: torch device of the program (default: where the model's
+            weights live: the GPU on a CUDA machine).
 
     Raises:
         NotImplementedError: the backend is not torch, or a layer type is not
             supported (the message names it).
+        ValueError: an unknown precision, or float16 on a CPU.
     """
     import keras
 
     if keras.backend.backend() != "torch":
         raise NotImplementedError(f"compile_frozen needs the torch backend; received {keras.backend.backend()!r}")
-    device = str(model.weights[0].value.device) if model.weights else "cpu"
-    if device != "cpu":
-        # Measured and tested on CPU only, where Keras' layout permutes cost
-        # most; on a GPU the Keras path is kept until this one is measured there.
-        raise NotImplementedError(f"compile_frozen runs on the CPU only; the model lives on {device}")
-    return _Program(model)
+    import torch
+
+    device = torch.device(device if device is not None else _model_device(model))
+    if precision not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"Unknown precision. Received: {precision!r}. Accepted: float32, bfloat16, float16")
+    if precision == "float16" and device.type != "cuda":
+        raise ValueError(f"float16 runs on CUDA only; the program's device is {device}. Use bfloat16 or float32")
+    previous = getattr(_BUILD, "device", None)
+    _BUILD.device = device
+    try:
+        return _Program(model, precision=precision, device=device)
+    finally:
+        _BUILD.device = previous
+
+
+_BUILD = threading.local()  # the device the program being built lives on
+
+
+def _tensor(torch, array):
+    """A float tensor of `array` on the device of the program being built."""
+    return torch.as_tensor(np.asarray(array)).to(getattr(_BUILD, "device", None) or "cpu")
+
+
+def _model_device(model):
+    return str(model.weights[0].value.device) if model.weights else "cpu"
+
+
+def _functional_of(model):
+    """The functional graph of a nested model (a Sequential's inner one)."""
+    graph = getattr(model, "_functional", None) if type(model).__name__ == "Sequential" else model
+    if graph is None or not hasattr(graph, "_nodes_by_depth") or len(graph.inputs) != 1:
+        raise NotImplementedError(f"nested model {model.name!r} (not built on one Input) is not supported by "
+                                  "compile_frozen")
+    return graph
 
 
 class _Program:
-    def __init__(self, model):
+    def __init__(self, model, precision="float32", device=None):
         import keras
         import torch
 
-        self.torch = torch
+        from kerasimpl.precision import autocast_precision
+
+        self.torch, self.precision = torch, precision
+        self.device = torch.device(device or "cpu")
+        capability = torch.cuda.get_device_capability(self.device) if self.device.type == "cuda" else None
+        self.autocast = autocast_precision(precision, self.device.type, capability)
         self.input_id = id(model.inputs[0])
         self.output_ids = [id(t) for t in model.outputs]
         nodes = _nodes_in_order(model)
@@ -69,7 +114,12 @@ class _Program:
                 producer[id(outputs[0])] = producer[id(inputs[0])]
                 self.steps[producer[id(inputs[0])]]["out"] = id(outputs[0])
                 continue
-            fn = _convert(layer, torch) if isinstance(layer, keras.layers.Layer) else _convert_op(node, torch)
+            if isinstance(layer, keras.Model):  # the nested head model
+                fn = _Program(_functional_of(layer), precision, self.device).run
+            elif isinstance(layer, keras.layers.Layer):
+                fn = _convert(layer, torch, len(inputs[0].shape))
+            else:
+                fn = _convert_op(node, torch)
             if kind in ("ReLU", "Activation") and self._fresh_and_private(inputs[0], producer, consumers):
                 fn = _inplace(layer, torch) or fn  # nothing else reads its input: skip an allocation
             producer[id(outputs[0])] = len(self.steps)
@@ -95,20 +145,30 @@ class _Program:
         conv.fold(scale, shift)
         return True
 
+    def run(self, x):
+        """The graph on an internal-layout tensor (NCHW for images); internal-layout outputs."""
+        values = {self.input_id: x}
+        for step in self.steps:
+            args = [values[i] for i in step["ins"]]
+            values[step["out"]] = step["fn"](*args)
+        outs = [values[i] for i in self.output_ids]
+        return outs[0] if len(outs) == 1 else outs
+
     def __call__(self, x):
+        """Keras-layout input (NumPy or a torch tensor) -> Keras-layout float32 NumPy output(s)."""
+        from kerasimpl.precision import autocast
+
         torch = self.torch
-        with torch.inference_mode():
-            x = torch.as_tensor(np.asarray(x)).permute(0, 3, 1, 2).float()
-            values = {self.input_id: x.contiguous(memory_format=torch.channels_last)}
-            for step in self.steps:
-                args = [values[i] for i in step["ins"]]
-                values[step["out"]] = step["fn"](*args)
-            outs = [_to_keras_layout(values[i]) for i in self.output_ids]
+        with torch.inference_mode(), autocast(self.autocast, self.device.type):
+            x = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.asarray(x)).to(self.device)
+            x = x.permute(0, 3, 1, 2).float() if x.dim() == 4 else x.float()
+            outs = self.run(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
+            outs = [_to_keras_layout(t) for t in (outs if isinstance(outs, list) else [outs])]
         return outs[0] if len(outs) == 1 else outs
 
 
 def _to_keras_layout(t):
-    return (t.permute(0, 2, 3, 1) if t.dim() == 4 else t).contiguous().numpy()
+    return (t.permute(0, 2, 3, 1) if t.dim() == 4 else t).float().contiguous().cpu().numpy()
 
 
 def _nodes_in_order(model):
@@ -134,7 +194,7 @@ def _bn_affine(bn, torch):
     gamma = _np(bn.gamma) if bn.scale else np.ones_like(mean)
     beta = _np(bn.beta) if bn.center else np.zeros_like(mean)
     scale = gamma / np.sqrt(var + bn.epsilon)
-    return torch.from_numpy(scale), torch.from_numpy(beta - mean * scale)
+    return _tensor(torch, scale), _tensor(torch, beta - mean * scale)
 
 
 def _same_pads(size, k, s, d):
@@ -156,8 +216,8 @@ class _Conv:
         else:
             w = k.transpose(3, 2, 0, 1)
             self.groups = getattr(layer, "groups", 1)
-        self.weight = torch.from_numpy(np.ascontiguousarray(w)).contiguous(memory_format=torch.channels_last)
-        self.bias = torch.from_numpy(_np(layer.bias)) if layer.use_bias else None
+        self.weight = _tensor(torch, np.ascontiguousarray(w)).contiguous(memory_format=torch.channels_last)
+        self.bias = _tensor(torch, _np(layer.bias)) if layer.use_bias else None
         self.stride, self.dilation = tuple(layer.strides), tuple(layer.dilation_rate)
         self.padding = layer.padding
         act = layer.activation.__name__ if layer.activation is not None else "linear"
@@ -168,8 +228,8 @@ class _Conv:
         """A linear conv from torch-layout (out, in/groups, kh, kw) weights."""
         conv = cls.__new__(cls)
         conv.torch, conv.layer, conv.groups, conv.activation = torch, None, groups, None
-        conv.weight = torch.from_numpy(np.ascontiguousarray(weight)).contiguous(memory_format=torch.channels_last)
-        conv.bias = None if bias is None else torch.from_numpy(bias)
+        conv.weight = _tensor(torch, np.ascontiguousarray(weight)).contiguous(memory_format=torch.channels_last)
+        conv.bias = None if bias is None else _tensor(torch, bias)
         conv.stride, conv.dilation, conv.padding = tuple(strides), tuple(dilation), padding
         return conv
 
@@ -240,12 +300,12 @@ def _activation(name, torch):
 
 
 def _per_channel(values, torch):
-    t = torch.as_tensor(np.asarray(values, np.float32))
+    t = _tensor(torch, np.asarray(values, np.float32))
     return t.view(1, -1, 1, 1) if t.dim() == 1 and t.numel() > 1 else t
 
 
-def _convert(layer, torch):
-    """A torch callable for one Keras layer, in NCHW."""
+def _convert(layer, torch, rank=4):
+    """A torch callable for one Keras layer, in NCHW (`rank`: of its input)."""
     F = torch.nn.functional
     kind = type(layer).__name__
     if kind in ("Conv2D", "DepthwiseConv2D"):
@@ -300,8 +360,8 @@ def _convert(layer, torch):
     if isinstance(layer, ki_layers.AdaptiveAveragePooling2D):  # AlexNet's avgpool: torch's own op
         size = tuple(layer.output_size)
         return lambda x: F.adaptive_avg_pool2d(x, size)
-    if kind == "Flatten":  # Keras flattens channels-last: (N, C, H, W) -> (N, H*W*C)
-        return lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], -1) if x.dim() == 4 else x.reshape(x.shape[0], -1)
+    if kind in ("Dense", "Flatten", "LabeledSoftmax", "Softmax"):
+        return _head_layer(layer, torch, rank)
     raise NotImplementedError(f"layer {layer.name!r} of type {kind} is not supported by compile_frozen")
 
 
@@ -393,3 +453,24 @@ def _preprocess(mode, torch):
         m, s = _per_channel(m, torch), _per_channel(s, torch)
         return lambda x: (x / 255.0 - m) / s
     return lambda x: x
+
+
+def _head_layer(layer, torch, rank):
+    """Dense, Flatten and the softmax layers of a classifier's head."""
+    kind = type(layer).__name__
+    if kind == "Flatten":  # Keras flattens NHWC: channels last in each pixel's run
+        return (lambda x: x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)) if rank == 4 else (
+            lambda x: x.reshape(x.shape[0], -1))
+    if rank != 2:
+        raise NotImplementedError(f"{kind} layer {layer.name!r} on rank-{rank} input is not supported by "
+                                  "compile_frozen")
+    if kind in ("LabeledSoftmax", "Softmax"):
+        if kind == "Softmax" and layer.axis not in (-1, 1):
+            raise NotImplementedError(f"Softmax on axis {layer.axis}")
+        return lambda x: torch.softmax(x.float(), dim=-1)  # float32, as LabeledSoftmax computes it
+    weight = _tensor(torch, np.ascontiguousarray(_np(layer.kernel).T))
+    bias = _tensor(torch, _np(layer.bias)) if layer.use_bias else None
+    act = layer.activation.__name__ if layer.activation is not None else "linear"
+    activation = _activation(act, torch)
+    F = torch.nn.functional
+    return lambda x: activation(F.linear(x, weight, bias))

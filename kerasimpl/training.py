@@ -59,6 +59,11 @@ class TrainConfig:
             softmax regression fitted on the cached features with the
             strength chosen on validation (stage `probe`,
             `kerasimpl.probe`; frozen base and cached features only).
+        precision: `float32`, `bfloat16` or `float16` (resolved, see
+            `kerasimpl.precision`): feature extraction runs the compiled
+            program under autocast at it; the model is built and trained
+            under the matching Keras dtype policy by the caller
+            (`comparison.run_backbone`).
     """
 
     epochs: int = 10
@@ -74,6 +79,7 @@ class TrainConfig:
     workers: int = 1
     head_kind: str = "mlp"
     inference_batch_size: int | None = None
+    precision: str = "float32"
 
     @property
     def extract_batch(self) -> int:
@@ -88,6 +94,9 @@ class TrainConfig:
         bad = [a for a in self.augment if a not in AUGMENTATIONS]
         if bad:
             raise ValueError(f"Unknown augmentation {bad}. Accepted: {AUGMENTATIONS}")
+        if self.precision not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"precision must be resolved (kerasimpl.precision.resolve). Received: "
+                             f"{self.precision!r}. Accepted: float32, bfloat16, float16")
         if self.inference_batch_size is not None and self.inference_batch_size < 1:
             raise ValueError(f"inference_batch_size must be >= 1 or None. Received: {self.inference_batch_size}")
         if self.epochs < 0 or self.finetune_epochs < 0 or self.batch_size < 1:
@@ -211,28 +220,23 @@ def compile_head(head, learning_rate):
     )
 
 
-def extract_features(model, x, indices=None, batch_size=64, verbose="auto", native=True, workers=1, what="extract"):
+def extract_features(model, x, indices=None, batch_size=64, verbose="auto", native=True, workers=1, what="extract",
+                     precision="float32"):
     """Pooled backbone features of `x[indices]` as float32 (N, D), in order.
 
     On the torch backend (without a distribution) the frozen feature
     extractor runs as a compiled native torch program with BatchNorm folded
-    into the convolutions (`kerasimpl.torch_inference`), equal to
-    `model.predict` to float tolerance and 1.2-3.4x faster on CPU (docs/benchmarks.md); `native=False`
+    into the convolutions (`kerasimpl.inference`), equal to
+    `model.predict` to float tolerance and 1.2-3.4x faster on CPU (docs/benchmarks.md), under autocast at
+    `precision` (`kerasimpl.precision`); `native=False`
     or an unsupported layer falls back to `model.predict`. With `workers > 1`
     that many threads load batches ahead (image files decode meanwhile).
     Progress is reported as stage `what` (`kerasimpl.progress`).
     """
-    extractor = models.feature_extractor(model)
-    if native and batch_multiple() == 1 and keras.backend.backend() == "torch":
-        from kerasimpl.torch_inference import compile_frozen
+    from kerasimpl.inference import predict_batches
 
-        try:
-            program = compile_frozen(extractor)
-        except NotImplementedError:
-            program = None
-        if program is not None:
-            return _run_batches(program, ArrayDataset(x, None, batch_size, indices=indices), verbose, workers, what)
-    return predict(extractor, x, batch_size, indices=indices, verbose=verbose, workers=workers, what=what)
+    return predict_batches(models.feature_extractor(model), x, batch_size, precision, indices=indices,
+                           verbose=verbose, workers=workers, what=what, native=native)
 
 
 def _run_batches(fn, dataset, verbose, workers=1, what="extract"):
@@ -274,7 +278,8 @@ def weights_fingerprint(layers_) -> str:
     return h.hexdigest()
 
 
-def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto", workers=1, what="extract"):
+def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto", workers=1, what="extract",
+                    precision="float32"):
     """Features from `path` if its key matches `key`, else extracted and saved.
 
     The cache is written atomically after extraction completes, so an
@@ -284,7 +289,7 @@ def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto",
         with np.load(path) as z:
             if str(z["key"]) == key and len(z["features"]) == len(indices):
                 return z["features"]
-    feats = extract_features(model, x, indices, batch_size, verbose, workers=workers, what=what)
+    feats = extract_features(model, x, indices, batch_size, verbose, workers=workers, what=what, precision=precision)
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, features=feats, key=np.asarray(key))
     return feats
@@ -299,10 +304,10 @@ def split_features(model, data, x, indices, part, folder, config, verbose="auto"
     """
     key = json.dumps({"base": weights_fingerprint(models.base_layers(model)), "source": data.source,
                       "data": data.fingerprint, "split": split.summary() if split is not None else None,
-                      "part": part})
+                      "part": part, "precision": config.precision})
     path = os.path.join(folder, f"features_{part}.npz")
     return cached_features(model, x, indices, path, key, config.extract_batch, verbose, workers=config.workers,
-                           what=f"extract {part}")
+                           what=f"extract {part}", precision=config.precision)
 
 
 def fit_stage(model, train, val, folder, stage, config, epochs, verbose="auto", extra_callbacks=()):

@@ -44,3 +44,94 @@ def test_full_size_archive_is_the_official_format(tmp_path, subset_path):
     # Every image is one of the subset's, with its label.
     index = {img.tobytes(): int(y) for img, y in zip(src.x_train, src.y_train)}
     assert all(index[img.tobytes()] == int(y) for img, y in zip(data.x_train[:50], data.y_train[:50]))
+
+
+def test_bench_precision_columns_and_saved_model_ratio(tmp_path, capsys):
+    """One row per precision; the whole saved model timed beside its base; float32 is the error reference."""
+    out = tmp_path / "b.json"
+    assert bench.main(["--sections", "extraction", "--backbones", "mobilenetv2", "--batch", "2", "--image-size", "32",
+                       "--repeats", "1", "--precision", "all", "--json", str(out)]) == 0
+    report = json.load(open(out))
+    rows = report["extraction"]
+    on_torch = keras.backend.backend() == "torch"
+    assert [r["precision"] for r in rows] == (["float32", "bfloat16"] if on_torch else ["float32"])
+    assert report["info"]["precisions"] == ["float32", "bfloat16"]
+    for r in rows:
+        assert r["keras_img_per_s"] > 0 and r["gmacs_per_s"] == pytest.approx(
+            0.30 * (32 / 224) ** 2 * r["keras_img_per_s"])  # the published count x img/s
+    if on_torch:
+        f32, bf16 = rows
+        assert f32["feature_rel_error_vs_float32"] == 0.0 and 0 < bf16["feature_rel_error_vs_float32"] < 0.05
+        assert all(r["saved_model_img_per_s"] > 0 and r["saved_vs_base"] == pytest.approx(
+            r["saved_model_img_per_s"] / r["keras_img_per_s"]) for r in rows)
+    text = capsys.readouterr().out
+    assert "| mobilenetv2 |" in text and "float32 peak:" in text
+
+
+def test_bench_accuracy_section_on_the_real_subset(tmp_path, subset_path):
+    out = tmp_path / "a.json"
+    assert bench.main(["--sections", "accuracy", "--subset", subset_path, "--accuracy-backbone", "smallcnn",
+                       "--accuracy-size", "32", "--epochs", "2", "--precision", "bfloat16", "--json", str(out)]) == 0
+    rows = json.load(open(out))["accuracy"]
+    assert [r["precision"] for r in rows] == ["float32", "bfloat16"]
+    assert all(r["test_images"] == 500 and r["train_images"] == 5170 for r in rows)
+    assert all(0.1 < r["test_accuracy"] <= 1 for r in rows)  # frozen random features carry information
+    assert rows[0]["points_vs_float32"] == 0
+    assert rows[1]["points_vs_float32"] == pytest.approx(100 * (rows[1]["test_accuracy"] - rows[0]["test_accuracy"]))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--saliency-backbone", "nope"], "unknown --saliency-backbone 'nope'. Accepted: "),
+    (["--backbones", "nope"], "unknown backbone ['nope']"),
+    (["--precision", "fp8"], "Unknown precision. Received: 'fp8'"),
+    (["--batch", "0"], "--batch must be >= 1. Received: 0"),
+    (["--sections", "accuracy", "--subset", "/nonexistent.tar.gz"], "needs the real CIFAR-10 subset"),
+])
+def test_bench_bad_settings_are_one_clear_line(argv, message, capsys):
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--backbones", "nope"], "unknown backbone ['nope']. Accepted: "),
+    (["--sweep", "--backbones", "smallcnn", "--batches", "8,x"], "--batches must be comma-separated integers"),
+    (["--sweep", "--backbones", "smallcnn", "--batches", "0"], "Received: '0'"),
+])
+def test_bench_full_bad_settings_are_one_clear_line(argv, message, capsys):
+    assert bench_full.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_bench_full_failed_compare_is_one_line_and_keeps_the_log(tmp_path, capsys):
+    work = tmp_path / "w"
+    code = bench_full.main(["--backbones", "smallcnn", "--train", "20", "--test", "10", "--subset", "",
+                            "--work", str(work), "--compare-args=--no-such-flag", "--json", str(tmp_path / "r.json")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: compare of smallcnn failed (exit 2)") and "unrecognized arguments" in err
+    (log,) = list(work.glob("run-smallcnn-*/compare.log"))
+    assert "--no-such-flag" in log.read_text()
+    assert not (tmp_path / "r.json").exists()
+    assert not [p for p in work.rglob(".tmp-*")]  # atomic writes leave no temporary files
+
+
+def test_shared_bench_helpers_known_answers(tmp_path):
+    from experiments import benchmarking
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\ncpu MHz\t\t: 2000.000\nflags\t\t: fpu avx avx2 fma\n")
+    peak, source = benchmarking.cpu_peak_macs(str(info))
+    cores = len(__import__("os").sched_getaffinity(0))
+    assert peak == cores * 8 * 2 * 2000e6 and "avx2+fma" in source and "2000 MHz" in source
+    info.write_text("processor\t: 0\ncpu MHz\t\t: 1000\nflags\t\t: avx512f avx2 fma\n")
+    assert benchmarking.cpu_peak_macs(str(info))[0] == cores * 16 * 2 * 1000e6
+    assert benchmarking.cpu_peak_macs(str(tmp_path / "none"))[0] is None
+    assert benchmarking.achieved_macs("vgg16", 112, 10.0) == pytest.approx(15.5e9 / 4 * 10)
+    assert benchmarking.achieved_macs("smallcnn", 32, 10.0) is None
+    table = benchmarking.markdown_table([{"a": 1, "b": 0.123, "c": None}], formats={"b": ".2f"})
+    assert table.splitlines() == ["| a | b | c |", "| --- | --- | --- |", "| 1 | 0.12 | - |"]
+    path = tmp_path / "r.json"
+    benchmarking.write_report(str(path), {"x": [1, 2]})
+    assert json.load(open(path)) == {"x": [1, 2]}

@@ -11,7 +11,8 @@ from kerasimpl import evaluation, models
 from kerasimpl.artifacts import load_model, read_csv
 from kerasimpl.data import load_dataset, stratified_split
 
-FAST = ["--epochs", "2", "--batch-size", "32", "--quiet", "--plots-dir", "", "--hidden", "16"]
+# float32: these tests compare against float32 Keras to 1e-4 (auto would pick bfloat16 on an AMX CPU).
+FAST = ["--epochs", "2", "--batch-size", "32", "--quiet", "--plots-dir", "", "--hidden", "16", "--precision", "float32"]
 
 
 def outputs_ok(out, backbones):

@@ -100,3 +100,151 @@ def test_compiled_alexnet_features_through_avgpool_and_flatten_equal_keras(size)
     got = compile_frozen(sub)(x)
     assert got.shape == ref.shape == (2, 9216) and np.abs(ref).max() > 1e-6
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+def logits_model(model):
+    """Raw images -> the head's logits: the nested head model and everything before it."""
+    return keras.Model(model.input, model.get_layer(models.HEAD).output)
+
+
+@pytest.mark.parametrize("name", backbones.list_backbones())
+def test_compiled_whole_classifier_equals_keras(name):
+    """The saved classifier, head included (nested Sequential, Dropout, Dense, LabeledSoftmax)."""
+    from kerasimpl.inference import Forward
+
+    model = extractor(name)
+    x = np.random.default_rng(3).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    ref_probs = np.asarray(model.predict_on_batch(x))
+    ref_logits = np.asarray(logits_model(model).predict_on_batch(x))
+    fast = Forward(model)
+    probs = fast(x)
+    expect_compiled = ON_TORCH and name not in NOT_COMPILED
+    assert fast.path == ("compiled torch (float32)" if expect_compiled else "keras"), fast.fallback_reason
+    np.testing.assert_allclose(probs, ref_probs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    if expect_compiled:
+        logits = compile_frozen(logits_model(model))(x)
+        assert np.abs(ref_logits).max() > 1e-4
+        np.testing.assert_allclose(logits, ref_logits, rtol=1e-4, atol=1e-5 * np.abs(ref_logits).max())
+
+
+@pytest.mark.skipif(not ON_TORCH, reason="the compiled program is torch's")
+def test_head_layers_known_answers():
+    """Dense (with activation), Dropout as identity, Flatten in Keras' NHWC order, softmax in float32."""
+    from kerasimpl.layers import LabeledSoftmax
+
+    inp = keras.Input((2, 2, 3))
+    x = keras.layers.Flatten()(inp)
+    x = keras.layers.Dropout(0.9)(x)
+    head = keras.Sequential([keras.Input((12,)), keras.layers.Dense(4, activation="relu"), keras.layers.Dense(3)])
+    out = LabeledSoftmax(["a", "b", "c"])(head(x))
+    model = keras.Model(inp, [x, out])
+    w = np.arange(12 * 4, dtype="float32").reshape(12, 4) / 100 - 0.2
+    head.layers[0].set_weights([w, np.array([0.1, -5.0, 0.0, 0.2], "float32")])
+    head.layers[1].set_weights([np.eye(4, 3, dtype="float32"), np.zeros(3, "float32")])
+    x_in = np.arange(2 * 2 * 2 * 3, dtype="float32").reshape(2, 2, 2, 3)
+    flat, probs = compile_frozen(model)(x_in)
+    np.testing.assert_array_equal(flat, x_in.reshape(2, -1))  # NHWC flattening order, dropout off
+    hidden = np.maximum(x_in.reshape(2, -1) @ w + [0.1, -5.0, 0.0, 0.2], 0)[:, :3]
+    expect = np.exp(hidden - hidden.max(1, keepdims=True))
+    np.testing.assert_allclose(probs, expect / expect.sum(1, keepdims=True), rtol=1e-5)
+
+
+@pytest.mark.skipif(not ON_TORCH, reason="the compiled program is torch's")
+@pytest.mark.parametrize("name", ["smallcnn", "mobilenetv2"])
+def test_bfloat16_program_is_close_to_float32(name):
+    """Autocast bfloat16: features within bfloat16's error (8 mantissa bits), and not bit-equal (it ran in bf16)."""
+    model = extractor(name)
+    fe = models.feature_extractor(model)
+    x = np.random.default_rng(4).integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
+    ref = compile_frozen(fe)(x)
+    low = compile_frozen(fe, precision="bfloat16")(x)
+    assert low.dtype == np.float32 and low.shape == ref.shape
+    rel = np.linalg.norm(low - ref) / np.linalg.norm(ref)
+    assert 0 < rel < 0.05, rel
+
+
+@pytest.mark.skipif(not ON_TORCH, reason="the compiled program is torch's")
+def test_float16_on_cpu_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="float16 runs on CUDA only"):
+        compile_frozen(models.feature_extractor(extractor("smallcnn")), precision="float16", device="cpu")
+
+
+def test_fast_saliency_forwards_equal_keras():
+    """Occlusion, RISE and Score-CAM maps are the same through the fast path and through Keras."""
+    from kerasimpl import saliency
+    from kerasimpl.inference import Forward
+    from kerasimpl.saliency.cam import score_tensor
+
+    model = extractor("smallcnn", input_size=32)
+    x = np.random.default_rng(5).uniform(0, 255, (1, 32, 32, 3)).astype("float32")
+    for method in (saliency.Occlusion(model, patch=8, stride=8), saliency.RISE(model, masks=16),
+                   saliency.ScoreCAM(model)):
+        fast = method.explain(x, [1])[0]
+        method._fast = Forward(model, native=False)  # the Keras path for the same method
+        method._fast_scores = Forward(keras.Model(model.input, score_tensor(model)), native=False) \
+            if hasattr(method, "rest") else None
+        slow = method.explain(x, [1])[0]
+        np.testing.assert_allclose(fast.map, slow.map, rtol=1e-4, atol=1e-6)
+        assert np.ptp(fast.map) > 0
+
+
+def _program_tensors(program):
+    """Every tensor a compiled program holds: conv weights, closures' constants, nested programs'."""
+    import types
+
+    import torch
+
+    found, seen = [], set()
+
+    def visit(obj, depth):
+        if id(obj) in seen or depth > 6 or isinstance(obj, (types.ModuleType, type, str, int, float)):
+            return
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            found.append(obj)
+            return
+        if isinstance(obj, (list, tuple)):
+            children = list(obj)
+        elif isinstance(obj, dict):
+            children = list(obj.values())
+        elif isinstance(obj, types.MethodType):
+            children = [obj.__self__]
+        elif isinstance(obj, types.FunctionType):
+            children = [c.cell_contents for c in obj.__closure__ or ()]
+        elif type(obj).__module__ == "kerasimpl.torch_inference":
+            children = [v for k, v in vars(obj).items() if k not in ("layer", "torch")]
+        else:
+            return
+        for child in children:
+            visit(child, depth + 1)
+
+    visit(program, 0)
+    return found
+
+
+@pytest.mark.skipif(not ON_TORCH, reason="the compiled program is torch's")
+@pytest.mark.parametrize("name", ["mobilenetv3large", "efficientnetb0"])
+def test_every_program_tensor_lives_on_the_programs_device(name):
+    """Built for torch's 'meta' device (shapes, no data: runs on any CPU), every weight, folded BN
+    constant, preprocessing constant and head weight lands there: what moves the program to a GPU."""
+    model = extractor(name)
+    program = compile_frozen(model, device="meta")
+    tensors = _program_tensors(program)
+    assert program.device.type == "meta" and len(tensors) > 20
+    assert {t.device.type for t in tensors} == {"meta"}
+    conv_weights = [t for t in tensors if t.dim() == 4 and t.shape[-1] > 1]
+    assert conv_weights and all(t.is_contiguous(memory_format=__import__("torch").channels_last) for t in conv_weights)
+
+
+@pytest.mark.parametrize("precision_, device, capability, expected", [
+    ("bfloat16", "cuda", (8, 0), "bfloat16"),
+    ("bfloat16", "cuda", (8, 9), "bfloat16"),
+    ("bfloat16", "cuda", (7, 5), "float16"),  # no native bf16 before Ampere: the tensor cores' fp16
+    ("float16", "cuda", (7, 0), "float16"),
+    ("float32", "cuda", (9, 0), "float32"),
+    ("bfloat16", "cpu", None, "bfloat16"),
+    ("float32", "cpu", None, "float32"),
+])
+def test_autocast_dtype_per_device(precision_, device, capability, expected):
+    from kerasimpl.precision import autocast_precision
+
+    assert autocast_precision(precision_, device, capability) == expected

@@ -68,6 +68,7 @@ class SaliencyMethod:
 
     name = "saliency"
     higher_is_important = True
+    precision = "float32"  # of the black-box forward passes (`kerasimpl.precision`; set per instance)
 
     def __init__(self, model):
         self.model = model
@@ -103,8 +104,15 @@ class SaliencyMethod:
         activations, computed on the way) is handed to `_maps`, so no method
         runs the model twice where once does. `targets` are the requested
         ones (`None`: top-1, known only after this pass)."""
-        with no_grad():
-            return self.model(images, training=False), None
+        return self._probabilities(images), None
+
+    def _probabilities(self, batch):
+        """The model's outputs on `batch` on the fast path (`kerasimpl.inference.Forward`)."""
+        from kerasimpl.inference import Forward
+
+        if getattr(self, "_fast", None) is None or self._fast.precision != self.precision:
+            self._fast = Forward(self.model, self.precision)
+        return self._fast(batch)
 
     def _maps(self, images, targets, context=None):
         """One 2-D float map per image (the method's own units)."""

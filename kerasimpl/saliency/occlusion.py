@@ -16,7 +16,6 @@ import numpy as np
 from keras import ops
 
 from kerasimpl.saliency.base import SaliencyMethod
-from kerasimpl.saliency.gradients import no_grad
 
 
 def positions(size, patch, stride):
@@ -89,8 +88,6 @@ class Occlusion(SaliencyMethod):
             probs = []
             for start in range(0, len(corners), self.batch_size):
                 batch = occluded_batch(image, corners[start:start + self.batch_size], self.patch, self.fill)
-                with no_grad():
-                    out = self.model(batch, training=False)
-                probs.append(ops.convert_to_numpy(out[:, target]))
+                probs.append(self._probabilities(batch)[:, target])
             maps.append(np.concatenate(probs).reshape(self.grid_shape))
         return maps

@@ -14,7 +14,6 @@ from keras import ops
 
 from kerasimpl.saliency.base import SaliencyMethod
 from kerasimpl.saliency.cam import interpolation_matrix
-from kerasimpl.saliency.gradients import no_grad
 
 
 def rise_masks(n, input_size, grid=7, p=0.5, seed=0) -> np.ndarray:
@@ -72,8 +71,7 @@ class RISE(SaliencyMethod):
             for s in range(0, self.num_masks, self.batch_size):
                 m = ops.convert_to_tensor(self.masks[s:s + self.batch_size, :, :, None])
                 batch = image[None] * m + self.fill * (1.0 - m)
-                with no_grad():
-                    probs.append(ops.convert_to_numpy(self.model(batch, training=False))[:, target])
+                probs.append(self._probabilities(batch)[:, target])
             weights = np.concatenate(probs).astype(np.float64)
             maps.append(np.tensordot(weights, self.masks, axes=1) / (self.num_masks * self.p))
         return maps

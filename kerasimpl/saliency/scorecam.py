@@ -14,8 +14,7 @@ import numpy as np
 from keras import ops
 
 from kerasimpl.saliency.base import image_rng
-from kerasimpl.saliency.cam import LayerMethod, interpolation_matrix, softmax
-from kerasimpl.saliency.gradients import no_grad
+from kerasimpl.saliency.cam import LayerMethod, interpolation_matrix, score_tensor, softmax
 
 
 class ScoreCAM(LayerMethod):
@@ -71,10 +70,18 @@ class ScoreCAM(LayerMethod):
         scores = []
         for s in range(0, masks.shape[0], self.batch_size):
             batch = image[None] * masks[s:s + self.batch_size, :, :, None]
-            with no_grad():
-                logits = self.rest(self.features(batch, training=False), training=False)
-            scores.append(ops.convert_to_numpy(logits)[:, target])
+            scores.append(self._scores(batch)[:, target])
         return np.concatenate(scores).astype(np.float64)
+
+    def _scores(self, batch):
+        """Logits of masked images on the fast path (`kerasimpl.inference.Forward`: compiled on torch)."""
+        import keras
+
+        from kerasimpl.inference import Forward
+
+        if getattr(self, "_fast_scores", None) is None or self._fast_scores.precision != self.precision:
+            self._fast_scores = Forward(keras.Model(self.model.input, score_tensor(self.model)), self.precision)
+        return np.asarray(self._fast_scores(batch))
 
 
 class SSCAM(ScoreCAM):

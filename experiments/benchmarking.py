@@ -1,0 +1,115 @@
+"""What `experiments.bench` and `experiments.bench_full` share: timing, models, the machine's peak, output.
+
+One implementation of each: the warning-silenced model build, the timed
+measurement (median after warm-up, interleaved so ratios survive a noisy
+machine), markdown tables, and atomic JSON / log files.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+import warnings
+
+# Published multiply-add counts per 224x224 image (the architectures' papers /
+# keras.applications' documentation; not measured here). Convolutional cost
+# scales with the pixel count, so other sizes use (size / 224) ** 2.
+MACS_224 = {"vgg16": 15.5e9, "mobilenetv2": 0.30e9, "mobilenetv3large": 0.22e9, "efficientnetb0": 0.39e9}
+
+
+def build_classifier(name, num_classes=10, **kwargs):
+    """`models.build_classifier` with Keras' input-size notes silenced (random weights are on purpose here)."""
+    from kerasimpl import models
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return models.build_classifier(name, num_classes, **kwargs)
+
+
+def interleaved(fns, repeats, warmup=1):
+    """Median seconds of each callable, timed A, B, A, B ... after warm-up."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for t, fn in zip(times, fns):
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def extraction_speed(model, x, batch_size, precision="float32"):
+    """Images/s of `training.extract_features` over `x` (after a two-batch warm-up): what compare runs."""
+    from kerasimpl import training
+
+    training.extract_features(model, x[: 2 * batch_size], batch_size=batch_size, verbose=0, precision=precision)
+    start = time.perf_counter()
+    training.extract_features(model, x, batch_size=batch_size, verbose=0, precision=precision)
+    return len(x) / (time.perf_counter() - start)
+
+
+def achieved_macs(name, image_size, img_per_s):
+    """Multiply-adds per second from the published count (None for a backbone without one)."""
+    macs = MACS_224.get(name)
+    return None if macs is None else macs * (image_size / 224) ** 2 * img_per_s
+
+
+def cpu_peak_macs(cpuinfo="/proc/cpuinfo"):
+    """The CPU's float32 peak multiply-adds/s: cores x FMA lanes x FMA units x clock, and its source.
+
+    Lanes: 16 with AVX-512, 8 with AVX2/FMA, 4 otherwise (float32 per
+    vector); 2 FMA units per core (Zen 2-4, Skylake-SP and later server
+    cores: an assumption, stated); clock: the `cpu MHz` the kernel reports
+    (not the turbo ceiling). Returns `(peak or None, description)`.
+    """
+    from kerasimpl.precision import cpu_flags
+
+    flags = cpu_flags(cpuinfo)
+    mhz = None
+    try:
+        with open(cpuinfo) as f:
+            mhz = next((float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")), None)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= flags else 4
+    if mhz is None or not cores:
+        return None, "unknown (no 'cpu MHz' in /proc/cpuinfo)"
+    peak = cores * lanes * 2 * mhz * 1e6
+    return peak, (f"{cores} cores x {lanes} float32 lanes ({'avx512f' if lanes == 16 else 'avx2+fma'}) x 2 FMA "
+                  f"units (assumed) x {mhz:.0f} MHz (/proc/cpuinfo) = {peak / 1e9:.0f} G multiply-adds/s")
+
+
+def markdown_table(rows, columns=None, formats=None) -> str:
+    """A markdown table of dict rows; floats with one decimal unless `formats[key]` says otherwise."""
+    if not rows:
+        return ""
+    columns = columns or list(rows[0])
+    formats = formats or {}
+
+    def cell(key, v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return format(v, formats.get(key, ".1f"))
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(cell(k, r.get(k)) for k in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_report(path, report):
+    """JSON, atomically (a crash leaves the old file or none, never half of one)."""
+    from kerasimpl.artifacts import write_json
+
+    write_json(path, report)
+
+
+def write_log(path, text):
+    from kerasimpl.artifacts import write_text
+
+    write_text(path, text)
