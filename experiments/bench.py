@@ -236,23 +236,29 @@ def bench_occlusion(size, repeats):
 
 
 def bench_saliency(size, batch, quick=False, backbone="mobilenetv2"):
-    """Seconds per image of every method (ours, and the reference's where one exists).
+    """Seconds per image of every method (ours, and each reference library's where it has the method).
 
-    A `backbone` classifier (random weights, 10 classes), `batch` images per
-    call, default options of each method; one warm-up call each, then one
-    timed call (the slow methods take tens of seconds; the ratio is what
-    counts). References run on the same Keras model through the NCHW wrappers.
+    A `backbone` classifier (random weights, 10 classes) with a linear head
+    (pooled features -> Dense), so CAM (Zhou et al.) applies too; `batch`
+    images per call, default options of each method; one warm-up call each,
+    then one timed call (the slow methods take tens of seconds; the ratio is
+    what counts). References (pytorch-grad-cam or Captum in `reference`,
+    torchcam in `torchcam`) run on the same Keras model through the NCHW
+    wrappers of `kerasimpl.saliency.reference`.
     """
     import keras
     import numpy as np
 
     from kerasimpl import models, saliency
+    from kerasimpl.heads import HeadConfig
 
     model = build_classifier(backbone, input_shape=(size, size, 3),
-                             image_size=size if models.get_spec(backbone).pretrained else None, weights=None)
+                             image_size=size if models.get_spec(backbone).pretrained else None, weights=None,
+                             head=HeadConfig(hidden=(), dropout=0.0))
     x = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
     targets = [int(t) for t in np.arange(batch) % 10]
-    refs = _reference_methods() if keras.backend.backend() == "torch" else {}
+    on_torch = keras.backend.backend() == "torch"
+    refs = _reference_methods() if on_torch else {}
     saliency.GradCAM(model).explain(x, targets)  # warm-up at the timed batch shape (forward and backward)
     rows = []
     for name in saliency.list_methods():
@@ -262,17 +268,44 @@ def bench_saliency(size, batch, quick=False, backbone="mobilenetv2"):
         method.explain(x[:1], targets[:1])  # warm-up
         ours = _timed(lambda: method.explain(x, targets)) / batch
         row = {"method": name, "backbone": backbone, "image_size": size, "batch": batch, "options": method.options(),
-               "seconds_per_image": ours, "reference": None, "reference_seconds_per_image": None, "ratio": None}
+               "seconds_per_image": ours, "reference": None, "reference_seconds_per_image": None, "ratio": None,
+               "torchcam": None, "torchcam_seconds_per_image": None, "torchcam_ratio": None}
         if name in refs:
             label, run = refs[name]
             run(method, x[:1], targets[:1])  # warm-up
             theirs = _timed(lambda: run(method, x, targets)) / batch
             row.update(reference=label, reference_seconds_per_image=theirs, ratio=ours / theirs)
+        tc = _torchcam_run(method) if on_torch else None
+        if tc is not None:
+            tc(x[:1], targets[:1])  # warm-up
+            theirs = _timed(lambda: tc(x, targets)) / batch
+            row.update(torchcam=f"torchcam {reference_name(name)}", torchcam_seconds_per_image=theirs,
+                       torchcam_ratio=ours / theirs)
         rows.append(row)
         print(f"[bench] saliency {name}: {ours:.3f} s/image" +
               (f", {row['reference']} {row['reference_seconds_per_image']:.3f} s/image, x{row['ratio']:.2f}"
-               if row["reference"] else ""), flush=True)
+               if row["reference"] else "") +
+              (f", {row['torchcam']} {row['torchcam_seconds_per_image']:.3f} s/image, x{row['torchcam_ratio']:.2f}"
+               if row["torchcam"] else ""), flush=True)
     return rows
+
+
+def reference_name(method_name):
+    from kerasimpl.saliency.reference import TORCHCAM
+
+    return TORCHCAM[method_name]
+
+
+def _torchcam_run(method):
+    """torchcam's run(x, targets) for `method`, or None (not installed, or torchcam has no such method)."""
+    from kerasimpl.saliency import reference
+
+    if method.name not in reference.TORCHCAM:
+        return None
+    try:
+        return reference.torchcam_runner(method)
+    except ImportError:
+        return None
 
 
 def _timed(fn):
@@ -292,8 +325,7 @@ def _reference_methods():
         pgc = reference.import_pytorch_grad_cam()
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-        classes = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "hirescam": "HiResCAM",
-                   "xgradcam": "XGradCAM", "layercam": "LayerCAM", "scorecam": "ScoreCAM", "eigencam": "EigenCAM"}
+        classes = reference.PYTORCH_GRAD_CAM
 
         def pgc_run(cls_name):
             def run(method, x, targets):
@@ -452,8 +484,9 @@ def table(results) -> str:
     if "saliency" in results:
         lines += ["", markdown_table(results["saliency"], [
             "method", "backbone", "image_size", "batch", "seconds_per_image", "reference",
-            "reference_seconds_per_image", "ratio"],
-            {"seconds_per_image": ".3f", "reference_seconds_per_image": ".3f", "ratio": ".2f"})]
+            "reference_seconds_per_image", "ratio", "torchcam", "torchcam_seconds_per_image", "torchcam_ratio"],
+            {"seconds_per_image": ".3f", "reference_seconds_per_image": ".3f", "ratio": ".2f",
+             "torchcam_seconds_per_image": ".3f", "torchcam_ratio": ".2f"})]
     return "\n".join(lines)
 
 

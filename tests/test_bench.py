@@ -16,6 +16,7 @@ def test_saliency_section_times_every_method_and_the_references(tmp_path, capsys
         from reference_libs import pytorch_grad_cam, require
 
         require("captum")
+        require("torchcam")
         pytorch_grad_cam()
     out = tmp_path / "b.json"
     assert bench.main(["--sections", "saliency", "--saliency-size", "32", "--saliency-batch", "1", "--quick",
@@ -29,6 +30,10 @@ def test_saliency_section_times_every_method_and_the_references(tmp_path, capsys
         assert with_ref == {"gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "eigencam",
                             "gradients", "integrated-gradients", "occlusion"}
         assert all(np.isfinite(r["ratio"]) and r["ratio"] > 0 for r in rows if r["reference"])
+        from kerasimpl.saliency.reference import TORCHCAM
+
+        assert {r["method"] for r in rows if r["torchcam"]} == set(TORCHCAM)  # cam included: the head is linear
+        assert all(np.isfinite(r["torchcam_ratio"]) and r["torchcam_ratio"] > 0 for r in rows if r["torchcam"])
     assert "| gradcam++ | smallcnn | 32 | 1 |" in capsys.readouterr().out
     assert bench.main(["--sections", "nope"]) == 2
 
