@@ -259,6 +259,7 @@ def _saliency_figure(cfg, results, data, plots_dir):
     from kerasimpl import plotting
     from kerasimpl.artifacts import copy_file, load_model, save_figure, write_json
     from kerasimpl.saliency import get_method
+    from kerasimpl.saliency.occlusion import scaled_window
 
     n, method = int(cfg["saliency"]), cfg.get("saliency_method") or "gradcam"
     # One image per class where it can (seeded): the same images for every model.
@@ -280,7 +281,11 @@ def _saliency_figure(cfg, results, data, plots_dir):
                             "model.keras")
         if not os.path.exists(path):
             continue
-        explainer = get_method(method, load_model(path))
+        model = load_model(path)
+        # occlusion's 30/20 window is for 224 px: scaled to the model's input (at 32 px: 4/3, not one 1x1 cell)
+        options = dict(zip(("patch", "stride"), scaled_window(int(model.input_shape[1])))) \
+            if method == "occlusion" else {}
+        explainer = get_method(method, model, **options)
         explainer.precision = cfg.get("precision", "float32")  # its black-box forward passes
         exps = explainer.explain(images)  # targets: each model's top-1 prediction
         preds = [e.target for e in exps]
@@ -288,7 +293,8 @@ def _saliency_figure(cfg, results, data, plots_dir):
         columns[label] = [e.importance() for e in exps]
         captions[label] = [f"{'ok' if e.target == t else 'WRONG'}: {names[e.target]} ({e.score:.2f})"
                            for e, t in zip(exps, data.y_test[chosen])]
-        report["models"][label] = {"predictions": [names[p] for p in preds], "layer": layer}
+        report["models"][label] = {"predictions": [names[p] for p in preds], "layer": layer,
+                                   "map_shape": list(exps[0].map.shape), "options": explainer.options()}
         print(f"[compare] saliency: {label} explained", flush=True)
     rows = [f"#{i} true: {names[int(data.y_test[i])]}" for i in chosen]
     gallery = os.path.join(cfg["out"], "plots", "saliency_backbones.png")
@@ -412,6 +418,10 @@ def _validate(cfg):
     if any(v == "lastlayer" for _, v in rows) and cfg["weights"] is None:
         raise ValueError("NAME:lastlayer keeps pretrained layers: it needs --weights imagenet or a weights file. "
                          "Received: --weights none")
+    if cfg.get("saliency"):  # before any training, not after it
+        from kerasimpl.saliency import method_options
+
+        method_options(cfg.get("saliency_method") or "gradcam")  # ValueError listing the accepted methods
     with_top = [n for n in list_backbones() if get_spec(n).top_hidden]
     if cfg["keep_top_hidden"] and not any(get_spec(n).top_hidden for n, _ in rows):
         raise ValueError(f"--keep-top-hidden applies to backbones whose ImageNet top has a hidden layer "

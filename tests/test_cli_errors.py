@@ -30,6 +30,7 @@ def test_infer_rejects_a_batch_size_below_one(capsys, value):
     (["--inference-batch-size", "-1"], "--inference-batch-size must be >= 1"),
     (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
     (["--finetune-epochs", "-1"], "--finetune-epochs must be >= 0"),
+    (["--saliency", "2", "--saliency-method", "nope"], "Unknown saliency method 'nope'"),  # before training
 ])
 def test_compare_rejects_out_of_range_numbers_before_anything_runs(tmp_path, capsys, argv, message):
     out = tmp_path / "r"

@@ -72,6 +72,12 @@ def test_compare_end_to_end_on_synthetic_with_local_weights(tmp_path):
     assert report["models"]["mobilenetv2"]["layer"] and all(len(m["predictions"]) == 3
                                                             for m in report["models"].values())
     assert os.path.getsize(os.path.join(out, "plots", "saliency_backbones.png")) > 10_000
+    # Occlusion's 224-px window (30/20) is scaled to these 32-px models: a 10x10 map, not one 1x1 cell.
+    assert compare.main(argv + ["--saliency", "2", "--saliency-method", "occlusion"]) == 0
+    report = json.load(open(os.path.join(out, "saliency_backbones.json")))
+    assert report["method"] == "occlusion"
+    for m in report["models"].values():
+        assert m["map_shape"] == [10, 10] and (m["options"]["patch"], m["options"]["stride"]) == (4, 3)
 
 
 @pytest.mark.slow

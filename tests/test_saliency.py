@@ -247,3 +247,13 @@ def test_saliency_reuses_the_test_split_that_trained_the_model(tmp_path, capsys)
                      "gradcam", "--out", str(tmp_path / "c")]) == 0
     note = json.load(open(tmp_path / "c" / "saliency.json"))["note"]
     assert note.startswith("no record of the split that trained this model") and "seed 0" in note
+
+
+def test_occlusion_window_scales_with_the_input_size():
+    """The seed's 30/20 window at 224 px keeps 10 positions per axis at other sizes."""
+    from kerasimpl.saliency.occlusion import positions, scaled_window
+
+    assert scaled_window(224) == (30, 20) and scaled_window(32) == (4, 3) and scaled_window(64) == (9, 6)
+    for size in (32, 64, 224):
+        patch, stride = scaled_window(size)
+        assert len(positions(size, patch, stride)) == 10
