@@ -505,7 +505,7 @@ def _run_one(row, seed, cfg, data, split, verbose, kind="mlp", label=None):
 def _write_outputs(cfg, results, data, plots_dir):
     """Tables, the comparison figure, and the plot gallery."""
     from kerasimpl import plotting, reporting
-    from kerasimpl.artifacts import copy_file, save_figure
+    from kerasimpl.artifacts import copy_file, read_csv, save_figure
 
     out = cfg["out"]
     reporting.write_tables(out, results, note=_note(cfg, data))
@@ -514,6 +514,15 @@ def _write_outputs(cfg, results, data, plots_dir):
                                              "accuracy vs training time"),
                 os.path.join(gallery, "comparison.png"))
     seeds = [""] if cfg["seeds"] == 1 else [f"seed{s}" for s in range(cfg["seed"], cfg["seed"] + cfg["seeds"])]
+    histories = {}  # every row's curves on one figure (first seed): e.g. AlexNet from scratch vs pretrained
+    for name in dict.fromkeys(r.get("run", r["backbone"]) for r in results):
+        path = os.path.join(out, name, seeds[0], "history.csv")
+        if os.path.exists(path):
+            histories[name] = read_csv(path)
+    if histories:
+        save_figure(plotting.learning_curves_overlay(histories, "learning curves of every model (train solid, "
+                                                                "validation dashed)"),
+                    os.path.join(gallery, "learning_curves.png"))
     for name in dict.fromkeys(r.get("run", r["backbone"]) for r in results):
         for seed in seeds:  # --seeds N: each seed's figures, <name>_seed<S>_<figure>.png
             for png in ("learning_curves.png", "confusion_matrix.png"):

@@ -66,7 +66,8 @@ def read_run(folder) -> dict:
     results = _load_json(os.path.join(folder, "results.json"), "results.json")
     if not isinstance(results, list) or not all(isinstance(r, dict) and "backbone" in r for r in results):
         raise RunFolderError(f"{folder}/results.json: expected a list of result rows with a 'backbone' each")
-    listed = config.get("backbones", [])
+    # compare rows may be NAME:VARIANT (alexnet:scratch); a result's "backbone" is the NAME
+    listed = [str(b).partition(":")[0] for b in config.get("backbones", [])]
     models = []
     for r in results:
         if r["backbone"] not in listed:

@@ -38,6 +38,28 @@ def learning_curves(rows, title="") -> Figure:
     return fig
 
 
+def learning_curves_overlay(histories, title="") -> Figure:
+    """Every model's curves on one figure: accuracy and loss per epoch, one
+    colour per model, train solid and validation dashed (stages in sequence).
+
+    Args:
+        histories: `{label: history.csv rows}`, in legend order.
+    """
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for i, (label, rows) in enumerate(histories.items()):
+            step = np.arange(1, len(rows) + 1)
+            for key, style, part in ((metric, "-o", "train"), (f"val_{metric}", "--s", "validation")):
+                vals = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
+                ax.plot(step, vals, style, ms=3, color=f"C{i % 10}", label=f"{label} {part}")
+        ax.set(xlabel="epoch (all stages in sequence)", ylabel=metric, title=metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
 def confusion_matrix(matrix, class_names, title="") -> Figure:
     """Row-normalised confusion matrix with counts in the cells."""
     m = np.asarray(matrix, dtype=float)

@@ -115,6 +115,12 @@ def test_alexnet_smoke_preset_pieces_at_tiny_scale(tmp_path):
         report = json.load(open(os.path.join(out, label, "gradcam", "saliency.json")))
         assert len(report["images"]) == 2 and report["methods"]["gradcam"]["options"]["layer"] == "conv5_relu"
         assert os.path.getsize(os.path.join(plots, "alexnet-smoke", f"{label}_gradcam_gallery.png")) > 5_000
+    # Both models' curves on one figure, and the run reads back as one run of the cross-run comparison.
+    assert os.path.getsize(os.path.join(out, "plots", "learning_curves.png")) > 10_000
+    from kerasimpl import crossrun
+
+    run = crossrun.read_run(out)
+    assert [m["model"] for m in run["models"]] == ["alexnet-scratch", "alexnet-lastlayer"]
 
 
 def test_saved_alexnet_with_its_top_gets_conv5_relu_for_gradcam_without_naming_the_backbone(tmp_path):
