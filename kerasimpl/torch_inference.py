@@ -160,7 +160,8 @@ class _Program:
 
         torch = self.torch
         with torch.inference_mode(), autocast(self.autocast, self.device.type):
-            x = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.asarray(x)).to(self.device)
+            # contiguous: a reversed or strided NumPy view (x[::-1]) has negative strides torch refuses
+            x = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.ascontiguousarray(x)).to(self.device)
             x = x.permute(0, 3, 1, 2).float() if x.dim() == 4 else x.float()
             outs = self.run(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
             outs = [_to_keras_layout(t) for t in (outs if isinstance(outs, list) else [outs])]

@@ -531,3 +531,22 @@ def test_pytorch_grad_cam_hooked_directly_on_nhwc_is_wrong():
     (ours,) = saliency.GradCAM(model, "feat").explain(x, [1])
     direct = (direct - direct.min()) / (direct.max() - direct.min())
     assert direct.shape == ours.map.shape and np.abs(direct - ours.map).max() > 0.5
+
+
+def test_pytorch_grad_cam_import_leaves_no_torchvision_stub_behind():
+    """The stub that lets pytorch-grad-cam import without torchvision must not
+    make `import torchvision` succeed for everyone else afterwards."""
+    import importlib.util
+    import sys
+
+    from reference_libs import pytorch_grad_cam
+
+    pytorch_grad_cam()
+    if importlib.util.find_spec("torchvision") is None:
+        assert "torchvision" not in sys.modules
+        with pytest.raises(ImportError):
+            import torchvision  # noqa: F401
+    else:  # a real torchvision is installed: it must be the real one
+        import torchvision
+
+        assert hasattr(torchvision, "models")

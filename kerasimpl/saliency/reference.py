@@ -54,8 +54,15 @@ def import_pytorch_grad_cam():
         functional.resize = None
         transforms.functional = functional
         stub.transforms, stub.ops = transforms, types.ModuleType("torchvision.ops")
-        for mod in (stub, transforms, functional, stub.ops):
+        stubs = (stub, transforms, functional, stub.ops)
+        for mod in stubs:
             sys.modules[mod.__name__] = mod
+        try:
+            import pytorch_grad_cam
+        finally:  # only pytorch_grad_cam holds the stub: a later `import torchvision` still fails as it should
+            for mod in stubs:
+                if sys.modules.get(mod.__name__) is mod:
+                    del sys.modules[mod.__name__]
     import pytorch_grad_cam
 
     return pytorch_grad_cam
