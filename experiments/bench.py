@@ -36,10 +36,10 @@ import time
 from experiments.benchmarking import (MACS_224, achieved_macs, build_classifier, cpu_peak_macs, interleaved,
                                       markdown_table, write_report)
 
-BACKBONES = ("vgg16", "mobilenetv2", "mobilenetv3large", "efficientnetb0")
+BACKBONES = ("vgg16", "mobilenetv2", "mobilenetv3large", "efficientnetb0", "alexnet")
 # torchvision constructors of the same architectures (features + global pool).
 NATIVE = {"vgg16": "vgg16", "mobilenetv2": "mobilenet_v2", "mobilenetv3large": "mobilenet_v3_large",
-          "efficientnetb0": "efficientnet_b0"}
+          "efficientnetb0": "efficientnet_b0", "alexnet": "alexnet"}
 
 
 def build_parser():
