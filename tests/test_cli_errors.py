@@ -48,6 +48,7 @@ def test_slow_warning_names_vgg16_on_a_cpu_and_the_way_to_skip_it():
     assert compare.slow_warning({**cfg, "backbones": ["mobilenetv2"]}, accelerator=False) == ""
 
 
+@pytest.mark.slow
 def test_resume_only_with_the_same_options_and_every_seed_in_the_gallery(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default --plots-dir must not write into the working folder
     out = str(tmp_path / "run")

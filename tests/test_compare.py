@@ -36,6 +36,7 @@ def outputs_ok(out, backbones):
     return results
 
 
+@pytest.mark.slow
 def test_compare_end_to_end_on_synthetic_with_local_weights(tmp_path):
     # A local weights file stands in for the ImageNet download.
     with warnings.catch_warnings():

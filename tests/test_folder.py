@@ -188,6 +188,7 @@ def test_fingerprint_follows_the_files(tmp_path):
     assert load_dataset(root).fingerprint != first
 
 
+@pytest.mark.slow
 def test_compare_infer_and_saliency_on_an_image_folder(tmp_path, capsys):
     """compare trains a frozen pretrained base (local weights file) with an MLP
     head and a linear probe on a folder with a bad file; the feature cache is
