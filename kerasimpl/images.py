@@ -65,7 +65,12 @@ def _open(path):
         raise ImageError(f"{path}: empty file (0 bytes)")
     try:
         with _bombs_are_errors():
-            return Image.open(path)
+            im = Image.open(path)
+        # The warnings filter above is process-wide and not thread-safe (loader threads): check the size too.
+        if Image.MAX_IMAGE_PIXELS and im.width * im.height > Image.MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombWarning(
+                f"Image size ({im.width * im.height} pixels) exceeds limit of {Image.MAX_IMAGE_PIXELS} pixels")
+        return im
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as e:
         raise ImageError(f"{path}: not a readable image ({type(e).__name__}: {_one_line(e)})") from e
