@@ -239,13 +239,20 @@ def extract_features(model, x, indices=None, batch_size=64, verbose="auto", nati
                            verbose=verbose, workers=workers, what=what, native=native)
 
 
+TRIM_EVERY = 64  # batches between returns of freed memory to the OS (`runtime.release_freed_memory`)
+
+
 def _run_batches(fn, dataset, verbose, workers=1, what="extract"):
+    from kerasimpl.runtime import release_freed_memory
+
     progress = Progress(dataset.num_samples, what, verbose)
     out, done = [], 0
-    for (batch,) in prefetch(dataset, workers):
+    for i, (batch,) in enumerate(prefetch(dataset, workers)):
         out.append(np.asarray(fn(batch), dtype=np.float32))
         done += len(batch)
         progress.update(done)
+        if i % TRIM_EVERY == TRIM_EVERY - 1:
+            release_freed_memory()  # else glibc may keep every batch's freed buffers: RSS grows with N
     progress.close()
     return np.concatenate(out)
 

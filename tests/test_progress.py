@@ -57,3 +57,25 @@ def test_batch_loop_reports_images_not_batches(caplog):
     np.testing.assert_array_equal(out, x.reshape(10, -1)[:, :2])  # in order, with prefetching threads
     msgs = [r.getMessage() for r in caplog.records]
     assert msgs[0] == "extract val: start, 10 img" and msgs[-1].startswith("extract val: done, 10 img in")
+
+
+def test_batch_loop_returns_freed_memory_every_trim_every_batches(monkeypatch):
+    """Long extractions hand freed buffers back to the OS periodically (glibc kept 12 GB of them at full size)."""
+    from kerasimpl import runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "release_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(training, "TRIM_EVERY", 3)
+    x = np.zeros((20, 2, 2, 3), np.uint8)
+    out = training._run_batches(lambda b: b.reshape(len(b), -1), ArrayDataset(x, None, 2), verbose=0)
+    assert out.shape == (20, 12) and len(calls) == 3  # 10 batches: after the 3rd, 6th and 9th
+
+
+def test_release_freed_memory_runs_on_this_platform():
+    import platform
+
+    from kerasimpl import runtime
+
+    ok = runtime.release_freed_memory()
+    assert ok is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    assert runtime.release_freed_memory() is ok  # the library handle is looked up once and reused
