@@ -4,7 +4,10 @@
     python -m experiments.bench --json bench.json  # full settings
     python -m experiments.bench --sections saliency --saliency-size 160
 
-Sections (`--sections`): extraction, cache, occlusion, saliency, accuracy.
+Sections (`--sections`): extraction, cache, occlusion, saliency, accuracy,
+training (seconds per end-to-end training step of `--train-rows` at
+`--train-sizes`, e.g. AlexNet from scratch at 64/96/224 px, with the epoch
+time extrapolated and peak memory).
 Extraction has one row per backbone and precision (`--precision`): the
 compiled base's img/s, the whole saved classifier's img/s at the same
 batch and precision (and its ratio to the base), the pooled features'
@@ -52,8 +55,8 @@ def build_parser():
     p.add_argument("--repeats", type=int, help="timed repeats per measurement (default 5; quick 3)")
     p.add_argument("--epochs", type=int, help="head epochs for the cache speed-up (default 10; quick 4)")
     p.add_argument("--sections", default="extraction,cache,occlusion,saliency",
-                   help="comma-separated: extraction, cache, occlusion, saliency, accuracy (default: all but "
-                        "accuracy, which needs --subset)")
+                   help="comma-separated: extraction, cache, occlusion, saliency, accuracy, training (default: all "
+                        "but accuracy, which needs --subset, and training)")
     p.add_argument("--precision", default="all",
                    help="precisions of the extraction and accuracy sections: comma-separated from float32, "
                         "bfloat16, float16 (CUDA only), or auto (what --precision auto picks here), or all "
@@ -69,6 +72,10 @@ def build_parser():
     p.add_argument("--saliency-backbone", default="mobilenetv2", help="classifier of the saliency section")
     p.add_argument("--saliency-size", type=int, default=224, help="input size of the saliency section's model")
     p.add_argument("--saliency-batch", type=int, default=2, help="images per explain() call in the saliency section")
+    p.add_argument("--train-rows", default="alexnet:scratch",
+                   help="training section: compare rows trained end to end (default alexnet:scratch)")
+    p.add_argument("--train-sizes", default="64,96,224", help="training section: image sizes (default 64,96,224)")
+    p.add_argument("--train-steps", type=int, help="training section: timed steps of 64 images (default 20; quick 5)")
     p.add_argument("--json", help="also write the results here")
     return p
 
@@ -214,6 +221,52 @@ def bench_cache(epochs, size, num_train=256):
            "seed_style_seconds": secs[False], "cached_seconds": secs[True], "speedup": secs[False] / secs[True]}
     print(f"[bench] cache: seed-style {secs[False]:.1f} s, cached {secs[True]:.1f} s, x{row['speedup']:.1f}", flush=True)
     return row
+
+
+def bench_training(rows, sizes, steps, batch=64, epoch_images=40_000):
+    """Seconds per end-to-end training step of each row at each image size (the real `fit` loop).
+
+    `rows` are compare rows (e.g. `alexnet:scratch`, the whole AlexNet from
+    random weights). Loaders ship 32x32 uint8 batches with compare's default
+    augmentation (flip, translate) and the model resizes inside, as in a
+    compare run. After a 2-step warm-up `fit` (compilation), `steps` steps are
+    timed; the epoch time is that rate over `epoch_images` images (CIFAR-10's
+    80% training split: 40,000), an extrapolation stated as such. Peak RSS
+    is the process's maximum so far (sizes run in ascending order).
+    """
+    import resource
+
+    import numpy as np
+
+    from kerasimpl import comparison, models, runtime, training
+    from kerasimpl.data import ArrayDataset
+    from kerasimpl.heads import HeadConfig
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (batch * (steps + 2), 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, len(x))
+    out = []
+    for row in rows:
+        name, variant = comparison.parse_row(row)
+        for size in sorted(sizes):
+            run = comparison.row_run(name, variant or "scratch", None, size, HeadConfig((256,), 0.3))
+            model = models.build_classifier(run.backbone, 10, input_shape=(32, 32, 3), image_size=size, weights=None,
+                                            head=run.head, freeze_base=False, keep_top_hidden=run.keep_top_hidden)
+            training.compile_full(model, 1e-4)
+            ds = ArrayDataset(x, y, batch, shuffle=True, augment=training.augmenter(("flip", "translate")))
+            model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
+            start = time.perf_counter()
+            model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
+            step = (time.perf_counter() - start) / steps
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            out.append({"row": row, "backend": runtime.backend(), "image_size": size, "batch": batch,
+                        "timed_steps": steps, "seconds_per_step": step, "train_img_per_s": batch / step,
+                        "epoch_images": epoch_images, "epoch_seconds_extrapolated": step * -(-epoch_images // batch),
+                        "peak_rss_mb_so_far": rss})
+            print(f"[bench] training {row} {size}px: {step:.2f} s/step of {batch}, {batch / step:.1f} img/s, "
+                  f"epoch of {epoch_images} ~ {out[-1]['epoch_seconds_extrapolated'] / 60:.1f} min, "
+                  f"peak RSS {rss:.0f} MB", flush=True)
+    return out
 
 
 def bench_occlusion(size, repeats):
@@ -372,7 +425,7 @@ def _reference_methods():
     return out
 
 
-SECTIONS = ("extraction", "cache", "occlusion", "saliency", "accuracy")
+SECTIONS = ("extraction", "cache", "occlusion", "saliency", "accuracy", "training")
 
 
 def main(argv=None) -> int:
@@ -398,6 +451,9 @@ def main(argv=None) -> int:
     if "accuracy" in sections:
         results["accuracy"] = bench_accuracy(plan["subset"], args.accuracy_backbone, args.accuracy_size,
                                              plan["precisions"], epochs=plan["epochs"], weights=args.accuracy_weights)
+    if "training" in sections:
+        results["training"] = bench_training([r.strip() for r in args.train_rows.split(",") if r.strip()],
+                                             plan["train_sizes"], plan["train_steps"])
     if "cache" in sections:
         results["cache_speedup"] = bench_cache(plan["epochs"], 64 if args.quick else 128)
     if "occlusion" in sections:
@@ -435,13 +491,30 @@ def _plan(args) -> dict:
     if "accuracy" in sections and not (subset and os.path.exists(subset)):
         raise ValueError(f"the accuracy section needs the real CIFAR-10 subset: --subset PATH or "
                          f"$KERASIMPL_CIFAR10_SUBSET. Received: {subset!r}")
-    for flag in ("batch", "repeats", "epochs", "image_size", "saliency_size", "saliency_batch", "accuracy_size"):
+    if "training" in sections:
+        from kerasimpl.comparison import parse_row
+
+        for row in args.train_rows.split(","):
+            if row.strip():
+                parse_row(row)  # ValueError listing the accepted names and variants
+    for flag in ("batch", "repeats", "epochs", "train_steps", "image_size", "saliency_size", "saliency_batch", "accuracy_size"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1. Received: {value}")
     return {"names": names, "sections": sections, "subset": subset, "precisions": _precisions(args.precision),
             "batch": args.batch or (8 if args.quick else 32), "repeats": args.repeats or (3 if args.quick else 5),
-            "epochs": args.epochs or (4 if args.quick else 10)}
+            "epochs": args.epochs or (4 if args.quick else 10), "train_sizes": _sizes(args.train_sizes),
+            "train_steps": args.train_steps or (5 if args.quick else 20)}
+
+
+def _sizes(text) -> list:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--train-sizes must be comma-separated sizes >= 1. Received: {text!r}")
+    return sizes
 
 
 def _precisions(text) -> list:
@@ -472,6 +545,13 @@ def table(results) -> str:
         lines += ["", markdown_table(results["accuracy"], [
             "backbone", "precision", "image_size", "weights", "train_images", "test_images", "extract_seconds",
             "test_accuracy", "points_vs_float32"], {"test_accuracy": ".1%", "points_vs_float32": "+.1f"})]
+    if "training" in results:
+        lines += ["", markdown_table(results["training"], [
+            "row", "backend", "image_size", "batch", "timed_steps", "seconds_per_step", "train_img_per_s",
+            "epoch_seconds_extrapolated", "peak_rss_mb_so_far"],
+            {"seconds_per_step": ".3f", "train_img_per_s": ".1f", "epoch_seconds_extrapolated": ".0f",
+             "peak_rss_mb_so_far": ".0f"}),
+            "epoch seconds: the timed steps' rate over the epoch's images (an extrapolation, not a timed epoch)."]
     if "cache_speedup" in results:
         c = results["cache_speedup"]
         lines += ["", f"cache speed-up ({c['epochs']} epochs, {c['num_train']} images, {c['image_size']} px): "

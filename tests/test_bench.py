@@ -85,7 +85,24 @@ def test_bench_accuracy_section_on_the_real_subset(tmp_path, subset_path):
     assert rows[1]["points_vs_float32"] == pytest.approx(100 * (rows[1]["test_accuracy"] - rows[0]["test_accuracy"]))
 
 
+def test_bench_training_section_rows_and_extrapolation(tmp_path, capsys):
+    """One row per training row and size (ascending); the epoch time is the step rate over the epoch's images."""
+    out = tmp_path / "t.json"
+    assert bench.main(["--sections", "training", "--train-rows", "smallcnn:scratch", "--train-sizes", "48,32",
+                       "--train-steps", "2", "--json", str(out)]) == 0
+    rows = json.load(open(out))["training"]
+    assert [(r["row"], r["image_size"]) for r in rows] == [("smallcnn:scratch", 32), ("smallcnn:scratch", 48)]
+    for r in rows:
+        assert r["seconds_per_step"] > 0 and r["train_img_per_s"] == pytest.approx(64 / r["seconds_per_step"])
+        assert r["epoch_seconds_extrapolated"] == pytest.approx(r["seconds_per_step"] * 625)  # 40,000 / 64
+        assert r["peak_rss_mb_so_far"] > 0
+    assert rows[1]["peak_rss_mb_so_far"] >= rows[0]["peak_rss_mb_so_far"]
+    assert "| smallcnn:scratch |" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["--sections", "training", "--train-rows", "nope:scratch"], "Unknown"),
+    (["--sections", "training", "--train-sizes", "64,x"], "--train-sizes must be comma-separated sizes >= 1"),
     (["--saliency-backbone", "nope"], "unknown --saliency-backbone 'nope'. Accepted: "),
     (["--backbones", "nope"], "unknown backbone ['nope']"),
     (["--precision", "fp8"], "Unknown precision. Received: 'fp8'"),
