@@ -4,8 +4,11 @@ Every inference-only pass of a saved classifier (feature extraction,
 evaluation, `experiments.infer`, the throughput figure, the forward passes
 of occlusion, RISE and Score-CAM) goes through `Forward`: on the torch
 backend (without a distribution) the model runs as a compiled native torch
-program (`kerasimpl.torch_inference`) at the requested precision; on JAX,
-for an unsupported layer, or with `native=False`, it runs as
+program (`kerasimpl.torch_inference`) at the requested precision; on JAX
+(without a distribution) as one jitted program with depthwise convolutions
+as shifted sums (`kerasimpl.jax_inference`: XLA:CPU's grouped convolution
+is an order of magnitude slower), at the model's dtype policy; for an
+unsupported layer, or with `native=False`, it runs as
 `model(x, training=False)` in Keras, at the model's own dtype policy.
 """
 
@@ -29,8 +32,9 @@ class Forward:
         native: allow the compiled torch program.
 
     Attributes:
-        path: after the first call, `"compiled torch (<precision>)"` or
-            `"keras"`; `fallback_reason` says why Keras ran.
+        path: after the first call, `"compiled torch (<precision>)"`,
+            `jax_inference.JAX_PATH` or `"keras"`; `fallback_reason` says
+            why Keras ran.
     """
 
     def __init__(self, model, precision="float32", native=True):
@@ -49,6 +53,16 @@ class Forward:
 
         if not self.native:
             self.fallback_reason = "native=False"
+        elif keras.backend.backend() == "jax" and batch_multiple() == 1:
+            from kerasimpl.jax_inference import JAX_PATH, compile_jax
+
+            try:
+                program = compile_jax(self.model)
+            except NotImplementedError as e:
+                self.fallback_reason = str(e)
+            else:
+                self.path = JAX_PATH
+                return program
         elif keras.backend.backend() != "torch":
             self.fallback_reason = f"backend {keras.backend.backend()!r} (the compiled program is torch's)"
         elif batch_multiple() != 1:

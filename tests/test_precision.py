@@ -132,7 +132,7 @@ def test_compare_records_and_uses_the_precision(tmp_path):
     assert (config["precision_requested"], config["precision"]) == ("bfloat16", "bfloat16")
     (result,) = json.load(open(os.path.join(out, "results.json")))
     assert result["precision"] == "bfloat16"
-    expect = "compiled torch (bfloat16)" if ON_TORCH else "keras"
+    expect = "compiled torch (bfloat16)" if ON_TORCH else "compiled jax"
     assert expect in result["throughput_path"]
     saved = load_model(os.path.join(out, "smallcnn", "model.keras"))
     assert {layer.compute_dtype for layer in saved.layers} == {"float32"}

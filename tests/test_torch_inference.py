@@ -10,6 +10,7 @@ from kerasimpl import backbones, models, training
 from kerasimpl.torch_inference import compile_frozen
 
 TINY = {"mobilenetv2": {"alpha": 0.35}, "mobilenetv3large": {"alpha": 0.75}, "smallcnn": {"widths": (8, 16)}}
+ON_JAX = keras.backend.backend() == "jax"
 ON_TORCH = keras.backend.backend() == "torch"
 
 
@@ -117,8 +118,21 @@ def test_compiled_whole_classifier_equals_keras(name):
     fast = Forward(model)
     probs = fast(x)
     expect_compiled = ON_TORCH and name not in NOT_COMPILED
-    assert fast.path == ("compiled torch (float32)" if expect_compiled else "keras"), fast.fallback_reason
-    np.testing.assert_allclose(probs, ref_probs, rtol=1e-4, atol=1e-6)
+    from kerasimpl.jax_inference import JAX_PATH
+
+    expect_path = "compiled torch (float32)" if expect_compiled else JAX_PATH if ON_JAX else "keras"
+    assert fast.path == expect_path, fast.fallback_reason
+    if fast.path == JAX_PATH:
+        # The shifted depthwise sums round differently from XLA's convolution; the random BatchNorm
+        # statistics amplify that through the deepest nets (logits up to ~300, measured 5e-5 of the
+        # scale on EfficientNetV2-S): compared on the logits, relative to their scale.
+        from kerasimpl.jax_inference import compile_jax
+
+        logits = compile_jax(logits_model(model))(x)
+        np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=2e-4 * np.abs(ref_logits).max())
+        np.testing.assert_allclose(probs, ref_probs, rtol=0, atol=3e-3)
+    else:
+        np.testing.assert_allclose(probs, ref_probs, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     if expect_compiled:
         logits = compile_frozen(logits_model(model))(x)

@@ -1,0 +1,65 @@
+"""The JAX fast path: depthwise convolutions as shifted sums equal Keras' own; the jitted model equals Keras."""
+
+import keras
+import numpy as np
+import pytest
+
+ON_JAX = keras.backend.backend() == "jax"
+pytestmark = pytest.mark.skipif(not ON_JAX, reason="the JAX fast path (the torch backend has its compiled program)")
+
+
+@pytest.mark.parametrize("size", [7, 8, 15])
+@pytest.mark.parametrize("k, stride, padding", [(3, 1, "same"), (3, 2, "same"), (5, 1, "same"), (5, 2, "same"),
+                                                (3, 2, "valid"), (5, 1, "valid"), (1, 1, "valid"), (3, (1, 2), "same")])
+def test_shifted_depthwise_equals_keras(size, k, stride, padding):
+    from kerasimpl.jax_inference import depthwise_conv_shifted
+
+    rng = np.random.default_rng(size * 10 + k)
+    x = rng.normal(size=(2, size, size + 1, 6)).astype("float32")
+    w = rng.normal(size=(k, k, 6, 1)).astype("float32")
+    ref = np.asarray(keras.ops.depthwise_conv(x, w, strides=stride, padding=padding))
+    got = np.asarray(depthwise_conv_shifted(x, w, strides=stride, padding=padding))
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(dilation_rate=2), dict(data_format="channels_first")])
+def test_shifted_depthwise_passes_other_cases_to_keras(kw):
+    """Dilation, channels-first and depth multipliers > 1 run as Keras' own (same result)."""
+    from kerasimpl.jax_inference import depthwise_conv_shifted
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 9, 9, 4)).astype("float32")
+    if kw.get("data_format") == "channels_first":
+        x = x.transpose(0, 3, 1, 2)
+    w = rng.normal(size=(3, 3, 4, 1)).astype("float32")
+    ref = np.asarray(keras.ops.depthwise_conv(x, w, padding="same", **kw))
+    np.testing.assert_allclose(np.asarray(depthwise_conv_shifted(x, w, padding="same", **kw)), ref, rtol=1e-6)
+    w2 = rng.normal(size=(3, 3, 4, 2)).astype("float32")  # depth multiplier 2
+    x2 = rng.normal(size=(1, 9, 9, 4)).astype("float32")
+    np.testing.assert_allclose(np.asarray(depthwise_conv_shifted(x2, w2, padding="same")),
+                               np.asarray(keras.ops.depthwise_conv(x2, w2, padding="same")), rtol=1e-6)
+
+
+def test_patch_is_scoped_and_the_program_keeps_it():
+    from keras.src.backend.jax import nn as jax_nn
+
+    from kerasimpl.jax_inference import JAX_PATH, compile_jax, depthwise_conv_shifted, shifted_depthwise
+
+    original = jax_nn.depthwise_conv
+    with shifted_depthwise():
+        assert jax_nn.depthwise_conv is depthwise_conv_shifted
+    assert jax_nn.depthwise_conv is original
+    inp = keras.Input((12, 12, 3))
+    model = keras.Model(inp, keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(inp))
+    x = np.random.default_rng(1).normal(size=(2, 12, 12, 3)).astype("float32")
+    np.testing.assert_allclose(compile_jax(model)(x), np.asarray(model.predict_on_batch(x)), rtol=1e-5, atol=1e-6)
+    assert jax_nn.depthwise_conv is original and "shifted sums" in JAX_PATH
+
+
+def test_compile_jax_refuses_several_inputs():
+    from kerasimpl.jax_inference import compile_jax
+
+    a, b = keras.Input((2,)), keras.Input((2,))
+    with pytest.raises(NotImplementedError, match="one input. Received 2 inputs"):
+        compile_jax(keras.Model([a, b], keras.layers.Add()([a, b])))
