@@ -385,15 +385,13 @@ def _warn_if_slow(cfg, accelerator, pause=10):
 
 
 def _kinds(row, cfg):
-    """Row kinds for row `row`: the MLP head, and a linear probe if asked
-    (frozen pretrained bases with their ordinary head only)."""
-    from kerasimpl.backbones import get_spec
-    from kerasimpl.comparison import parse_row
+    """Row kinds for row `row`: the MLP head, and a linear probe if asked and
+    the row's plan caches a frozen base's features (`RunPlan.can_probe`)."""
+    from kerasimpl.plan import plan_for
 
-    name, variant = parse_row(row)
-    frozen = (cfg["weights"] is not None and get_spec(name).pretrained and cfg["cache_features"]
-              and variant in (None, "frozen"))
-    return ("mlp", "linear-probe") if cfg["linear_probe"] and frozen else ("mlp",)
+    if not cfg["linear_probe"]:
+        return ("mlp",)
+    return ("mlp", "linear-probe") if plan_for(*_setup(row, cfg["seed"], cfg)).can_probe else ("mlp",)
 
 
 def _validate(cfg):
@@ -457,6 +455,7 @@ def _setup(row, seed, cfg, kind="mlp"):
     from kerasimpl import comparison
     from kerasimpl.backbones import get_spec
     from kerasimpl.heads import HeadConfig
+    from kerasimpl.plan import row_config
     from kerasimpl.training import TrainConfig
 
     name, variant = comparison.parse_row(row)
@@ -470,32 +469,33 @@ def _setup(row, seed, cfg, kind="mlp"):
         keep_top_hidden=cfg["keep_top_hidden"],
     )
     config = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], learning_rate=cfg["lr"],
-                         finetune_epochs=0 if run.end_to_end or probe else cfg["finetune_epochs"],
+                         finetune_epochs=cfg["finetune_epochs"],
                          finetune_top_layers=cfg["finetune_layers"], cache_features=cfg["cache_features"],
                          augment=tuple(cfg["augment"]), seed=seed, workers=cfg["workers"], head_kind=kind,
                          inference_batch_size=cfg.get("inference_batch_size"),
                          precision=cfg.get("precision", "float32"))
-    return run, config
+    return run, row_config(run, config)  # e.g. no fine-tuning for end-to-end rows and linear probes
 
 
 def _run_one(row, seed, cfg, data, split, verbose, kind="mlp", label=None):
     """Train and evaluate row `row` (`NAME` or `NAME:VARIANT`) with `seed` (head `kind`); return its result."""
     from kerasimpl import comparison
+    from kerasimpl.plan import plan_for
 
     run, config = _setup(row, seed, cfg, kind)
+    plan = plan_for(run, config)
     probe = kind == "linear-probe"
     name, variant = comparison.parse_row(row)
     base_label = f"{name}-{variant}" if variant else name
     label = label or (f"{base_label}-linear-probe" if probe else base_label)
     sub = (lambda n: n) if cfg["seeds"] == 1 else (lambda n: os.path.join(n, f"seed{seed}"))
     folder = os.path.join(cfg["out"], sub(label))
-    how = ("end to end" if run.end_to_end else
-           "frozen features, top trained" if run.train_top_hidden else "frozen base")
+    how = f"{plan.description}: {', '.join(plan.stages)}"
     print(f"[compare] {label} (seed {seed}, {run.weights or 'random'} weights, {how}) -> {folder}", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Keras' input-size notes for non-224 MobileNets
         result = comparison.run_backbone(run, data, split, config, folder, verbose=verbose,
-                                         features_folder=os.path.join(cfg["out"], sub(base_label)))
+                                         features_folder=os.path.join(cfg["out"], sub(base_label)), plan=plan)
     result["run"] = label
     print(f"[compare] {label}: test accuracy {result['test_accuracy']:.2%}, train {result['train_seconds']:.0f} s",
           flush=True)
