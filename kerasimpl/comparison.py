@@ -18,7 +18,7 @@ from kerasimpl import evaluation, features, models, plotting, precision, trainin
 from kerasimpl.artifacts import read_csv, save_figure, save_model, write_json
 from kerasimpl.backbones import get_spec
 from kerasimpl.heads import HeadConfig
-from kerasimpl.plan import CACHED_EVAL, plan_for
+from kerasimpl.plan import CACHED_EVAL, plan_for, row_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +100,41 @@ def row_run(name, variant, weights, image_size, head, backbone_kwargs=None, keep
         keep_top_hidden=own_top or bool(keep_top_hidden and spec.top_hidden and variant is None),
         train_top_hidden=variant == "lastlayer",
     )
+
+
+def row_setup(row, options, seed, kind="mlp"):
+    """The `BackboneRun` and `TrainConfig` of compare row `row` (`NAME` or `NAME:VARIANT`).
+
+    Args:
+        options: the resolved `compare` options, a mapping with `weights`,
+            `image_size` (pretrained families only), `hidden`, `dropout`,
+            `alpha` (MobileNets), `keep_top_hidden`, `epochs`, `batch_size`,
+            `lr`, `finetune_epochs`, `finetune_layers`, `cache_features`,
+            `augment`, `workers`, and optionally `inference_batch_size` and
+            `precision`.
+        seed: the run's seed.
+        kind: `"mlp"` (the configured head) or `"linear-probe"` (one Dense
+            layer fitted by `kerasimpl.probe`).
+
+    Options that do not apply to the row's kind are dropped
+    (`plan.row_config`: no fine-tuning for end-to-end rows and probes).
+    """
+    name, variant = parse_row(row)
+    spec = get_spec(name)
+    probe = kind == "linear-probe"
+    run = row_run(
+        name, variant, options["weights"], options["image_size"] if spec.pretrained else None,
+        HeadConfig((), 0.0) if probe else HeadConfig(tuple(options["hidden"]), options["dropout"]),
+        {"alpha": options["alpha"]} if options["alpha"] and name.startswith("mobilenet") else {},
+        keep_top_hidden=options["keep_top_hidden"],
+    )
+    config = training.TrainConfig(
+        epochs=options["epochs"], batch_size=options["batch_size"], learning_rate=options["lr"],
+        finetune_epochs=options["finetune_epochs"], finetune_top_layers=options["finetune_layers"],
+        cache_features=options["cache_features"], augment=tuple(options["augment"]), seed=seed,
+        workers=options["workers"], head_kind=kind, inference_batch_size=options.get("inference_batch_size"),
+        precision=options.get("precision", "float32"))
+    return run, row_config(run, config)
 
 
 def build_model(run, data, plan):
