@@ -385,15 +385,13 @@ def _warn_if_slow(cfg, accelerator, pause=10):
 
 
 def _kinds(row, cfg):
-    """Row kinds for row `row`: the MLP head, and a linear probe if asked
-    (frozen pretrained bases with their ordinary head only)."""
-    from kerasimpl.backbones import get_spec
-    from kerasimpl.comparison import parse_row
+    """Row kinds for row `row`: the MLP head, and a linear probe if asked and
+    the row's plan caches a frozen base's features (`RunPlan.can_probe`)."""
+    from kerasimpl.plan import plan_for
 
-    name, variant = parse_row(row)
-    frozen = (cfg["weights"] is not None and get_spec(name).pretrained and cfg["cache_features"]
-              and variant in (None, "frozen"))
-    return ("mlp", "linear-probe") if cfg["linear_probe"] and frozen else ("mlp",)
+    if not cfg["linear_probe"]:
+        return ("mlp",)
+    return ("mlp", "linear-probe") if plan_for(*_setup(row, cfg["seed"], cfg)).can_probe else ("mlp",)
 
 
 def _validate(cfg):
@@ -454,48 +452,30 @@ def _tuned(row, cfg, data, split, verbose):
 
 def _setup(row, seed, cfg, kind="mlp"):
     """The `BackboneRun` and `TrainConfig` of row `row` (`NAME` or `NAME:VARIANT`) under `cfg`."""
-    from kerasimpl import comparison
-    from kerasimpl.backbones import get_spec
-    from kerasimpl.heads import HeadConfig
-    from kerasimpl.training import TrainConfig
+    from kerasimpl.comparison import row_setup
 
-    name, variant = comparison.parse_row(row)
-    spec = get_spec(name)
-    probe = kind == "linear-probe"
-    run = comparison.row_run(
-        name, variant, cfg["weights"], cfg["image_size"] if spec.pretrained else None,
-        HeadConfig(hidden=(), dropout=0.0) if probe else HeadConfig(hidden=tuple(cfg["hidden"]),
-                                                                     dropout=cfg["dropout"]),
-        {"alpha": cfg["alpha"]} if cfg["alpha"] and name.startswith("mobilenet") else {},
-        keep_top_hidden=cfg["keep_top_hidden"],
-    )
-    config = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], learning_rate=cfg["lr"],
-                         finetune_epochs=0 if run.end_to_end or probe else cfg["finetune_epochs"],
-                         finetune_top_layers=cfg["finetune_layers"], cache_features=cfg["cache_features"],
-                         augment=tuple(cfg["augment"]), seed=seed, workers=cfg["workers"], head_kind=kind,
-                         inference_batch_size=cfg.get("inference_batch_size"),
-                         precision=cfg.get("precision", "float32"))
-    return run, config
+    return row_setup(row, cfg, seed, kind)
 
 
 def _run_one(row, seed, cfg, data, split, verbose, kind="mlp", label=None):
     """Train and evaluate row `row` (`NAME` or `NAME:VARIANT`) with `seed` (head `kind`); return its result."""
     from kerasimpl import comparison
+    from kerasimpl.plan import plan_for
 
     run, config = _setup(row, seed, cfg, kind)
+    plan = plan_for(run, config)
     probe = kind == "linear-probe"
     name, variant = comparison.parse_row(row)
     base_label = f"{name}-{variant}" if variant else name
     label = label or (f"{base_label}-linear-probe" if probe else base_label)
     sub = (lambda n: n) if cfg["seeds"] == 1 else (lambda n: os.path.join(n, f"seed{seed}"))
     folder = os.path.join(cfg["out"], sub(label))
-    how = ("end to end" if run.end_to_end else
-           "frozen features, top trained" if run.train_top_hidden else "frozen base")
+    how = f"{plan.description}: {', '.join(plan.stages)}"
     print(f"[compare] {label} (seed {seed}, {run.weights or 'random'} weights, {how}) -> {folder}", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Keras' input-size notes for non-224 MobileNets
         result = comparison.run_backbone(run, data, split, config, folder, verbose=verbose,
-                                         features_folder=os.path.join(cfg["out"], sub(base_label)))
+                                         features_folder=os.path.join(cfg["out"], sub(base_label)), plan=plan)
     result["run"] = label
     print(f"[compare] {label}: test accuracy {result['test_accuracy']:.2%}, train {result['train_seconds']:.0f} s",
           flush=True)
@@ -504,34 +484,15 @@ def _run_one(row, seed, cfg, data, split, verbose, kind="mlp", label=None):
 
 def _write_outputs(cfg, results, data, plots_dir):
     """Tables, the comparison figure, and the plot gallery."""
-    from kerasimpl import plotting, reporting
-    from kerasimpl.artifacts import copy_file, read_csv, save_figure
+    from kerasimpl import gallery, reporting
 
     out = cfg["out"]
     reporting.write_tables(out, results, note=_note(cfg, data))
-    gallery = os.path.join(out, "plots")
-    save_figure(plotting.comparison(results, f"{cfg['preset']} preset on {os.path.basename(str(data.source))}: "
-                                             "accuracy vs training time"),
-                os.path.join(gallery, "comparison.png"))
     seeds = [""] if cfg["seeds"] == 1 else [f"seed{s}" for s in range(cfg["seed"], cfg["seed"] + cfg["seeds"])]
-    histories = {}  # every row's curves on one figure (first seed): e.g. AlexNet from scratch vs pretrained
-    for name in dict.fromkeys(r.get("run", r["backbone"]) for r in results):
-        path = os.path.join(out, name, seeds[0], "history.csv")
-        if os.path.exists(path):
-            histories[name] = read_csv(path)
-    if histories:
-        save_figure(plotting.learning_curves_overlay(histories, "learning curves of every model (train solid, "
-                                                                "validation dashed)"),
-                    os.path.join(gallery, "learning_curves.png"))
-    for name in dict.fromkeys(r.get("run", r["backbone"]) for r in results):
-        for seed in seeds:  # --seeds N: each seed's figures, <name>_seed<S>_<figure>.png
-            for png in ("learning_curves.png", "confusion_matrix.png"):
-                src = os.path.join(out, name, seed, png)
-                if os.path.exists(src):
-                    copy_file(src, os.path.join(gallery, "_".join(filter(None, (name, seed, png)))))
+    plots = gallery.write_gallery(out, results, seeds, f"{cfg['preset']} preset on "
+                                  f"{os.path.basename(str(data.source))}: accuracy vs training time")
     if plots_dir:
-        for png in os.listdir(gallery):
-            copy_file(os.path.join(gallery, png), os.path.join(plots_dir, cfg["preset"], png))
+        gallery.copy_gallery(plots, os.path.join(plots_dir, cfg["preset"]))
     print(open(os.path.join(out, "results.md")).read())
     print(f"[compare] wrote {out}")
 

@@ -14,10 +14,11 @@ import time
 import keras
 import numpy as np
 
-from kerasimpl import evaluation, models, plotting, precision, training
+from kerasimpl import evaluation, features, models, plotting, precision, training
 from kerasimpl.artifacts import read_csv, save_figure, save_model, write_json
 from kerasimpl.backbones import get_spec
 from kerasimpl.heads import HeadConfig
+from kerasimpl.plan import CACHED_EVAL, plan_for, row_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,11 +102,60 @@ def row_run(name, variant, weights, image_size, head, backbone_kwargs=None, keep
     )
 
 
-def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="auto", features_folder=None) -> dict:
+def row_setup(row, options, seed, kind="mlp"):
+    """The `BackboneRun` and `TrainConfig` of compare row `row` (`NAME` or `NAME:VARIANT`).
+
+    Args:
+        options: the resolved `compare` options, a mapping with `weights`,
+            `image_size` (pretrained families only), `hidden`, `dropout`,
+            `alpha` (MobileNets), `keep_top_hidden`, `epochs`, `batch_size`,
+            `lr`, `finetune_epochs`, `finetune_layers`, `cache_features`,
+            `augment`, `workers`, and optionally `inference_batch_size` and
+            `precision`.
+        seed: the run's seed.
+        kind: `"mlp"` (the configured head) or `"linear-probe"` (one Dense
+            layer fitted by `kerasimpl.probe`).
+
+    Options that do not apply to the row's kind are dropped
+    (`plan.row_config`: no fine-tuning for end-to-end rows and probes).
+    """
+    name, variant = parse_row(row)
+    spec = get_spec(name)
+    probe = kind == "linear-probe"
+    run = row_run(
+        name, variant, options["weights"], options["image_size"] if spec.pretrained else None,
+        HeadConfig((), 0.0) if probe else HeadConfig(tuple(options["hidden"]), options["dropout"]),
+        {"alpha": options["alpha"]} if options["alpha"] and name.startswith("mobilenet") else {},
+        keep_top_hidden=options["keep_top_hidden"],
+    )
+    config = training.TrainConfig(
+        epochs=options["epochs"], batch_size=options["batch_size"], learning_rate=options["lr"],
+        finetune_epochs=options["finetune_epochs"], finetune_top_layers=options["finetune_layers"],
+        cache_features=options["cache_features"], augment=tuple(options["augment"]), seed=seed,
+        workers=options["workers"], head_kind=kind, inference_batch_size=options.get("inference_batch_size"),
+        precision=options.get("precision", "float32"))
+    return run, row_config(run, config)
+
+
+def build_model(run, data, plan):
+    """The classifier of `run` for `data`, frozen and trainable as `plan` says."""
+    return models.build_classifier(
+        run.backbone, data.num_classes, input_shape=data.image_shape, image_size=run.image_size,
+        weights=run.weights, head=run.head, freeze_base=plan.frozen_base, class_names=data.class_names,
+        backbone_kwargs=run.backbone_kwargs, keep_top_hidden=run.keep_top_hidden, train_top_hidden=plan.train_top,
+    )
+
+
+def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="auto", features_folder=None,
+                 plan=None) -> dict:
     """Train and evaluate one backbone; write its artifacts; return its result.
 
-    `eval_batch` (default `config.extract_batch`, the measured default for
-    the device) is the batch of evaluation and of the throughput figure.
+    The run's `RunPlan` (`plan`, default `kerasimpl.plan.plan_for(run,
+    config)`) is built first, so a contradictory set-up fails before
+    anything is built; the model build, training, evaluation and the
+    result's `trained`, seconds and `plan` fields all read it. `eval_batch`
+    (default `config.extract_batch`, the measured default for the device)
+    is the batch of evaluation and of the throughput figure.
 
     If `folder/result.json` exists the backbone finished earlier: it is
     returned unchanged. `features_folder` holds the feature caches (default
@@ -114,22 +164,18 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
     done = os.path.join(folder, "result.json")
     if os.path.exists(done):
         return _finished(done)
+    the_plan = plan or plan_for(run, config)
     eval_batch = eval_batch or config.extract_batch
     with precision.keras_policy(config.precision):  # Keras' mixed policy for training; float32 is a no-op
-        model = models.build_classifier(
-            run.backbone, data.num_classes, input_shape=data.image_shape, image_size=run.image_size,
-            weights=run.weights, head=run.head, freeze_base=not run.end_to_end,
-            class_names=data.class_names, backbone_kwargs=run.backbone_kwargs, keep_top_hidden=run.keep_top_hidden,
-            train_top_hidden=run.train_top_hidden and not run.end_to_end,
-        )
+        model = build_model(run, data, the_plan)
     seconds = training.train_classifier(model, data, split, config, folder, verbose=verbose,
-                                        features_folder=features_folder)
+                                        features_folder=features_folder, plan=the_plan)
     model_path = os.path.join(folder, "model.keras")
     # The saved file is a float32 model (same weights): float32 predictions on any backend and device.
     save_model(model if config.precision == "float32" else precision.float32_copy(model), model_path)
     start = time.perf_counter()
     test_probs, val_probs, eval_path = evaluate(model, run, data, split, config, features_folder or folder,
-                                                eval_batch, verbose)
+                                                eval_batch, verbose, plan=the_plan)
     test = evaluation.classification_metrics(test_probs, data.y_test, data.class_names)
     val = evaluation.classification_metrics(val_probs, data.y_train[split.val])
     eval_seconds = time.perf_counter() - start
@@ -140,18 +186,15 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
         "backbone": run.backbone,
         "weights": run.weights if run.weights is None or isinstance(run.weights, str) else str(run.weights),
         "image_size": run.image_size or get_spec(run.backbone).input_size,
-        "trained": _trained(run, config, folder),
+        "trained": trained_label(the_plan, folder),
+        "plan": the_plan.to_dict(),
         "seed": config.seed,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "top5_accuracy": test["top5_accuracy"],
         "val_accuracy": val["accuracy"],
         "val_loss": val["loss"],
-        "train_seconds": float(sum(seconds.values())),
-        "extract_seconds": seconds.get("extract", 0.0),
-        "head_seconds": seconds.get("head", seconds.get("probe", seconds.get("frozen", 0.0))),
-        "train_stage_seconds": seconds.get("train", 0.0),
-        "finetune_seconds": seconds.get("finetune", 0.0),
+        **the_plan.result_seconds(seconds),
         "eval_seconds": eval_seconds,
         "eval_path": eval_path,
         "params_total": params["total"],
@@ -184,30 +227,31 @@ def _finished(path):
     return result
 
 
-def evaluate(model, run, data, split, config, features_folder, eval_batch=None, verbose="auto"):
+def evaluate(model, run, data, split, config, features_folder, eval_batch=None, verbose="auto", plan=None):
     """Test and validation probabilities, and which path computed them.
 
     Every path runs the backbone once per image to pooled features and the
     head on those (equal to the full model's predictions to float
-    tolerance, tested). A frozen base with cached features (no fine-tuning):
-    the test features are cached beside train's and validation's (which
-    are reused). Otherwise (fine-tuned, end to end) the features are
-    computed fresh. Either way they come from `training.extract_features`:
-    on torch the compiled native program at `config.precision`, else `model.predict`.
+    tolerance, tested). The path is the plan's `eval_path` (`plan`: default
+    `plan_for(run, config)`): `CACHED_EVAL` (a frozen base with cached
+    features, nothing fine-tuned): the test features are cached beside
+    train's and validation's (which are reused); `FRESH_EVAL` (fine-tuned,
+    top trained, end to end, or not cached): computed fresh. Either way they
+    come from `features.extract_features`: on torch the compiled native
+    program at `config.precision`, else `model.predict`.
     """
-    if not run.end_to_end and config.cache_features and not config.finetune_epochs and not run.train_top_hidden:
-        test = training.split_features(model, data, data.x_test, np.arange(len(data.y_test)), "test",
+    plan = plan or plan_for(run, config)
+    if plan.eval_path == CACHED_EVAL:
+        test = features.split_features(model, data, data.x_test, np.arange(len(data.y_test)), "test",
                                        features_folder, config, verbose)
-        val = training.split_features(model, data, data.x_train, split.val, "val", features_folder, config,
+        val = features.split_features(model, data, data.x_train, split.val, "val", features_folder, config,
                                       verbose, split)
-        path = "cached pooled features + head"
     else:
         kw = dict(batch_size=eval_batch or config.extract_batch, verbose=verbose, workers=config.workers,
                   precision=config.precision)
-        test = training.extract_features(model, data.x_test, None, what="evaluate test", **kw)
-        val = training.extract_features(model, data.x_train, split.val, what="evaluate val", **kw)
-        path = "pooled features (fresh) + head"
-    return head_probabilities(model, test), head_probabilities(model, val), path
+        test = features.extract_features(model, data.x_test, None, what="evaluate test", **kw)
+        val = features.extract_features(model, data.x_train, split.val, what="evaluate val", **kw)
+    return head_probabilities(model, test), head_probabilities(model, val), plan.eval_path
 
 
 def head_probabilities(model, features, batch_size=1024):
@@ -216,18 +260,13 @@ def head_probabilities(model, features, batch_size=1024):
     return keras.ops.convert_to_numpy(model.get_layer(models.PREDICTIONS)(logits)).astype(np.float32)
 
 
-def _trained(run, config, folder):
-    """The row kind: end-to-end, frozen base (+ fine-tune), linear probe (L2)."""
-    if run.end_to_end:
-        return "end-to-end" + (" (own ImageNet-style classifier)" if run.keep_top_hidden else "")
-    if run.train_top_hidden:
-        return "frozen features + pretrained top trained, last layer new" + (
-            " + fine-tune" if config.finetune_epochs else "")
-    if config.head_kind == "linear-probe":
-        with open(os.path.join(folder, "probe.json")) as f:
-            return f"linear probe (L2 {json.load(f)['l2']:g})"
-    kind = "frozen base" + (" + kept top hidden" if run.keep_top_hidden else "")
-    return kind + (" + fine-tune" if config.finetune_epochs else "")
+def trained_label(plan, folder) -> str:
+    """The `trained` column: the plan's description; a linear probe's adds the
+    L2 strength it chose (from `folder/probe.json`, written by its stage)."""
+    if not plan.probe:
+        return plan.description
+    with open(os.path.join(folder, "probe.json")) as f:
+        return f"{plan.description} (L2 {json.load(f)['l2']:g})"
 
 
 def write_plots(result, folder, class_names):

@@ -106,6 +106,6 @@ def predict_batches(model, x, batch_size, precision="float32", indices=None, ver
 
         return predict(model, x, batch_size, indices=indices, verbose=verbose, workers=workers, what=what)
     from kerasimpl.data import ArrayDataset
-    from kerasimpl.training import _run_batches
+    from kerasimpl.features import run_batches
 
-    return _run_batches(fast, ArrayDataset(x, None, batch_size, indices=indices), verbose, workers, what)
+    return run_batches(fast, ArrayDataset(x, None, batch_size, indices=indices), verbose, workers, what)

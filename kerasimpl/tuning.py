@@ -30,9 +30,10 @@ import time
 
 import numpy as np
 
-from kerasimpl import evaluation, models, training
+from kerasimpl import evaluation, training
 from kerasimpl.artifacts import read_csv, write_csv, write_json, write_text
 from kerasimpl.heads import HeadConfig
+from kerasimpl.plan import plan_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +112,7 @@ def search(run, data, split, config, folder, trials, space=SearchSpace(), verbos
     kt = _keras_tuner()
     oracle = kt.oracles.RandomSearchOracle(
         objective=kt.Objective("val_accuracy", direction="max"), max_trials=int(trials), seed=config.seed,
-        hyperparameters=space.hyperparameters(frozen_base=not run.end_to_end))
+        hyperparameters=space.hyperparameters(frozen_base=plan_for(run, config).frozen_base))
     oracle.verbose = 0  # its progress display prints; ours is the trials table and the logger
     oracle._set_project_dir(folder, "oracle")  # the oracle's own state files (private API, stable since 1.1)
     done = []
@@ -135,12 +136,12 @@ def search(run, data, split, config, folder, trials, space=SearchSpace(), verbos
 
 
 def _train_and_validate(run, config, data, split, folder, verbose, features_folder):
-    model = models.build_classifier(
-        run.backbone, data.num_classes, input_shape=data.image_shape, image_size=run.image_size,
-        weights=run.weights, head=run.head, freeze_base=not run.end_to_end, class_names=data.class_names,
-        backbone_kwargs=run.backbone_kwargs, keep_top_hidden=run.keep_top_hidden)
+    from kerasimpl.comparison import build_model
+
+    plan = plan_for(run, config)
+    model = build_model(run, data, plan)
     training.train_classifier(model, data, split, config, folder, verbose=verbose,
-                              features_folder=features_folder or folder)
+                              features_folder=features_folder or folder, plan=plan)
     probs = evaluation.predict(model, data.x_train, batch_size=config.extract_batch, indices=split.val,
                                workers=config.workers)
     return evaluation.classification_metrics(probs, np.asarray(data.y_train)[split.val])

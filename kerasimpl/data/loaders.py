@@ -27,7 +27,7 @@ class ArrayDataset(keras.utils.PyDataset):
         shuffle: reshuffle at the start of every epoch.
         seed: integer seed of the shuffles.
         augment: optional callable `(x_batch, y_batch) -> (x_batch, y_batch)`
-            applied to training batches (see `kerasimpl.training.augmenter`);
+            applied to training batches (see `kerasimpl.augmentation.augmenter`);
             one with `takes_key = True` also gets `key=(epoch, batch_index)`.
         indices: optional subset of rows to serve (e.g. a split's indices),
             so no copy of the arrays is made.
