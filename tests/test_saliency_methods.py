@@ -70,6 +70,34 @@ def test_every_method_names_its_reference_and_rebuilds_with_its_options(name):
     assert set(method.options()) <= set(saliency.method_options(name))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_rebuild_carries_the_precision(name):
+    build = evidence_gap_model if name == "cam" else evidence_model
+    method = saliency.get_method(name, build(), **small_options(name))
+    for precision in ("bfloat16", "float32"):  # the non-default, then the default again
+        method.precision = precision
+        assert method.rebuild(build()).precision == precision
+
+
+@pytest.mark.parametrize("name", ["smoothgrad", "smoothgrad-cam++", "sscam"])
+@pytest.mark.parametrize("bad,says", [
+    ({"samples": 0}, "samples (noisy copies per image) must be an integer >= 1. Received: samples=0"),
+    ({"samples": 2.5}, "samples (noisy copies per image) must be an integer >= 1. Received: samples=2.5"),
+    ({"samples": True}, "samples (noisy copies per image) must be an integer >= 1. Received: samples=True"),
+    ({"noise": -0.1}, "noise must be a finite number >= 0. Received: noise=-0.1"),
+    ({"noise": float("nan")}, "noise must be a finite number >= 0. Received: noise=nan"),
+    ({"noise": "0.1"}, "noise must be a finite number >= 0. Received: noise='0.1'"),
+    ({"seed": 1.5}, "seed must be an integer. Received: seed=1.5"),
+])
+def test_noisy_copy_methods_validate_samples_and_noise_alike(name, bad, says):
+    model = evidence_model()
+    with pytest.raises(ValueError) as e:
+        saliency.get_method(name, model, **{**small_options(name), **bad})
+    assert str(e.value) == says
+    method = saliency.get_method(name, model, **{**small_options(name), "samples": np.int64(3), "noise": 0})
+    assert (method.samples, method.noise) == (3, 0.0) and type(method.samples) is int
+
+
 # --- known answers -------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", saliency.CLASS_DISCRIMINATIVE)
