@@ -249,24 +249,14 @@ def test_every_method_agrees_across_backends(tmp_path):
 
 # --- pytorch-grad-cam and Captum -----------------------------------------------------
 
-def reference_model():
-    """A small random CNN with a non-trivial (strided, 3x3) path to the explained layer."""
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((32, 32, 3))
-    a = keras.layers.Rescaling(1 / 255.0)(inp)
-    a = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(a)
-    a = keras.layers.Conv2D(16, 3, activation="relu", name="feat")(a)
-    a = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(a)
-    logits = keras.layers.Dense(5, name="logits")(keras.layers.GlobalAveragePooling2D()(a))
-    return keras.Model(inp, LabeledSoftmax([str(i) for i in range(5)], name="predictions")(logits))
-
+# `reference_model`: a fixture (tests/conftest.py), shared with test_saliency_torchcam.py.
 
 PGC = {k: v for k, v in reference_libs.PYTORCH_GRAD_CAM.items() if k != "eigencam"}  # EigenCAM: tested below
 
 
 @needs_torch
 @pytest.mark.parametrize("name", list(PGC))
-def test_cam_methods_equal_pytorch_grad_cam(name):
+def test_cam_methods_equal_pytorch_grad_cam(name, reference_model):
     import torch
 
     pgc = reference_libs.pytorch_grad_cam()
@@ -288,7 +278,7 @@ def test_cam_methods_equal_pytorch_grad_cam(name):
 
 
 @needs_torch
-def test_eigencam_projection_equals_pytorch_grad_cam_up_to_sign():
+def test_eigencam_projection_equals_pytorch_grad_cam_up_to_sign(reference_model):
     reference_libs.pytorch_grad_cam()
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
@@ -303,7 +293,7 @@ def test_eigencam_projection_equals_pytorch_grad_cam_up_to_sign():
 
 
 @needs_torch
-def test_gradients_and_integrated_gradients_equal_captum():
+def test_gradients_and_integrated_gradients_equal_captum(reference_model):
     import torch
 
     captum_attr = reference_libs.require("captum.attr")
@@ -326,7 +316,7 @@ def test_gradients_and_integrated_gradients_equal_captum():
 
 @needs_torch
 @pytest.mark.parametrize("size,patch,stride", [(32, 8, 4), (32, 4, 4)])
-def test_occlusion_equals_captum_where_the_windows_tile_the_image(size, patch, stride):
+def test_occlusion_equals_captum_where_the_windows_tile_the_image(size, patch, stride, reference_model):
     """Captum's `Occlusion` reports, per pixel, the mean drop in the target
     output over the windows covering it; ours records the probability per
     window. Where the windows tile the image the two agree exactly."""
@@ -537,7 +527,7 @@ def test_offline_imagenet_error_names_the_with_top_file(monkeypatch):
 
 
 @needs_torch
-def test_pytorch_grad_cam_hooked_directly_on_nhwc_is_wrong():
+def test_pytorch_grad_cam_hooked_directly_on_nhwc_is_wrong(reference_model):
     """Why the NCHW wrapper exists: hooking the Keras layer itself gives a wrong map, silently."""
     import torch
 
