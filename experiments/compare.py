@@ -232,7 +232,8 @@ def run(cfg, plots_dir="", verbose="auto") -> int:
 
 
 def _gradcam_galleries(cfg, results, plots_dir):
-    """Per model: Grad-CAM of N test images, half misclassified (experiments.saliency --data)."""
+    """Per model: Grad-CAM of N test images, half misclassified (experiments.saliency --data: the
+    "right-wrong" rule of `kerasimpl.saliency.choose_images`)."""
     from experiments import saliency
     from kerasimpl.artifacts import copy_file
 
@@ -258,20 +259,12 @@ def _saliency_figure(cfg, results, data, plots_dir):
 
     from kerasimpl import plotting
     from kerasimpl.artifacts import copy_file, load_model, save_figure, write_json
-    from kerasimpl.saliency import get_method
+    from kerasimpl.saliency import choose_images, get_method
     from kerasimpl.saliency.occlusion import scaled_window
 
     n, method = int(cfg["saliency"]), cfg.get("saliency_method") or "gradcam"
-    # One image per class where it can (seeded): the same images for every model.
-    rng = np.random.default_rng(cfg["seed"])
-    order = rng.permutation(len(data.y_test))
-    chosen, seen = [], set()
-    for i in order:
-        if int(data.y_test[i]) not in seen or len(seen) == data.num_classes:
-            chosen.append(int(i))
-            seen.add(int(data.y_test[i]))
-        if len(chosen) == n:
-            break
+    # One image per class first (seeded), the same images for every model: no model's predictions decide them.
+    chosen = [int(i) for i in choose_images(data.y_test, n, mode="per-class", seed=cfg["seed"]).indices]
     images = np.stack([np.asarray(data.x_test[i]) for i in chosen]).astype("float32")
     names = list(data.class_names)
     columns, captions, report = {}, {}, {"method": method, "images": chosen, "models": {}}

@@ -159,6 +159,7 @@ def run(args) -> int:
     from kerasimpl import models, plotting
     from kerasimpl.artifacts import save_figure, write_json
     from kerasimpl.images import read_image
+    from kerasimpl.saliency.notes import method_title
 
     model, backbone = load(args)
     h, w = (int(d) for d in model.input_shape[1:3])
@@ -181,7 +182,7 @@ def run(args) -> int:
         save_npy(os.path.join(args.out, f"{method.name}.npy"), e.map)
         report["methods"][method.name] = {"options": method.options(), "map_shape": list(e.map.shape),
                                           "seconds": seconds}
-        maps[_title(method)] = e.importance()
+        maps[method_title(method)] = e.importance()
     if "occlusion" in results:
         occ = results["occlusion"][0][0]
         report["occlusion"] = {**report["methods"]["occlusion"]["options"], "grid": list(occ.map.shape),
@@ -200,39 +201,13 @@ def run(args) -> int:
 
 
 def choose_images(probs, labels, n, seed=0):
-    """`n` indices, reproducibly: half misclassified (as many as exist), the rest correct.
-
-    A seeded permutation of each group, so the same model, data and seed
-    give the same images.
-    """
+    """Sorted indices of `kerasimpl.saliency.choose_images` in "right-wrong"
+    mode (kept for callers of this experiment's earlier helper)."""
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    pred = probs.argmax(1)
-    wrong = rng.permutation(np.flatnonzero(pred != labels))
-    right = rng.permutation(np.flatnonzero(pred == labels))
-    n_wrong = min(len(wrong), n // 2)
-    n_right = min(len(right), n - n_wrong)
-    n_wrong = min(len(wrong), n - n_right)
-    return np.sort(np.concatenate([wrong[:n_wrong], right[:n_right]])).astype(int)
+    from kerasimpl.saliency import choose_images as choose
 
-
-def candidates(model, data, n, seed):
-    """(indices, probabilities) of the test images to choose from: a seeded
-    sample (all of them when small); the whole test set when the sample has
-    too few misclassified or correct images."""
-    import numpy as np
-
-    from kerasimpl import evaluation
-
-    order = np.random.default_rng(seed).permutation(len(data.y_test))
-    pool = np.sort(order[: max(50 * n, 500)])
-    probs = evaluation.predict(model, data.x_test, indices=pool)
-    wrong = probs.argmax(1) != data.y_test[pool]
-    if len(pool) < len(order) and (wrong.sum() < n // 2 or (~wrong).sum() < n - n // 2):
-        pool = np.arange(len(order))
-        probs = evaluation.predict(model, data.x_test, indices=pool)
-    return pool, probs
+    return np.sort(choose(labels, n, mode="right-wrong", seed=seed, predictions=probs).indices)
 
 
 def load_test_data(args):
@@ -273,8 +248,9 @@ def run_data(args) -> int:
 
     from kerasimpl import models, plotting
     from kerasimpl.artifacts import save_figure, write_bytes, write_json, write_text
-    from kerasimpl.saliency import mass_shares
-    from kerasimpl.saliency.notes import caption, image_note, shortfall
+    from kerasimpl.saliency import choose_images, mass_shares
+    from kerasimpl.saliency.notes import caption, image_note, method_title
+    from kerasimpl.saliency.selection import candidates
 
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1. Received: {args.num_images}")
@@ -284,13 +260,11 @@ def run_data(args) -> int:
         raise ValueError(f"The model takes {tuple(model.input_shape[1:])} images; {args.data} has "
                          f"{tuple(data.image_shape)} (use --data-size to match)")
     names = models.class_names_of(model)
-    pool, probs = candidates(model, data, args.num_images, args.seed)
-    picked = choose_images(probs, data.y_test[pool], args.num_images, args.seed)
-    short = shortfall(probs, data.y_test[pool], picked, args.num_images)
+    pool, probs = candidates(model, data.x_test, data.y_test, args.num_images, args.seed)
+    picked = choose_images(data.y_test[pool], args.num_images, "right-wrong", args.seed, predictions=probs)
+    short = picked.note
     note = " ".join(filter(None, [split_note, short]))
-    p = probs[picked]
-    right_first = np.argsort(p.argmax(1) != data.y_test[pool][picked], kind="stable")  # correct rows, then wrong
-    chosen, p = pool[picked][right_first], p[right_first]
+    chosen, p = pool[picked.indices], probs[picked.indices]  # correct rows, then wrong
     images = np.stack([np.asarray(data.x_test[int(i)]) for i in chosen]).astype("float32")
     labels, preds = data.y_test[chosen].astype(int), p.argmax(1)
     print(f"[saliency] {len(chosen)} test images of {data.source}: {int((labels == preds).sum())} correct, "
@@ -300,7 +274,7 @@ def run_data(args) -> int:
     methods = make_methods(args, model)
     results = explain_all(methods, images, [int(t) for t in preds])
     rows = [caption(int(i), names, int(t), pp) for i, t, pp in zip(chosen, labels, p)]
-    columns = {_title(m): [e.importance() for e in results[m.name][0]] for m in methods}
+    columns = {method_title(m): [e.importance() for e in results[m.name][0]] for m in methods}
     title = (f"{os.path.basename(str(args.model))} on {os.path.basename(str(data.source))}: saliency of the "
              f"predicted class" + (f"\n({short})" if short else ""))
     save_figure(plotting.saliency_gallery(images, rows, columns, title), os.path.join(args.out, "gallery.png"))
@@ -312,7 +286,7 @@ def run_data(args) -> int:
     write_bytes(os.path.join(args.out, "maps.npz"), buf.getvalue())
     entries = []
     for k, (i, t, pp, row) in enumerate(zip(chosen, labels, p, rows)):
-        mass = {_title(m): mass_shares(columns[_title(m)][k]) for m in methods}
+        mass = {method_title(m): mass_shares(columns[method_title(m)][k]) for m in methods}
         second = int(np.argsort(-pp)[1])
         entries.append({"index": int(i), "label": names[t], "predicted": names[int(pp.argmax())],
                         "probability": float(pp.max()), "correct": bool(pp.argmax() == t),
@@ -332,63 +306,22 @@ def run_data(args) -> int:
 
 
 def quality(model, images, methods, results, fill):
-    """Per method, averaged over the images: deletion/insertion areas, average
-    drop and increase in confidence, and the rank correlation between each
-    map and the same method's map on a weight-randomized copy (should be low)."""
-    import numpy as np
+    """`kerasimpl.saliency.quality_table` of `explain_all`'s results."""
+    from kerasimpl.saliency import quality_table
 
-    from kerasimpl.saliency import average_drop_increase, deletion_insertion, randomized_copy, rank_correlation
-
-    random_model = randomized_copy(model, seed=0)
-    out = {}
-    for method in methods:
-        exps = results[method.name][0]
-        targets = [e.target for e in exps]
-        imp = [e.importance() for e in exps]
-        curves = [deletion_insertion(model, x, m, t, fill=fill) for x, m, t in zip(images, imp, targets)]
-        drop = average_drop_increase(model, images, np.stack(imp), targets, fill=fill)
-        random_exps = method.rebuild(random_model).explain(images, targets)
-        out[method.name] = {
-            "deletion_auc": float(np.mean([c["deletion_auc"] for c in curves])),
-            "insertion_auc": float(np.mean([c["insertion_auc"] for c in curves])),
-            "average_drop": drop["average_drop"],
-            "increase_in_confidence": drop["increase_in_confidence"],
-            "randomized_model_rank_correlation": float(np.mean(
-                [rank_correlation(m, r.importance()) for m, r in zip(imp, random_exps)])),
-            "seconds_per_image": results[method.name][1] / len(exps),
-        }
-    return out
-
-
-QUALITY_COLUMNS = (("deletion_auc", "deletion AUC (lower better)"), ("insertion_auc", "insertion AUC (higher better)"),
-                   ("average_drop", "average drop % (lower better)"),
-                   ("increase_in_confidence", "increase in confidence % (higher better)"),
-                   ("randomized_model_rank_correlation", "rank corr. with randomized model (lower better)"),
-                   ("seconds_per_image", "s / image"))
+    return quality_table(model, images, methods, {k: v[0] for k, v in results.items()}, fill=fill,
+                         seconds={k: v[1] for k, v in results.items()})
 
 
 def write_quality(folder, table):
     """quality.md and quality.csv, one row per method; the Markdown is printed."""
     from kerasimpl.artifacts import write_text
+    from kerasimpl.saliency import quality_csv, quality_markdown
 
-    heads = ["method"] + [h for _, h in QUALITY_COLUMNS]
-    md = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    csv = [",".join(["method"] + [k for k, _ in QUALITY_COLUMNS])]
-    for name, row in table.items():
-        md.append("| " + " | ".join([name] + [f"{row[k]:.3f}" for k, _ in QUALITY_COLUMNS]) + " |")
-        csv.append(",".join([name] + [repr(float(row[k])) for k, _ in QUALITY_COLUMNS]))
-    write_text(os.path.join(folder, "quality.md"), "\n".join(md) + "\n")
-    write_text(os.path.join(folder, "quality.csv"), "\n".join(csv) + "\n")
-    print("\n".join(md))
-
-
-def _title(method):
-    o = method.options()
-    if method.name == "occlusion":
-        return f"occlusion ({o['patch']}px, stride {o['stride']})"
-    if "layer" in o:
-        return f"{method.name} ({o['layer']})"
-    return method.name
+    md = quality_markdown(table)
+    write_text(os.path.join(folder, "quality.md"), md)
+    write_text(os.path.join(folder, "quality.csv"), quality_csv(table))
+    print(md.rstrip("\n"))
 
 
 def display_image(path, h, w):

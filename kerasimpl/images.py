@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
 
 import numpy as np
 
@@ -64,27 +62,33 @@ def _open(path):
     if os.path.getsize(path) == 0:
         raise ImageError(f"{path}: empty file (0 bytes)")
     try:
-        with _bombs_are_errors():
-            im = Image.open(path)
-        # The warnings filter above is process-wide and not thread-safe (loader threads): check the size too.
-        if Image.MAX_IMAGE_PIXELS and im.width * im.height > Image.MAX_IMAGE_PIXELS:
-            raise Image.DecompressionBombWarning(
-                f"Image size ({im.width * im.height} pixels) exceeds limit of {Image.MAX_IMAGE_PIXELS} pixels")
-        return im
+        im = Image.open(path)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as e:
+            Image.DecompressionBombWarning) as e:  # the warning: where the user's filters make it an error
         raise ImageError(f"{path}: not a readable image ({type(e).__name__}: {_one_line(e)})") from e
+    try:
+        _check_pixels(im, path)
+    except ImageError:
+        im.close()
+        raise
+    return im
 
 
-@contextlib.contextmanager
-def _bombs_are_errors():
-    """Pillow only warns for images of MAX_IMAGE_PIXELS to twice that (89-179 Mpx), then
-    decodes them: gigabytes from a few kB of hostile PNG. Refuse those too."""
+def _check_pixels(im, path):
+    """Refuse an image whose header claims more than Pillow's MAX_IMAGE_PIXELS.
+
+    Pillow itself only warns from MAX_IMAGE_PIXELS to twice that (89-179
+    Mpx) and then decodes: gigabytes from a few kB of hostile PNG. The size
+    is checked here from the header, before any pixel is decoded, and again
+    after loading (a GIF's frames may grow it). No warnings filter: those
+    are process-wide, and loader threads would race on them.
+    """
     from PIL import Image
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        yield
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and im.width * im.height > limit:
+        raise ImageError(f"{os.fspath(path)}: refused as a possible decompression bomb ({im.width}x{im.height} = "
+                         f"{im.width * im.height} pixels; the limit is {limit}, PIL.Image.MAX_IMAGE_PIXELS)")
 
 
 def _one_line(e):
@@ -95,11 +99,13 @@ def _load_rgb(im, path):
     from PIL import Image
 
     try:
-        with _bombs_are_errors():
-            im.load()
-            return _to_rgb(im)
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as e:
+        im.load()
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{os.fspath(path)}: not a readable image ({type(e).__name__}: {_one_line(e)})") from e
+    _check_pixels(im, path)
+    try:
+        return _to_rgb(im)
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise ImageError(f"{os.fspath(path)}: not a readable image ({type(e).__name__}: {_one_line(e)})") from e
 
 

@@ -56,3 +56,57 @@ def _seed():
 
     keras.utils.set_random_seed(0)
     np.random.seed(0)
+
+
+# --- saliency reference models (test_saliency_methods.py, test_saliency_torchcam.py) --------
+
+def _reference_stem():
+    """Input (32 x 32 raw pixels) -> rescale -> strided 3x3 conv -> 3x3 conv `feat`:
+    a non-trivial path to the explained layer. Seeded: the same weights each call."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    a = keras.layers.Rescaling(1 / 255.0)(inp)
+    a = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(a)
+    return inp, keras.layers.Conv2D(16, 3, activation="relu", name="feat")(a)
+
+
+def _classifier(inp, logits):
+    import keras
+
+    from kerasimpl.layers import LabeledSoftmax
+
+    return keras.Model(inp, LabeledSoftmax([str(i) for i in range(5)], name="predictions")(logits))
+
+
+def _reference_model():
+    import keras
+
+    inp, a = _reference_stem()
+    a = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(a)
+    return _classifier(inp, keras.layers.Dense(5, name="logits")(keras.layers.GlobalAveragePooling2D()(a)))
+
+
+def _linear_head_model():
+    import keras
+
+    inp, a = _reference_stem()
+    a = keras.layers.Dropout(0.3)(keras.layers.GlobalAveragePooling2D()(a))
+    return _classifier(inp, keras.layers.Dense(5, name="logits")(a))
+
+
+@pytest.fixture
+def reference_model():
+    """Builds (call it) a small random CNN, 5 classes, with a non-trivial
+    (strided, 3x3) path to the explained layer `feat`, then one more conv,
+    global average pooling and a Dense: what the pytorch-grad-cam, Captum and
+    torchcam comparisons explain."""
+    return _reference_model
+
+
+@pytest.fixture
+def linear_head_model():
+    """Builds (call it) reference_model's path to `feat`, then global average
+    pooling, dropout and one Dense: the linear head CAM needs."""
+    return _linear_head_model

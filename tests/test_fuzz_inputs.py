@@ -21,10 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kerasimpl.artifacts import ArtifactError, load_model
+from kerasimpl.comparison import _finished
 from kerasimpl.data import DatasetError
 from kerasimpl.data.cifar10 import load_cifar10
 from kerasimpl.data.folder import load_image_folder
 from kerasimpl.images import ImageError, probe_image, read_image
+from kerasimpl.models import imagenet_class_names
 
 FUZZ_EXAMPLES = 30
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=20_000, derandomize=True, database=None,
@@ -298,50 +300,43 @@ def test_damaged_weights_file(tmp_path, saved_files, data):
         one_line(e)
 
 
-@FUZZ
-@given(blob=st.one_of(_json.map(lambda v: json.dumps(v).encode()),
-                      damaged(json.dumps({str(i): ["n0", f"c{i}"] for i in range(1000)}).encode())))
-def test_damaged_imagenet_class_index(tmp_path, blob):
-    from kerasimpl.models import imagenet_class_names
+# JSON files the toolkit reads: undamaged contents, reader, what its error says, what a success returns.
+JSON_FILES = {
+    "imagenet_class_index.json": (json.dumps({str(i): ["n0", f"c{i}"] for i in range(1000)}).encode(),
+                                  imagenet_class_names, "Not an ImageNet class index",
+                                  lambda names: len(names) == 1000 and all(isinstance(n, str) for n in names)),
+    # a resumed run's finished backbone
+    "result.json": (json.dumps({"backbone": "smallcnn", "test_accuracy": 0.5, "train_seconds": 1.0}).encode(),
+                    _finished, "cannot be read",
+                    lambda result: {"backbone", "test_accuracy", "train_seconds"} <= set(result)),
+}
 
-    path = tmp_path / "imagenet_class_index.json"
+
+@FUZZ
+@pytest.mark.parametrize("name", sorted(JSON_FILES))
+@given(data=st.data())
+def test_damaged_json_file(tmp_path, name, data):
+    valid, read, says, ok = JSON_FILES[name]
+    blob = data.draw(st.one_of(_json.map(lambda v: json.dumps(v).encode()), st.binary(max_size=64), damaged(valid)))
+    path = tmp_path / name
     path.write_bytes(blob)
     try:
-        names = imagenet_class_names(str(path))
+        result = read(str(path))
     except ValueError as e:
-        one_line(e)
+        assert says in one_line(e)
     else:
-        assert len(names) == 1000 and all(isinstance(n, str) for n in names)
+        assert ok(result)
+    assert path.read_bytes() == blob  # never rewritten
 
 
 def test_deeply_nested_class_index_is_an_error(tmp_path):
-    from kerasimpl.models import imagenet_class_names
-
     path = tmp_path / "imagenet_class_index.json"
     path.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ValueError, match="Not an ImageNet class index"):
         imagenet_class_names(str(path))
 
 
-# ---- a run being resumed: config.json and a finished backbone's result.json ------------------
-
-@FUZZ
-@given(blob=st.one_of(_json.map(lambda v: json.dumps(v).encode()), st.binary(max_size=64),
-                      damaged(json.dumps({"backbone": "smallcnn", "test_accuracy": 0.5,
-                                          "train_seconds": 1.0}).encode())))
-def test_damaged_result_of_a_finished_backbone(tmp_path, blob):
-    from kerasimpl.comparison import _finished
-
-    path = tmp_path / "result.json"
-    path.write_bytes(blob)
-    try:
-        result = _finished(str(path))
-    except ValueError as e:
-        assert "cannot be read" in one_line(e)
-    else:
-        assert {"backbone", "test_accuracy", "train_seconds"} <= set(result)
-    assert path.read_bytes() == blob  # never rewritten
-
+# ---- a run being resumed: config.json (its result.json: test_damaged_json_file) ----------------
 
 @FUZZ
 @given(blob=st.one_of(_json.map(lambda v: json.dumps(v).encode()), st.binary(max_size=64)))

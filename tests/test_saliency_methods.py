@@ -70,6 +70,34 @@ def test_every_method_names_its_reference_and_rebuilds_with_its_options(name):
     assert set(method.options()) <= set(saliency.method_options(name))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_rebuild_carries_the_precision(name):
+    build = evidence_gap_model if name == "cam" else evidence_model
+    method = saliency.get_method(name, build(), **small_options(name))
+    for precision in ("bfloat16", "float32"):  # the non-default, then the default again
+        method.precision = precision
+        assert method.rebuild(build()).precision == precision
+
+
+@pytest.mark.parametrize("name", ["smoothgrad", "smoothgrad-cam++", "sscam"])
+@pytest.mark.parametrize("bad,says", [
+    ({"samples": 0}, "samples (noisy copies per image) must be an integer >= 1. Received: samples=0"),
+    ({"samples": 2.5}, "samples (noisy copies per image) must be an integer >= 1. Received: samples=2.5"),
+    ({"samples": True}, "samples (noisy copies per image) must be an integer >= 1. Received: samples=True"),
+    ({"noise": -0.1}, "noise must be a finite number >= 0. Received: noise=-0.1"),
+    ({"noise": float("nan")}, "noise must be a finite number >= 0. Received: noise=nan"),
+    ({"noise": "0.1"}, "noise must be a finite number >= 0. Received: noise='0.1'"),
+    ({"seed": 1.5}, "seed must be an integer. Received: seed=1.5"),
+])
+def test_noisy_copy_methods_validate_samples_and_noise_alike(name, bad, says):
+    model = evidence_model()
+    with pytest.raises(ValueError) as e:
+        saliency.get_method(name, model, **{**small_options(name), **bad})
+    assert str(e.value) == says
+    method = saliency.get_method(name, model, **{**small_options(name), "samples": np.int64(3), "noise": 0})
+    assert (method.samples, method.noise) == (3, 0.0) and type(method.samples) is int
+
+
 # --- known answers -------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", saliency.CLASS_DISCRIMINATIVE)
@@ -221,24 +249,14 @@ def test_every_method_agrees_across_backends(tmp_path):
 
 # --- pytorch-grad-cam and Captum -----------------------------------------------------
 
-def reference_model():
-    """A small random CNN with a non-trivial (strided, 3x3) path to the explained layer."""
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((32, 32, 3))
-    a = keras.layers.Rescaling(1 / 255.0)(inp)
-    a = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(a)
-    a = keras.layers.Conv2D(16, 3, activation="relu", name="feat")(a)
-    a = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(a)
-    logits = keras.layers.Dense(5, name="logits")(keras.layers.GlobalAveragePooling2D()(a))
-    return keras.Model(inp, LabeledSoftmax([str(i) for i in range(5)], name="predictions")(logits))
-
+# `reference_model`: a fixture (tests/conftest.py), shared with test_saliency_torchcam.py.
 
 PGC = {k: v for k, v in reference_libs.PYTORCH_GRAD_CAM.items() if k != "eigencam"}  # EigenCAM: tested below
 
 
 @needs_torch
 @pytest.mark.parametrize("name", list(PGC))
-def test_cam_methods_equal_pytorch_grad_cam(name):
+def test_cam_methods_equal_pytorch_grad_cam(name, reference_model):
     import torch
 
     pgc = reference_libs.pytorch_grad_cam()
@@ -260,7 +278,7 @@ def test_cam_methods_equal_pytorch_grad_cam(name):
 
 
 @needs_torch
-def test_eigencam_projection_equals_pytorch_grad_cam_up_to_sign():
+def test_eigencam_projection_equals_pytorch_grad_cam_up_to_sign(reference_model):
     reference_libs.pytorch_grad_cam()
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
@@ -275,7 +293,7 @@ def test_eigencam_projection_equals_pytorch_grad_cam_up_to_sign():
 
 
 @needs_torch
-def test_gradients_and_integrated_gradients_equal_captum():
+def test_gradients_and_integrated_gradients_equal_captum(reference_model):
     import torch
 
     captum_attr = reference_libs.require("captum.attr")
@@ -298,7 +316,7 @@ def test_gradients_and_integrated_gradients_equal_captum():
 
 @needs_torch
 @pytest.mark.parametrize("size,patch,stride", [(32, 8, 4), (32, 4, 4)])
-def test_occlusion_equals_captum_where_the_windows_tile_the_image(size, patch, stride):
+def test_occlusion_equals_captum_where_the_windows_tile_the_image(size, patch, stride, reference_model):
     """Captum's `Occlusion` reports, per pixel, the mean drop in the target
     output over the windows covering it; ours records the probability per
     window. Where the windows tile the image the two agree exactly."""
@@ -509,7 +527,7 @@ def test_offline_imagenet_error_names_the_with_top_file(monkeypatch):
 
 
 @needs_torch
-def test_pytorch_grad_cam_hooked_directly_on_nhwc_is_wrong():
+def test_pytorch_grad_cam_hooked_directly_on_nhwc_is_wrong(reference_model):
     """Why the NCHW wrapper exists: hooking the Keras layer itself gives a wrong map, silently."""
     import torch
 

@@ -24,7 +24,7 @@ from kerasimpl.saliency.cam import interpolation_matrix
 
 sys.path.insert(0, os.path.dirname(__file__))
 from test_saliency import GREEN, RED, SIZE, evidence_gap_model, evidence_image  # noqa: E402
-from test_saliency_methods import gap_model, images, needs_torch, reference_model  # noqa: E402
+from test_saliency_methods import gap_model, images, needs_torch  # noqa: E402
 
 import reference_libs  # noqa: E402
 
@@ -37,18 +37,6 @@ def at_input(m, size):
     m = interpolation_matrix(m.shape[0], size).astype(np.float64) @ m @ interpolation_matrix(m.shape[1], size).T
     lo, hi = m.min(), m.max()
     return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-
-
-def linear_head_model():
-    """reference_model's path to `feat`, then global average pooling, dropout and one Dense: what CAM needs."""
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((32, 32, 3))
-    a = keras.layers.Rescaling(1 / 255.0)(inp)
-    a = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(a)
-    a = keras.layers.Conv2D(16, 3, activation="relu", name="feat")(a)
-    a = keras.layers.Dropout(0.3)(keras.layers.GlobalAveragePooling2D()(a))
-    logits = keras.layers.Dense(5, name="logits")(a)
-    return keras.Model(inp, LabeledSoftmax([str(i) for i in range(5)], name="predictions")(logits))
 
 
 def largest_difference(method, x, targets, run=None):
@@ -75,7 +63,7 @@ class TorchcamMasks:
 
 @needs_torch
 @pytest.mark.parametrize("name", ["cam", "gradcam", "xgradcam", "layercam"])
-def test_cam_methods_equal_torchcam(name):
+def test_cam_methods_equal_torchcam(name, reference_model, linear_head_model):
     reference_libs.torchcam()
     model = linear_head_model() if name == "cam" else reference_model()
     method = saliency.get_method(name, model, layer="feat")
@@ -85,7 +73,7 @@ def test_cam_methods_equal_torchcam(name):
 @needs_torch
 @pytest.mark.parametrize("name,options", [("scorecam", {}), ("sscam", {"samples": 2, "noise": 0.0}),
                                           ("iscam", {"steps": 1})])
-def test_score_cams_equal_torchcam_up_to_its_mask_upsampling(name, options):
+def test_score_cams_equal_torchcam_up_to_its_mask_upsampling(name, options, reference_model):
     """Ours upsample (corners aligned) then scale; torchcam scales then upsamples
     (half-pixel): maps within 3e-3 (measured 1.3e-3). With torchcam's masks
     swapped in, equal to float rounding. SS-CAM at zero noise and IS-CAM with
@@ -117,7 +105,7 @@ class _Draws:
 
 
 @needs_torch
-def test_sscam_equals_torchcam_with_the_same_noise():
+def test_sscam_equals_torchcam_with_the_same_noise(reference_model):
     """SS-CAM's sampling seeded alike: torchcam's noise replaced by ours, draw for draw."""
     reference_libs.torchcam()
     model, x, targets = reference_model(), images(2, 32, seed=1), [1, 3]
@@ -130,7 +118,7 @@ def test_sscam_equals_torchcam_with_the_same_noise():
 
 
 @needs_torch
-def test_iscam_differs_from_torchcam_only_by_its_mask_scales():
+def test_iscam_differs_from_torchcam_only_by_its_mask_scales(reference_model):
     """torchcam scales the n-th mask by (1 + ... + n)/N (up to (N + 1)/2); ours by n/N."""
     reference_libs.torchcam()
     model, x, targets = reference_model(), images(2, 32, seed=1), [1, 3]
@@ -148,7 +136,7 @@ def test_iscam_differs_from_torchcam_only_by_its_mask_scales():
 
 
 @needs_torch
-def test_gradcam_plus_plus_torchcam_never_applies_its_denominator():
+def test_gradcam_plus_plus_torchcam_never_applies_its_denominator(reference_model):
     """torchcam 0.5.0 `GradCAMpp._get_weights`: `alpha[idx][mask].div_(...)`
     divides a copy (boolean-mask indexing copies), so alpha stays g^2.
     Ours (the authors' closed form, pytorch-grad-cam's) with the denominator
@@ -171,7 +159,7 @@ def test_gradcam_plus_plus_torchcam_never_applies_its_denominator():
 
 
 @needs_torch
-def test_smoothgrad_cam_plus_plus_equals_torchcam_where_their_choices_agree():
+def test_smoothgrad_cam_plus_plus_equals_torchcam_where_their_choices_agree(linear_head_model):
     """A deterministic special case. torchcam's SmoothGradCAMpp (i) sums
     g^3 * A over the map in alpha's denominator where Grad-CAM++ has
     g^3 * sum(A), (ii) takes ReLU of the last noisy copy's gradient, not the
@@ -236,7 +224,7 @@ def test_sscam_without_noise_and_iscam_with_one_step_are_scorecam():
     assert np.abs(np.array(noisy) - score).max() > 1e-3
 
 
-def test_smoothgrad_cam_plus_plus_without_noise_is_gradcam_plus_plus():
+def test_smoothgrad_cam_plus_plus_without_noise_is_gradcam_plus_plus(reference_model):
     model, x = reference_model(), images(2, 32, seed=1)
     pp = [e.map for e in saliency.GradCAMPlusPlus(model, "feat").explain(x, [1, 3])]
     smooth = [e.map for e in saliency.SmoothGradCAMPlusPlus(model, "feat", noise=0.0).explain(x, [1, 3])]
@@ -246,7 +234,7 @@ def test_smoothgrad_cam_plus_plus_without_noise_is_gradcam_plus_plus():
 
 
 @pytest.mark.parametrize("name", ["smoothgrad-cam++", "sscam", "smoothgrad"])
-def test_noise_is_the_images_own_not_its_batch_position(name):
+def test_noise_is_the_images_own_not_its_batch_position(name, reference_model):
     model, x = reference_model(), images(3, 32, seed=1)
     layer = {} if name == "smoothgrad" else {"layer": "feat"}
     method = saliency.get_method(name, model, samples=2, **layer, **({"noise": 0.5} if name == "sscam" else {}))
@@ -292,7 +280,7 @@ class FixedMaps:
         return contextlib.nullcontext()
 
 
-def metric_inputs():
+def metric_inputs(reference_model):
     """Four images, targets and maps: two top-1 with Grad-CAM maps, two
     least-likely classes with random maps (dimming the image moves the
     random model towards uniform: their probability rises)."""
@@ -305,14 +293,14 @@ def metric_inputs():
 
 
 @needs_torch
-def test_average_drop_and_increase_equal_torchcams_classification_metric():
+def test_average_drop_and_increase_equal_torchcams_classification_metric(reference_model):
     """Same definition (Chattopadhyay et al. 5.1.1); ours in percent, torchcam's as fractions."""
     import functools
 
     import torch
 
     tc = reference_libs.torchcam()
-    model, x, maps, targets = metric_inputs()
+    model, x, maps, targets = metric_inputs(reference_model)
     ours = saliency.average_drop_increase(model, x, maps, targets)
     wrapper = reference_libs.nchw_classifier(saliency.GradCAM(model, "feat"))
     metric = tc.metrics.ClassificationMetric(FixedMaps(wrapper, maps), functools.partial(torch.softmax, dim=-1))
@@ -325,7 +313,7 @@ def test_average_drop_and_increase_equal_torchcams_classification_metric():
 
 @needs_torch
 @pytest.mark.parametrize("steps", [16, 32, 20])
-def test_deletion_insertion_equal_torchcams_where_steps_divide_the_pixels(steps):
+def test_deletion_insertion_equal_torchcams_where_steps_divide_the_pixels(steps, reference_model):
     """torchcam removes ceil(HW / steps) pixels per step (the last step shorter)
     and integrates over the fractions actually removed; ours removes
     round(k HW / steps). Where steps divides HW (32 x 32: 16, 32) the curves
@@ -337,7 +325,7 @@ def test_deletion_insertion_equal_torchcams_where_steps_divide_the_pixels(steps)
     import torch
 
     tc = reference_libs.torchcam()
-    model, x, maps, targets = metric_inputs()
+    model, x, maps, targets = metric_inputs(reference_model)
     curves = [saliency.deletion_insertion(model, xi, m, t, steps=steps) for xi, m, t in zip(x, maps, targets)]
     ours = {k: np.mean([c[k] for c in curves]) for k in ("deletion_auc", "insertion_auc")}
     wrapper = reference_libs.nchw_classifier(saliency.GradCAM(model, "feat"))

@@ -5,27 +5,19 @@ Needs torchvision (CI: its own environment with torch 2.14.1 + torchvision
 instead of skipping). Runs on KERAS_BACKEND=torch and jax.
 """
 
-import os
 import warnings
 
 import keras
 import numpy as np
 import pytest
+from optional_libs import require
 
 pytestmark = pytest.mark.torchvision
-
-REQUIRED = os.environ.get("KERASIMPL_REQUIRE_TORCHVISION") == "1"
 
 
 @pytest.fixture(scope="module")
 def tv():
-    try:
-        import torchvision
-    except ImportError as e:
-        if REQUIRED:
-            raise
-        pytest.skip(f"torchvision not installed ({e}): pip install torch==2.14.1 torchvision==0.29.1")
-    return torchvision
+    return require("torchvision", "KERASIMPL_REQUIRE_TORCHVISION", "pip install torch==2.14.1 torchvision==0.29.1")
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,15 @@ import os
 
 import numpy as np
 import pytest
+from optional_libs import require
 
 from kerasimpl import comparison
 from kerasimpl.training import TrainConfig
 
-REQUIRED = os.environ.get("KERASIMPL_REQUIRE_TUNER") == "1"  # .ci/run: a missing keras-tuner fails, never skips
-
 
 @pytest.fixture(scope="module")
 def keras_tuner():
-    try:
-        import keras_tuner
-    except ImportError as e:
-        if REQUIRED:
-            raise
-        pytest.skip(f"keras-tuner not importable ({e}); pip install -e '.[tune]'")
-    return keras_tuner
+    return require("keras_tuner", "KERASIMPL_REQUIRE_TUNER", "pip install -e '.[tune]'")  # .ci/run sets it: fail
 
 
 class SpyImages:

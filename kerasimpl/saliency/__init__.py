@@ -17,6 +17,10 @@ Families (each class names its paper and equation under `Reference:`):
 - input gradients (`attribution`): gradients, smoothgrad,
   integrated-gradients;
 - perturbation: occlusion, rise (black box, forward passes only).
+
+Around the methods: `quality_table` (deletion/insertion, average drop,
+randomization check per method) and `choose_images` (which test images to
+explain: one per class, or the model's right and wrong answers).
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ from kerasimpl.saliency.scorecam import ISCAM, SSCAM, ScoreCAM
 from kerasimpl.saliency.smooth_cam import SmoothGradCAMPlusPlus
 from kerasimpl.saliency.occlusion import Occlusion, occluded_batch, positions
 from kerasimpl.saliency.quality import (
-    average_drop_increase, deletion_insertion, mass_shares, randomized_copy, rank_correlation,
+    QUALITY_COLUMNS, average_drop_increase, deletion_insertion, mass_shares, quality_csv, quality_markdown,
+    quality_table, randomized_copy, rank_correlation,
 )
 from kerasimpl.saliency.rise import RISE, rise_masks
+from kerasimpl.saliency.selection import Selection, choose_images
 
 METHODS = {
     "cam": CAM,
@@ -106,10 +112,11 @@ def _lookup(name):
 
 
 __all__ = [
-    "CAM", "CLASS_DISCRIMINATIVE", "EigenCAM", "ISCAM", "NotApplicable", "SSCAM", "SmoothGradCAMPlusPlus",
-    "image_rng", "Explanation", "GradCAM", "GradCAMPlusPlus", "Gradients", "HiResCAM",
-    "InputGradientMethod", "IntegratedGradients", "LayerCAM", "LayerMethod", "METHODS", "Occlusion", "RISE",
-    "SaliencyMethod", "ScoreCAM", "SmoothGrad", "XGradCAM", "average_drop_increase", "deletion_insertion",
-    "get_method", "list_methods", "mass_shares", "method_options", "occluded_batch", "parse_methods", "positions",
-    "randomized_copy", "rank_correlation", "resolve_targets", "rise_masks", "score_tensor",
+    "CAM", "CLASS_DISCRIMINATIVE", "EigenCAM", "Explanation", "GradCAM", "GradCAMPlusPlus", "Gradients", "HiResCAM",
+    "ISCAM", "InputGradientMethod", "IntegratedGradients", "LayerCAM", "LayerMethod", "METHODS", "NotApplicable",
+    "Occlusion", "QUALITY_COLUMNS", "RISE", "SSCAM", "SaliencyMethod", "ScoreCAM", "Selection", "SmoothGrad",
+    "SmoothGradCAMPlusPlus", "XGradCAM", "average_drop_increase", "choose_images", "deletion_insertion", "get_method",
+    "image_rng", "list_methods", "mass_shares", "method_options", "occluded_batch", "parse_methods", "positions",
+    "quality_csv", "quality_markdown", "quality_table", "randomized_copy", "rank_correlation", "resolve_targets",
+    "rise_masks", "score_tensor",
 ]

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasimpl.saliency.base import SaliencyMethod, image_rng, resolve_targets
+from kerasimpl.saliency.base import SaliencyMethod, image_rng, noisy_copies, resolve_targets
 from kerasimpl.saliency.cam import score_tensor, softmax
 from kerasimpl.saliency.gradients import value_and_grad
 
@@ -103,9 +103,7 @@ class SmoothGrad(InputGradientMethod):
 
     def __init__(self, model, samples=25, noise=0.15, seed=0, batch_size=32):
         super().__init__(model, batch_size)
-        if samples < 1 or noise < 0:
-            raise ValueError(f"samples must be >= 1 and noise >= 0. Received: samples={samples}, noise={noise}")
-        self.samples, self.noise, self.seed = int(samples), float(noise), int(seed)
+        self.samples, self.noise, self.seed = noisy_copies(samples, noise, seed)
 
     def options(self) -> dict:
         return {"samples": self.samples, "noise": self.noise, "seed": self.seed, "batch_size": self.batch_size}

@@ -10,6 +10,8 @@ target probability per mask position; Grad-CAM: [0, 1] over the input);
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import zlib
 
 import numpy as np
@@ -96,8 +98,11 @@ class SaliencyMethod:
         return {}
 
     def rebuild(self, model):
-        """The same method with the same settings on another model."""
-        return type(self)(model, **self.options())
+        """The same method with the same settings on another model: the
+        constructor's options and the forward passes' `precision`."""
+        method = type(self)(model, **self.options())
+        method.precision = self.precision
+        return method
 
     def _forward(self, images, targets=None):
         """`(probabilities, context)` of `images`; the context (e.g. a layer's
@@ -139,3 +144,26 @@ def image_rng(seed, image):
     """
     data = np.ascontiguousarray(np.asarray(image, np.float32)).tobytes()
     return np.random.default_rng([int(seed), zlib.crc32(data)])
+
+
+def noisy_copies(samples, noise, seed):
+    """Validated `(samples, noise, seed)` of a method that averages over
+    noisy copies (SmoothGrad, Smooth Grad-CAM++, SS-CAM): one check, one
+    wording, for all of them.
+
+    Raises:
+        ValueError: naming the value received and what is accepted:
+            `samples` an integer >= 1, `noise` a finite number >= 0, `seed`
+            an integer.
+    """
+    if not _is_int(samples) or samples < 1:
+        raise ValueError(f"samples (noisy copies per image) must be an integer >= 1. Received: samples={samples!r}")
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not math.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite number >= 0. Received: noise={noise!r}")
+    if not _is_int(seed):
+        raise ValueError(f"seed must be an integer. Received: seed={seed!r}")
+    return int(samples), float(noise), int(seed)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

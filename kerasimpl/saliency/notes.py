@@ -1,4 +1,4 @@
-"""Notes on explained test images: captions, shortfalls, Markdown per image.
+"""Notes on explained test images: captions, shortfalls, titles, Markdown per image.
 
 What a reader needs to comment on a classifier's right and wrong answers:
 the true class, the prediction and its probability (and, when wrong, the
@@ -9,6 +9,8 @@ the map itself (`quality.mass_shares`).
 from __future__ import annotations
 
 import numpy as np
+
+from kerasimpl.saliency.selection import right_wrong_shortfall
 
 
 def caption(index, names, label, probs) -> str:
@@ -23,16 +25,20 @@ def caption(index, names, label, probs) -> str:
 
 def shortfall(probs, labels, chosen, n) -> str:
     """A sentence when the chosen images hold fewer than n // 2 misclassified
-    or n - n // 2 correct ones (the candidates had no more), else ''."""
-    wrong = probs.argmax(1) != labels
-    have = {"misclassified": int(wrong.sum()), "correct": int((~wrong).sum())}
-    want = {"misclassified": n // 2, "correct": n - n // 2}
-    short = [f"{have[k]} {k}" for k in want if have[k] < want[k]]
-    if not short:
-        return ""
-    got = int(np.sum(wrong[chosen])) if len(chosen) else 0
-    return (f"asked for {n} images, half misclassified, but the {len(labels)} test images predicted have only "
-            f"{' and '.join(short)}: showing {got} misclassified and {len(chosen) - got} correct")
+    or n - n // 2 correct ones (the candidates had no more), else ''
+    (`selection.right_wrong_shortfall` on the probabilities' top-1)."""
+    return right_wrong_shortfall(np.asarray(probs).argmax(1), labels, chosen, n)
+
+
+def method_title(method) -> str:
+    """A method's label in galleries, overlays and notes: its name, with the
+    occlusion window or the explained layer where it has one."""
+    o = method.options()
+    if method.name == "occlusion":
+        return f"occlusion ({o['patch']}px, stride {o['stride']})"
+    if "layer" in o:
+        return f"{method.name} ({o['layer']})"
+    return method.name
 
 
 def image_note(entry, source) -> str:

@@ -154,3 +154,82 @@ def mass_shares(importance, centre=0.5, border=0.125) -> dict:
     return {"central_share": share(central), "central_area": float(central.mean()),
             "border_share": share(ring), "border_area": float(ring.mean()),
             "peak": [float((i + 0.5) / h), float((j + 0.5) / w)]}
+
+
+def quality_table(model, images, methods, explanations, fill=0.0, seconds=None, seed=0) -> dict:
+    """Every quality measure above, per method, averaged over the images.
+
+    For each method: the deletion and insertion areas
+    (`deletion_insertion`), the average drop and increase in confidence
+    (`average_drop_increase`), and the mean rank correlation between each
+    image's map and the same method's map on a weight-randomized copy of the
+    model (`randomized_copy`, `rank_correlation`; should be low). Each map
+    is measured for the class it explains (`Explanation.target`).
+
+    Args:
+        model: classifier (raw images in, probabilities out).
+        images: (N, H, W, C) the explained images.
+        methods: the `SaliencyMethod`s that explained them (rebuilt on the
+            randomized copy with `rebuild`, precision included).
+        explanations: method name -> the N `Explanation`s of `images`.
+        fill: value of removed pixels (deletion/insertion, average drop).
+        seconds: optional method name -> seconds its explanations took; adds
+            `seconds_per_image`.
+        seed: seed of the randomized copy's weights.
+
+    Returns:
+        dict method name -> dict with `deletion_auc`, `insertion_auc`,
+        `average_drop`, `increase_in_confidence`,
+        `randomized_model_rank_correlation` (and `seconds_per_image`).
+    """
+    images = np.asarray(images, np.float32)
+    random_model = randomized_copy(model, seed=seed)
+    out = {}
+    for method in methods:
+        exps = explanations[method.name]
+        targets = [e.target for e in exps]
+        imp = [e.importance() for e in exps]
+        curves = [deletion_insertion(model, x, m, t, fill=fill) for x, m, t in zip(images, imp, targets)]
+        drop = average_drop_increase(model, images, np.stack(imp), targets, fill=fill)
+        random_exps = method.rebuild(random_model).explain(images, targets)
+        out[method.name] = {
+            "deletion_auc": float(np.mean([c["deletion_auc"] for c in curves])),
+            "insertion_auc": float(np.mean([c["insertion_auc"] for c in curves])),
+            "average_drop": drop["average_drop"],
+            "increase_in_confidence": drop["increase_in_confidence"],
+            "randomized_model_rank_correlation": float(np.mean(
+                [rank_correlation(m, r.importance()) for m, r in zip(imp, random_exps)])),
+        }
+        if seconds is not None:
+            out[method.name]["seconds_per_image"] = float(seconds[method.name]) / len(exps)
+    return out
+
+
+# quality_table's columns, with their headings (and which way is better).
+QUALITY_COLUMNS = (("deletion_auc", "deletion AUC (lower better)"), ("insertion_auc", "insertion AUC (higher better)"),
+                   ("average_drop", "average drop % (lower better)"),
+                   ("increase_in_confidence", "increase in confidence % (higher better)"),
+                   ("randomized_model_rank_correlation", "rank corr. with randomized model (lower better)"),
+                   ("seconds_per_image", "s / image"))
+
+
+def quality_markdown(table) -> str:
+    """`quality_table`'s result as a Markdown table, one row per method."""
+    columns = _present(table)
+    heads = ["method"] + [h for _, h in columns]
+    md = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    md += ["| " + " | ".join([name] + [f"{row[k]:.3f}" for k, _ in columns]) + " |" for name, row in table.items()]
+    return "\n".join(md) + "\n"
+
+
+def quality_csv(table) -> str:
+    """`quality_table`'s result as CSV (full precision), one row per method."""
+    columns = _present(table)
+    rows = [",".join(["method"] + [k for k, _ in columns])]
+    rows += [",".join([name] + [repr(float(row[k])) for k, _ in columns]) for name, row in table.items()]
+    return "\n".join(rows) + "\n"
+
+
+def _present(table):
+    """The columns every row has (`seconds_per_image` is optional)."""
+    return tuple((k, h) for k, h in QUALITY_COLUMNS if all(k in row for row in table.values()))

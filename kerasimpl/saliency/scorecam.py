@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from kerasimpl.saliency.base import image_rng
+from kerasimpl.saliency.base import image_rng, noisy_copies
 from kerasimpl.saliency.cam import LayerMethod, interpolation_matrix, score_tensor, softmax
 
 
@@ -106,9 +106,7 @@ class SSCAM(ScoreCAM):
 
     def __init__(self, model, layer=None, samples=35, noise=2.0, seed=0, batch_size=32):
         super().__init__(model, layer, batch_size)
-        if samples < 1 or noise < 0:
-            raise ValueError(f"samples must be >= 1 and noise >= 0. Received: samples={samples}, noise={noise}")
-        self.samples, self.noise, self.seed = int(samples), float(noise), int(seed)
+        self.samples, self.noise, self.seed = noisy_copies(samples, noise, seed)
 
     def options(self) -> dict:
         return {**super().options(), "samples": self.samples, "noise": self.noise, "seed": self.seed}

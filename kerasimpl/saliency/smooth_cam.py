@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from kerasimpl.saliency.base import image_rng
+from kerasimpl.saliency.base import image_rng, noisy_copies
 from kerasimpl.saliency.cam import GradCAMPlusPlus
 from kerasimpl.saliency.gradients import no_grad
 
@@ -36,9 +36,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
 
     def __init__(self, model, layer=None, samples=4, noise=0.15, seed=0):
         super().__init__(model, layer)
-        if samples < 1 or noise < 0:
-            raise ValueError(f"samples must be >= 1 and noise >= 0. Received: samples={samples}, noise={noise}")
-        self.samples, self.noise, self.seed = int(samples), float(noise), int(seed)
+        self.samples, self.noise, self.seed = noisy_copies(samples, noise, seed)
 
     def options(self) -> dict:
         return {"layer": self.layer, "samples": self.samples, "noise": self.noise, "seed": self.seed}

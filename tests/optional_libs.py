@@ -1,0 +1,35 @@
+"""Optional libraries in the tests: import, or skip saying why, or fail in CI.
+
+Each optional library has its own variable that CI (`.ci/run`) sets to `1`
+where that library must be present; there a missing library fails the test
+instead of skipping it:
+
+    KERASIMPL_REQUIRE_REFERENCES   Captum, pytorch-grad-cam, torchcam (reference_libs.py)
+    KERASIMPL_REQUIRE_TUNER        keras-tuner (test_tuning.py)
+    KERASIMPL_REQUIRE_TORCHVISION  torchvision (test_torchvision.py)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+
+
+def required(env_var) -> bool:
+    """Whether `env_var` is set to `1` (CI: the library must be there)."""
+    return os.environ.get(env_var) == "1"
+
+
+def require(module, env_var, hint="", load=None):
+    """Import `module` (or call `load()`, for a library that needs more than
+    an import), and return it; where that fails, skip with the reason and
+    `hint` (how to install it), or re-raise the ImportError where
+    `env_var=1`."""
+    try:
+        return load() if load is not None else importlib.import_module(module)
+    except ImportError as e:
+        if required(env_var):
+            raise
+        pytest.skip(f"{module} not installed ({e})" + (f"; {hint}" if hint else ""))
