@@ -76,6 +76,8 @@ def build_parser():
                    help="training section: compare rows trained end to end (default alexnet:scratch)")
     p.add_argument("--train-sizes", default="64,96,224", help="training section: image sizes (default 64,96,224)")
     p.add_argument("--train-steps", type=int, help="training section: timed steps of 64 images (default 20; quick 5)")
+    p.add_argument("--backends", help="extraction section: also run it on these Keras backends, each in its own "
+                   "process, and print one table side by side (e.g. torch,jax; default: this backend only)")
     p.add_argument("--json", help="also write the results here")
     return p
 
@@ -153,13 +155,71 @@ def bench_extraction(names, batch, size, repeats, precisions=("float32",)):
 
 
 def _compiled(model, precision="float32"):
-    """kerasimpl's native-torch program of `model` at `precision`, or None (other backend, unsupported)."""
+    """kerasimpl's fast program of `model` at `precision`, or None (unsupported).
+
+    On torch the compiled native program (`torch_inference.compile_frozen`);
+    on JAX the jitted program with shifted depthwise sums
+    (`jax_inference.compile_jax`, float32 only).
+    """
+    import keras
+
+    if keras.backend.backend() == "jax":
+        from kerasimpl.jax_inference import compile_jax
+
+        return compile_jax(model) if precision == "float32" else None
     from kerasimpl.torch_inference import compile_frozen
 
     try:
         return compile_frozen(model, precision=precision)
     except (NotImplementedError, ValueError):
         return None
+
+
+def other_backends(backends, args):
+    """The extraction rows of `backends` other than this one, each from its own process (`KERAS_BACKEND`)."""
+    import json
+    import os
+    import subprocess
+    import tempfile
+
+    from kerasimpl import runtime
+
+    rows = []
+    for name in backends:
+        if name == runtime.backend():
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "rows.json")
+            argv = [sys.executable, "-m", "experiments.bench", "--sections", "extraction", "--backbones",
+                    args.backbones, "--image-size", str(args.image_size), "--precision", "float32", "--json", out]
+            argv += [f"--{k}={v}" for k, v in (("batch", args.batch), ("repeats", args.repeats)) if v]
+            argv += ["--quick"] if args.quick else []
+            print(f"[bench] extraction on {name}: {' '.join(argv[1:])}", flush=True)
+            proc = subprocess.run(argv, env={**os.environ, "KERAS_BACKEND": name}, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"the {name} extraction run failed:\n{proc.stderr[-2000:]}")
+            with open(out) as f:
+                rows += json.load(f)["extraction"]
+    return rows
+
+
+def backend_table(rows) -> str:
+    """One row per backbone: each backend's fast-path and plain-Keras img/s at float32, and their ratio."""
+    names = list(dict.fromkeys(r["backbone"] for r in rows))
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    table = []
+    for name in names:
+        row = {"backbone": name}
+        for r in rows:
+            if r["backbone"] == name and r["precision"] == "float32":
+                row[f"{r['backend']}_fast_img_per_s"] = r["keras_img_per_s"]
+                row[f"{r['backend']}_plain_keras_img_per_s"] = r["plain_keras_img_per_s"]
+        if {"torch", "jax"} <= set(backends) and row.get("torch_fast_img_per_s"):
+            row["jax_vs_torch_fast"] = row.get("jax_fast_img_per_s", 0) / row["torch_fast_img_per_s"]
+        table.append(row)
+    columns = ["backbone"] + [f"{b}_{k}" for b in backends for k in ("fast_img_per_s", "plain_keras_img_per_s")]
+    columns += ["jax_vs_torch_fast"] if {"torch", "jax"} <= set(backends) else []
+    return markdown_table(table, columns, {"jax_vs_torch_fast": ".2f"})
 
 
 def bench_accuracy(subset, backbone, size, precisions, epochs, seed=0, weights=None):
@@ -448,6 +508,8 @@ def main(argv=None) -> int:
     if "extraction" in sections:
         results["extraction"] = bench_extraction(plan["names"], plan["batch"], args.image_size, plan["repeats"],
                                                  plan["precisions"])
+        if plan["backends"]:
+            results["extraction"] += other_backends(plan["backends"], args)
     if "accuracy" in sections:
         results["accuracy"] = bench_accuracy(plan["subset"], args.accuracy_backbone, args.accuracy_size,
                                              plan["precisions"], epochs=plan["epochs"], weights=args.accuracy_weights)
@@ -504,7 +566,15 @@ def _plan(args) -> dict:
     return {"names": names, "sections": sections, "subset": subset, "precisions": _precisions(args.precision),
             "batch": args.batch or (8 if args.quick else 32), "repeats": args.repeats or (3 if args.quick else 5),
             "epochs": args.epochs or (4 if args.quick else 10), "train_sizes": _sizes(args.train_sizes),
-            "train_steps": args.train_steps or (5 if args.quick else 20)}
+            "train_steps": args.train_steps or (5 if args.quick else 20), "backends": _backends(args.backends)}
+
+
+def _backends(text) -> list:
+    names = [b.strip() for b in (text or "").split(",") if b.strip()]
+    bad = [b for b in names if b not in ("torch", "jax")]
+    if bad:
+        raise ValueError(f"unknown --backends {bad}. Accepted: torch, jax")
+    return names
 
 
 def _sizes(text) -> list:
@@ -539,6 +609,10 @@ def table(results) -> str:
             "feature_rel_error_vs_float32", "gmacs_per_s", "fraction_of_fp32_peak"],
             {"saved_vs_base": ".2f", "ratio_vs_native": ".2f", "feature_rel_error_vs_float32": ".2g",
              "fraction_of_fp32_peak": ".2%", "gmacs_per_s": ".3g"})]
+        if len({r["backend"] for r in results["extraction"]}) > 1:
+            lines += ["", "float32 extraction per backend (fast path: torch's compiled program, JAX's jitted "
+                      "program with shifted depthwise sums; plain Keras: predict_on_batch):", "",
+                      backend_table(results["extraction"])]
         if info.get("fp32_peak_source"):
             lines.append(f"float32 peak: {info['fp32_peak_source']}; multiply-add counts: published, not measured.")
     if "accuracy" in results:

@@ -94,9 +94,10 @@ def shifted_depthwise():
 def compile_jax(model):
     """`f(x) -> float32 np.ndarray` equal to `model(x, training=False)`, jitted with shifted depthwise sums.
 
-    The weights are read once (like `torch_inference.compile_frozen`, the
-    program is of the model as it is now: build a new one after training).
-    Each new input shape is traced once, inside `shifted_depthwise()`.
+    The variables' current values are passed on every call (Keras' own jitted
+    steps donate and replace their buffers, so none is kept), so the program
+    follows the model's weights. Each new input shape is traced once, inside
+    `shifted_depthwise()`.
 
     Raises:
         NotImplementedError: not the JAX backend, or a model with several inputs.
@@ -109,8 +110,6 @@ def compile_jax(model):
         raise NotImplementedError(f"compile_jax takes models with one input. Received {len(model.inputs)} inputs")
     import jax
 
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
     dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
 
     def forward(trainable, non_trainable, x):
@@ -121,6 +120,8 @@ def compile_jax(model):
 
     def run(x):
         x = np.asarray(keras.ops.convert_to_numpy(x), dtype=dtype)
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
         with shifted_depthwise():  # only tracing (first call per shape) reads it
             out = jitted(trainable, non_trainable, x)
         return np.asarray(out, dtype=np.float32)

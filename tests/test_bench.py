@@ -85,6 +85,21 @@ def test_bench_accuracy_section_on_the_real_subset(tmp_path, subset_path):
     assert rows[1]["points_vs_float32"] == pytest.approx(100 * (rows[1]["test_accuracy"] - rows[0]["test_accuracy"]))
 
 
+def test_bench_backends_side_by_side(tmp_path, capsys):
+    """--backends torch,jax: the other backend's rows come from its own process; one table side by side."""
+    out = tmp_path / "b.json"
+    assert bench.main(["--sections", "extraction", "--backbones", "mobilenetv2", "--batch", "2", "--image-size", "32",
+                       "--repeats", "1", "--precision", "float32", "--backends", "torch,jax", "--json", str(out)]) == 0
+    rows = json.load(open(out))["extraction"]
+    assert sorted(r["backend"] for r in rows) == ["jax", "torch"]
+    assert all(r["compiled"] and r["keras_img_per_s"] > 0 and r["plain_keras_img_per_s"] > 0 for r in rows)
+    text = capsys.readouterr().out
+    assert "| backbone | torch_fast_img_per_s | torch_plain_keras_img_per_s | jax_fast_img_per_s |" in text
+    ratio = rows[[r["backend"] for r in rows].index("jax")]["keras_img_per_s"] / \
+        rows[[r["backend"] for r in rows].index("torch")]["keras_img_per_s"]
+    assert f"| {ratio:.2f} |" in text
+
+
 def test_bench_training_section_rows_and_extrapolation(tmp_path, capsys):
     """One row per training row and size (ascending); the epoch time is the step rate over the epoch's images."""
     out = tmp_path / "t.json"
@@ -102,6 +117,7 @@ def test_bench_training_section_rows_and_extrapolation(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--sections", "training", "--train-rows", "nope:scratch"], "Unknown"),
+    (["--backends", "torch,tensorflow"], "unknown --backends ['tensorflow']. Accepted: torch, jax"),
     (["--sections", "training", "--train-sizes", "64,x"], "--train-sizes must be comma-separated sizes >= 1"),
     (["--saliency-backbone", "nope"], "unknown --saliency-backbone 'nope'. Accepted: "),
     (["--backbones", "nope"], "unknown backbone ['nope']"),

@@ -63,3 +63,19 @@ def test_compile_jax_refuses_several_inputs():
     a, b = keras.Input((2,)), keras.Input((2,))
     with pytest.raises(NotImplementedError, match="one input. Received 2 inputs"):
         compile_jax(keras.Model([a, b], keras.layers.Add()([a, b])))
+
+
+def test_program_follows_the_weights_and_survives_keras_predict():
+    """Keras' predict step donates the variables' buffers: the program reads the current ones every call."""
+    from kerasimpl.jax_inference import compile_jax
+
+    inp = keras.Input((4,))
+    dense = keras.layers.Dense(2)
+    model = keras.Model(inp, dense(inp))
+    x = np.ones((3, 4), "float32")
+    run = compile_jax(model)
+    first = run(x)
+    model.predict_on_batch(x)  # replaces the variables' buffers
+    np.testing.assert_allclose(run(x), first, rtol=1e-6)
+    dense.kernel.assign(np.zeros((4, 2), "float32"))
+    np.testing.assert_allclose(run(x), np.broadcast_to(np.asarray(dense.bias), (3, 2)), atol=1e-7)
