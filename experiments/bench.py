@@ -206,7 +206,7 @@ def other_backends(backends, args):
 def backend_table(rows) -> str:
     """One row per backbone: each backend's fast-path and plain-Keras img/s at float32, and their ratio."""
     names = list(dict.fromkeys(r["backbone"] for r in rows))
-    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    backends = [b for b in ("torch", "jax") if b in {r["backend"] for r in rows}]  # same columns from either side
     table = []
     for name in names:
         row = {"backbone": name}
