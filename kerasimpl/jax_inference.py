@@ -18,12 +18,21 @@ slower than PyTorch and TensorFlow", open).
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 
 import numpy as np
 
 JAX_PATH = "compiled jax (XLA, depthwise convolutions as shifted sums)"
 _PATCH_LOCK = threading.Lock()
+
+
+@functools.cache
+def _keras_depthwise():
+    """Keras' own JAX `depthwise_conv`, read once before any patch (importing this module needs no JAX)."""
+    from keras.src.backend.jax import nn as jax_nn
+
+    return jax_nn.depthwise_conv
 
 
 def depthwise_conv_shifted(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
@@ -35,13 +44,11 @@ def depthwise_conv_shifted(inputs, kernel, strides=1, padding="valid", data_form
     """
     import jax.numpy as jnp
     from jax import lax
-    from keras.src.backend.jax import nn as jax_nn
 
-    original = _ORIGINAL.get("depthwise_conv", jax_nn.depthwise_conv)
     stride = _pair(strides)
     if (data_format not in (None, "channels_last") or _pair(dilation_rate) != (1, 1) or kernel.ndim != 4
             or kernel.shape[3] != 1 or inputs.ndim != 4 or str(padding).lower() not in ("valid", "same")):
-        return original(inputs, kernel, strides, padding, data_format, dilation_rate)
+        return _keras_depthwise()(inputs, kernel, strides, padding, data_format, dilation_rate)
     inputs, kernel = jnp.asarray(inputs), jnp.asarray(kernel)
     kh, kw = kernel.shape[:2]
     n, h, w, c = inputs.shape
@@ -68,9 +75,6 @@ def _pair(value):
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-_ORIGINAL = {}
-
-
 @contextlib.contextmanager
 def shifted_depthwise():
     """Within the block, `keras.ops.depthwise_conv` on JAX is `depthwise_conv_shifted`.
@@ -83,12 +87,12 @@ def shifted_depthwise():
     from keras.src.backend.jax import nn as jax_nn
 
     with _PATCH_LOCK:
-        _ORIGINAL["depthwise_conv"] = jax_nn.depthwise_conv
+        original = _keras_depthwise()
         jax_nn.depthwise_conv = depthwise_conv_shifted
         try:
             yield
         finally:
-            jax_nn.depthwise_conv = _ORIGINAL.pop("depthwise_conv")
+            jax_nn.depthwise_conv = original
 
 
 def compile_jax(model):
@@ -96,8 +100,8 @@ def compile_jax(model):
 
     The variables' current values are passed on every call (Keras' own jitted
     steps donate and replace their buffers, so none is kept), so the program
-    follows the model's weights. Each new input shape is traced once, inside
-    `shifted_depthwise()`.
+    follows the model's weights. Each new input shape is traced once, and
+    only that tracing runs inside `shifted_depthwise()`.
 
     Raises:
         NotImplementedError: not the JAX backend, or a model with several inputs.
@@ -112,8 +116,9 @@ def compile_jax(model):
 
     dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
 
-    def forward(trainable, non_trainable, x):
-        out, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+    def forward(trainable, non_trainable, x):  # runs only when jax traces a new input shape
+        with shifted_depthwise():
+            out, _ = model.stateless_call(trainable, non_trainable, x, training=False)
         return out
 
     jitted = jax.jit(forward)
@@ -122,8 +127,6 @@ def compile_jax(model):
         x = np.asarray(keras.ops.convert_to_numpy(x), dtype=dtype)
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]
-        with shifted_depthwise():  # only tracing (first call per shape) reads it
-            out = jitted(trainable, non_trainable, x)
-        return np.asarray(out, dtype=np.float32)
+        return np.asarray(jitted(trainable, non_trainable, x), dtype=np.float32)
 
     return run

@@ -6,6 +6,7 @@ Backend-specific queries live here, so the rest of kerasimpl stays on
 
 from __future__ import annotations
 
+import functools
 import platform
 
 import keras
@@ -122,9 +123,6 @@ def batch_multiple() -> int:
     return int(dist.device_mesh.devices.size)
 
 
-_LIBC = []
-
-
 def release_freed_memory() -> bool:
     """Hand memory that has been freed back to the OS (glibc's `malloc_trim(0)`); False where unavailable.
 
@@ -133,22 +131,24 @@ def release_freed_memory() -> bool:
     adapts upward, so these buffers come from its arenas) can keep the freed
     pages, and the process's resident memory then grows with the number of
     batches: 12 GB after 60,000 AlexNet images at 224 px (docs/benchmarks.md).
-    Trimming every few hundred batches bounds it at a cost too small to
-    measure; a process-wide fixed threshold (`MALLOC_TRIM_THRESHOLD_`) bounds
+    Trimming every 64 batches (`features.TRIM_EVERY`) bounds it at no
+    measured cost; a process-wide fixed threshold (`MALLOC_TRIM_THRESHOLD_`) bounds
     it too but made extraction about 20% slower.
     """
-    if not _LIBC:
-        try:
-            import ctypes
-            import ctypes.util
-
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.append(libc.malloc_trim if hasattr(libc, "malloc_trim") else None)
-        except (OSError, AttributeError):
-            _LIBC.append(None)
-    trim = _LIBC[0]
+    trim = _malloc_trim()
     if trim is None:
         return False
     trim(0)
     return True
 
+
+@functools.cache
+def _malloc_trim():
+    """glibc's `malloc_trim`, looked up once; None where there is none."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
