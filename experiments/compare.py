@@ -120,8 +120,8 @@ def build_parser():
                         "alexnet-smoke: 8)")
     p.add_argument("--saliency-method", default="gradcam",
                    help="the method of --saliency, from kerasimpl.saliency.list_methods() (default gradcam)")
-    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
-                   help="compute precision (default auto): extraction/evaluation run the compiled program under "
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
+                   help="compute precision (default float32; reduced precision is opt-in): extraction/evaluation run the compiled program under "
                         "autocast, training under Keras' mixed_bfloat16 / mixed_float16 policy; saved models are "
                         "float32. " + _describe_auto())
     p.add_argument("--out", help="run folder (default runs/compare-<preset>-<time>); an existing one resumes when "

@@ -25,8 +25,8 @@ def build_parser():
     p.add_argument("--top-k", type=int, default=3, help="classes to report per image (default 3)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="compute precision of the forward pass (default auto). " + describe_auto())
+    p.add_argument("--precision", default="float32", choices=PRECISIONS,
+                   help="compute precision of the forward pass (default float32). " + describe_auto())
     p.add_argument("images", nargs="+", help="image files or folders of images (searched recursively, hidden files skipped)")
     return p
 

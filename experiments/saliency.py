@@ -82,9 +82,9 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="image choice with --data; smoothgrad noise; rise masks")
     p.add_argument("--quality", action="store_true",
                    help="also the faithfulness table (deletion/insertion, average drop/increase, randomization)")
-    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
                    help="precision of the black-box methods' forward passes (occlusion, RISE, Score-CAM: the "
-                        "compiled torch program under autocast; gradient methods run float32). auto: bfloat16 "
+                        "compiled torch program under autocast; gradient methods run float32); default float32. auto: bfloat16 "
                         "on a CPU with AMX/AVX512-BF16 or CUDA compute capability >= 8.0, else float32")
     p.add_argument("--out", required=True, help="output folder")
     return p

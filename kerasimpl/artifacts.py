@@ -112,11 +112,21 @@ def _jsonable(obj):
     return str(obj)
 
 
-def save_model(model, path):
-    """`model.save(path)` through a temporary file, then rename."""
+def save_model(model, path, keep_policy=False):
+    """`model.save(path)` through a temporary file, then rename.
+
+    A model built under a mixed policy (`mixed_bfloat16`, `mixed_float16`)
+    is saved as its float32 copy (`precision.float32_copy`, same weights),
+    so every file a run writes, checkpoints included, reloads and predicts
+    in float32 on any backend; `keep_policy=True` saves the policy as is.
+    """
+    from kerasimpl import precision
+
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"Models are saved as .keras files. Received: {path}")
+    if not keep_policy and precision.has_low_precision(model):
+        model = precision.float32_copy(model)
     with atomic_path(path) as tmp:
         model.save(tmp)
 

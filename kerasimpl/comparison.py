@@ -172,7 +172,7 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
                                         features_folder=features_folder, plan=the_plan)
     model_path = os.path.join(folder, "model.keras")
     # The saved file is a float32 model (same weights): float32 predictions on any backend and device.
-    save_model(model if config.precision == "float32" else precision.float32_copy(model), model_path)
+    save_model(model, model_path)  # a float32 file whatever the training policy
     start = time.perf_counter()
     test_probs, val_probs, eval_path = evaluate(model, run, data, split, config, features_folder or folder,
                                                 eval_batch, verbose, plan=the_plan)

@@ -1,6 +1,8 @@
 """Numeric precision: which one to run, and how each path applies it.
 
-`--precision` takes `auto`, `float32`, `bfloat16` or `float16`:
+`--precision` takes `float32` (the default everywhere: results do not
+change with the CPU's flags unless asked), `bfloat16`, `float16` or `auto`
+(recorded where used as the precision it resolved to):
 
 - Inference-only passes (feature extraction, evaluation, `infer`, the
   forward passes of black-box saliency) run the compiled torch program
@@ -11,8 +13,9 @@
   (`mixed_bfloat16`, `mixed_float16`: float32 variables, low-precision
   compute; `model.compile` wraps the optimizer in Keras'
   `LossScaleOptimizer` under `mixed_float16`, as Keras does), never a
-  hand-written cast. Saved `.keras` files are float32 models
-  (`float32_copy`), loadable and float32-exact on any backend.
+  hand-written cast. Saved `.keras` files, checkpoints included, are
+  float32 models (`artifacts.save_model` writes `float32_copy`), loadable
+  and float32-exact on any backend.
 
 `auto` picks `bfloat16` only where the hardware runs it fast: a CPU whose
 `/proc/cpuinfo` flags include AMX (`amx_bf16`) or AVX512-BF16
@@ -77,7 +80,7 @@ def auto_precision(device="cpu", capability=None, flags=None) -> str:
     return "bfloat16" if flags & set(FAST_BF16_CPU_FLAGS) else "float32"
 
 
-def resolve(requested="auto", device=None, capability=None, flags=None) -> str:
+def resolve(requested="float32", device=None, capability=None, flags=None) -> str:
     """The concrete precision (`float32`, `bfloat16` or `float16`) for `requested`.
 
     Raises:
@@ -146,6 +149,12 @@ def keras_policy(precision):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def has_low_precision(model) -> bool:
+    """Whether any layer of `model` computes under a low-precision policy."""
+    layers = list(getattr(model, "layers", []))
+    return getattr(model.dtype_policy, "name", "float32") in LOW or any(has_low_precision(l) for l in layers)
 
 
 def float32_copy(model):

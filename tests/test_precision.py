@@ -1,5 +1,6 @@
 """--precision: how `auto` decides, Keras' mixed policies for training, float32 saved models."""
 
+import glob
 import json
 import os
 import warnings
@@ -98,10 +99,26 @@ def test_trained_under_mixed_bfloat16_saves_a_float32_model(tmp_path):
     np.testing.assert_allclose(got, np.asarray(reference.predict_on_batch(x)), rtol=1e-5, atol=1e-7)
     mixed = np.asarray(model.predict_on_batch(x)).astype(np.float32)
     assert 0 < np.abs(got - mixed).max() < 0.05  # the mixed model really computed in bfloat16, and close
-    # A file saved straight from the mixed model (its policy in the config) stays loadable too.
-    save_model(model, str(tmp_path / "mixed.keras"))
+    # save_model writes the float32 copy itself (checkpoints go through it): the same float32 file.
+    save_model(model, str(tmp_path / "direct.keras"))
+    direct = load_model(str(tmp_path / "direct.keras"))
+    assert {layer.compute_dtype for layer in direct.layers} == {"float32"}
+    np.testing.assert_array_equal(np.asarray(direct.predict_on_batch(x)), got)
+    # keep_policy=True keeps the mixed policy in the file, still loadable.
+    save_model(model, str(tmp_path / "mixed.keras"), keep_policy=True)
     again = load_model(str(tmp_path / "mixed.keras"))
+    assert "bfloat16" in {layer.compute_dtype for layer in again.layers}
     np.testing.assert_allclose(np.asarray(again.predict_on_batch(x)).astype(np.float32), got, atol=0.05)
+
+
+def test_precision_defaults_to_float32_whatever_the_cpu():
+    """Reduced precision is opt-in: the CLIs' default and resolve()'s default are float32 on any CPU flags."""
+    from experiments import compare, infer, saliency
+
+    assert precision.resolve(device="cpu", flags={"avx512_bf16", "amx_bf16"}) == "float32"
+    for module in (compare, infer, saliency):
+        parser = module.build_parser()
+        assert parser.get_default("precision") == "float32", module.__name__
 
 
 def test_features_cache_key_holds_the_precision(tmp_path, synthetic):
@@ -134,8 +151,10 @@ def test_compare_records_and_uses_the_precision(tmp_path):
     assert result["precision"] == "bfloat16"
     expect = "compiled torch (bfloat16)" if ON_TORCH else "compiled jax"
     assert expect in result["throughput_path"]
-    saved = load_model(os.path.join(out, "smallcnn", "model.keras"))
-    assert {layer.compute_dtype for layer in saved.layers} == {"float32"}
+    files = sorted(glob.glob(os.path.join(out, "**", "*.keras"), recursive=True))
+    assert os.path.join(out, "smallcnn", "model.keras") in files and any("best_" in f for f in files), files
+    for f in files:  # the model and every checkpoint reload as float32
+        assert {layer.compute_dtype for layer in load_model(f).layers} == {"float32"}, f
 
 
 def test_compare_float16_on_cpu_is_one_clear_line(tmp_path, capsys):
