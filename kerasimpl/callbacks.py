@@ -59,13 +59,17 @@ class BestCheckpoint(keras.callbacks.Callback):
         path: `.keras` destination.
         monitor: metric to watch, e.g. `val_accuracy`.
         mode: `max` or `min`.
+        saved_model: the model to save, when `fit` trains a part of it
+            (fine-tuning on cached activations trains the top; the file is
+            the whole classifier). Default: the model being fitted.
     """
 
-    def __init__(self, path, monitor="val_accuracy", mode="max"):
+    def __init__(self, path, monitor="val_accuracy", mode="max", saved_model=None):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min'. Received: mode={mode!r}")
         self.path, self.monitor, self.mode = os.fspath(path), monitor, mode
+        self.saved_model = saved_model
         self.best = -math.inf if mode == "max" else math.inf
 
     def on_epoch_end(self, epoch, logs=None):
@@ -77,7 +81,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         better = value > self.best if self.mode == "max" else value < self.best
         if better:
             self.best = float(value)
-            save_model(self.model, self.path)
+            save_model(self.saved_model or self.model, self.path)
 
 
 class Timer(keras.callbacks.Callback):
@@ -221,7 +225,7 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
         super().on_batch_end(batch, logs)
 
 
-def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True):
+def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True, saved_model=None):
     """The callbacks every kerasimpl training stage uses.
 
     Returns:
@@ -236,7 +240,7 @@ def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True)
     tracked = [reduce_lr, early_stop]
     cbs = [timer, nan_guard, reduce_lr, early_stop]
     if checkpoint:
-        best = BestCheckpoint(os.path.join(folder, f"best_{stage}.keras"))
+        best = BestCheckpoint(os.path.join(folder, f"best_{stage}.keras"), saved_model=saved_model)
         cbs.append(best)
         tracked.append(best)
     cbs += [
