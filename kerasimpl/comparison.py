@@ -14,7 +14,7 @@ import time
 import keras
 import numpy as np
 
-from kerasimpl import evaluation, features, models, plotting, precision, training
+from kerasimpl import evaluation, features, inference, models, plotting, precision, training
 from kerasimpl.artifacts import read_csv, save_figure, save_model, write_json
 from kerasimpl.backbones import get_spec
 from kerasimpl.heads import HeadConfig
@@ -256,7 +256,7 @@ def evaluate(model, run, data, split, config, features_folder, eval_batch=None, 
 
 def head_probabilities(model, features, batch_size=1024):
     """Class probabilities of a kerasimpl classifier from its pooled features."""
-    logits = evaluation.predict(model.get_layer(models.HEAD), features, batch_size)
+    logits = inference.predict(model.get_layer(models.HEAD), features, batch_size)
     return keras.ops.convert_to_numpy(model.get_layer(models.PREDICTIONS)(logits)).astype(np.float32)
 
 

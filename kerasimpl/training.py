@@ -24,7 +24,7 @@ from kerasimpl.augmentation import AUGMENTATIONS, MIXING, Augmenter, augmenter  
 from kerasimpl.callbacks import standard_callbacks
 from kerasimpl.data import ArrayDataset
 from kerasimpl.features import (  # noqa: F401
-    cached_features, extract_features, prefetch, split_features, weights_fingerprint,
+    cached_features, extract_features, split_features, weights_fingerprint,
 )
 from kerasimpl.runtime import batch_multiple
 

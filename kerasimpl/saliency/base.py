@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 from keras import ops
 
-from kerasimpl.saliency.gradients import no_grad
+from kerasimpl.runtime import no_grad
 
 
 class NotApplicable(ValueError):

@@ -18,8 +18,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasimpl.runtime import no_grad
 from kerasimpl.saliency.base import SaliencyMethod
-from kerasimpl.saliency.gradients import no_grad, value_and_grad
+from kerasimpl.saliency.gradients import value_and_grad
 
 EPS = 1e-7  # as pytorch-grad-cam
 
