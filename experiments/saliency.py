@@ -117,13 +117,13 @@ def load(args):
 
 def make_methods(args, model, backbone=None):
     """The methods `--method` names, with the options each accepts."""
-    from kerasimpl import models
     from kerasimpl.saliency import NotApplicable, get_method, method_options, parse_methods
+    from kerasimpl.saliency.layers import gradcam_layer_name
     from kerasimpl.saliency.occlusion import scaled_window
 
     names = parse_methods(args.method.replace("both", DEFAULT_METHODS))
     h = int(model.input_shape[1])
-    shared = {"layer": args.layer or (models.gradcam_layer_name(model, backbone) if backbone else None),
+    shared = {"layer": args.layer or (gradcam_layer_name(model, backbone) if backbone else None),
               "patch": args.patch or scaled_window(h)[0], "stride": args.stride or scaled_window(h)[1],
               "fill": args.fill, "samples": args.samples, "steps": args.steps, "masks": args.masks,
               "batch_size": args.batch_size, "seed": args.seed}

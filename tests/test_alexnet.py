@@ -17,6 +17,7 @@ from kerasimpl import models, torchvision_weights
 from kerasimpl.alexnet import AlexNet
 from kerasimpl.heads import HeadConfig
 from kerasimpl.layers import AdaptiveAveragePooling2D
+from kerasimpl.saliency import layers as saliency_layers
 
 # torchvision.models.alexnet().state_dict(): keys and shapes (its published architecture).
 TORCHVISION_SHAPES = {
@@ -192,8 +193,8 @@ def test_keep_top_hidden_ends_at_fc7_relu_with_the_checkpoint_weights(tmp_path):
     got = keras.ops.convert_to_numpy(models.feature_extractor(model)(x))
     assert np.abs(expected).max() > 0
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
-    assert models.gradcam_layer_name(model, "alexnet") == "conv5_relu"
-    assert models.feature_map(model, "conv5_relu").shape[1:] == (3, 3, 256)  # 64 px in
+    assert saliency_layers.gradcam_layer_name(model, "alexnet") == "conv5_relu"
+    assert saliency_layers.feature_map(model, "conv5_relu").shape[1:] == (3, 3, 256)  # 64 px in
 
 
 @pytest.mark.slow
