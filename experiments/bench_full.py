@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from experiments.benchmarking import build_classifier, extraction_speed, markdown_table, write_log, write_report
+from experiments.bench.common import build_classifier, extraction_speed, markdown_table, write_log, write_report
 
 SEED_BACKBONES = ("mobilenetv3large", "mobilenetv2", "vgg16")
 
