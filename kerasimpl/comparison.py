@@ -102,6 +102,20 @@ def row_run(name, variant, weights, image_size, head, backbone_kwargs=None, keep
     )
 
 
+def row_label(row, kind="mlp") -> str:
+    """A compare row's label (its column in the tables, its folder): `NAME` or `NAME-VARIANT`,
+    with `-linear-probe` for the probe of `kind="linear-probe"`."""
+    name, variant = parse_row(row)
+    base = f"{name}-{variant}" if variant else name
+    return f"{base}-linear-probe" if kind == "linear-probe" else base
+
+
+def row_folder(out, label, seeds=1, seed=0) -> str:
+    """Where row `label` keeps its model, history and figures under the run folder `out`:
+    `out/<label>`, or `out/<label>/seed<S>` when the run repeats `seeds` > 1 seeds."""
+    return os.path.join(out, label) if seeds == 1 else os.path.join(out, label, f"seed{seed}")
+
+
 def row_setup(row, options, seed, kind="mlp"):
     """The `BackboneRun` and `TrainConfig` of compare row `row` (`NAME` or `NAME:VARIANT`).
 
