@@ -1,6 +1,6 @@
 """Explain a classifier's decisions: one image, or N test images of a data set.
 
-    # one image, the seed's experiment (ImageNet classifier with its top):
+    # one image, the reference experiment (ImageNet classifier with its top):
     python -m experiments.saliency --backbone mobilenetv2 --weights imagenet --image cat.jpg --out out/
     # offline: the with-top weights file (and the class index) as local files:
     python -m experiments.saliency --backbone mobilenetv2 \\

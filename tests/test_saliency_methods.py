@@ -460,7 +460,7 @@ def test_mass_shares_know_their_answers():
 
 
 def test_imagenet_classifier_from_a_local_with_top_file_and_class_index(tmp_path):
-    """The offline path of the seed's experiment: Keras' with-top file format, made locally."""
+    """The offline path of the reference experiment: Keras' with-top file format, made locally."""
     import json
 
     import h5py
@@ -500,7 +500,7 @@ def test_offline_imagenet_error_names_the_with_top_file(monkeypatch):
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(RuntimeError, match="needs mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5 from "
                                            "https://storage.googleapis.com/.*Without internet"):
-        models.build_imagenet_classifier("mobilenetv2")  # the seed's experiment: 224 px, with top
+        models.build_imagenet_classifier("mobilenetv2")  # the reference experiment: 224 px, with top
     with pytest.raises(RuntimeError, match=r"needs mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1\.0_96_no_top"):
         models.build_classifier("mobilenetv2", 10, image_size=96)
 
