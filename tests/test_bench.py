@@ -45,8 +45,9 @@ def test_saliency_section_times_every_method_and_the_references(tmp_path, capsys
 
 
 @pytest.mark.slow
-def test_saliency_section_times_the_masked_forward_references_without_quick(tmp_path):
-    """Without --quick, Score-CAM, SS-CAM and IS-CAM are timed against pytorch-grad-cam and torchcam too."""
+def test_saliency_section_times_the_masked_forward_references_unless_told_not_to():
+    """Outside --quick, Score-CAM, SS-CAM and IS-CAM are timed against pytorch-grad-cam and torchcam too
+    (here at --quick's small options, so it stays cheap)."""
     if keras.backend.backend() != "torch":
         pytest.skip("the references are PyTorch libraries")
     from reference_libs import pytorch_grad_cam, require
@@ -55,10 +56,11 @@ def test_saliency_section_times_the_masked_forward_references_without_quick(tmp_
     pytorch_grad_cam()
     from experiments.bench import saliency as section
 
-    rows = {r["method"]: r for r in section.bench_saliency(16, 1, backbone="smallcnn")}
+    rows = {r["method"]: r for r in section.bench_saliency(32, 1, "smallcnn", section.QUICK_OPTIONS)}
     assert rows["scorecam"]["reference"] == "pytorch-grad-cam ScoreCAM"
     assert all(rows[m]["torchcam_seconds_per_image"] > 0 and rows[m]["note"] is None
                for m in ("scorecam", "sscam", "iscam"))
+    assert rows["occlusion"]["options"]["patch"] == 4  # the 224-px window scaled to 32 px
 
 
 def test_full_size_archive_is_the_official_format(tmp_path, subset_path):

@@ -6,9 +6,11 @@ grad-cam==1.5.7`), theirs runs on the same Keras model in the same process
 (`kerasimpl.saliency.reference`), with the ratio; torchcam's too, in its
 own columns.
 
-With `--quick` the section is shrunk to fit the quick run: every method
-at a 64 px input (unless `--saliency-size` is given) with fewer masks,
-noisy copies and steps (`QUICK_OPTIONS`), and the references of the
+Occlusion's window is the reference experiment's 30/20 at 224 px, scaled
+to other input sizes (`saliency.occlusion.scaled_window`, as the CLIs
+scale it). With `--quick` the section is shrunk to fit the quick run:
+every method at a 64 px input (unless `--saliency-size` is given) with
+fewer masks, noisy copies and steps (`QUICK_OPTIONS`), and the references of the
 masked-forward CAMs (`MASKED_FORWARD_CAMS`: Score-CAM, SS-CAM, IS-CAM)
 are not timed: they run one forward pass per channel of the layer (and
 per noisy copy or step), pytorch-grad-cam's Score-CAM measured 74 s per
@@ -32,24 +34,28 @@ FORMATS = {"seconds_per_image": ".3f", "reference_seconds_per_image": ".3f", "ra
 
 
 def run(plan, args):
-    size = args.saliency_size or (QUICK_SIZE if args.quick else 224)
-    return bench_saliency(size, args.saliency_batch, quick=args.quick, backbone=args.saliency_backbone)
+    if args.quick:
+        return bench_saliency(args.saliency_size or QUICK_SIZE, args.saliency_batch, args.saliency_backbone,
+                              QUICK_OPTIONS, untimed_references=MASKED_FORWARD_CAMS)
+    return bench_saliency(args.saliency_size or 224, args.saliency_batch, args.saliency_backbone)
 
 
-def bench_saliency(size, batch, quick=False, backbone="mobilenetv2"):
+def bench_saliency(size, batch, backbone="mobilenetv2", options=None, untimed_references=()):
     """Seconds per image of every method (ours, and each reference library's where it has the method).
 
     A `backbone` classifier (random weights, 10 classes) with a linear head
     (pooled features -> Dense), so CAM (Zhou et al.) applies too; `batch`
-    images per call, default options of each method (`quick`:
-    `QUICK_OPTIONS`, and no reference timings of `MASKED_FORWARD_CAMS`); one
-    warm-up call each, then one timed call (the slow methods take tens of
-    seconds; the ratio is what counts).
+    images per call; each method's default options, or those of
+    `options[name]` (occlusion's 224-px window scaled to `size`, as the
+    CLIs do); one warm-up call each, then one timed call (the slow methods
+    take tens of seconds; the ratio is what counts). The references of the
+    methods in `untimed_references` are not run.
     """
     import keras
     import numpy as np
 
     from kerasimpl import models, saliency
+    from kerasimpl.saliency.occlusion import scaled_window
 
     model = build_classifier(backbone, input_shape=(size, size, 3),
                              image_size=size if models.get_spec(backbone).pretrained else None, weights=None,
@@ -59,15 +65,16 @@ def bench_saliency(size, batch, quick=False, backbone="mobilenetv2"):
     on_torch = keras.backend.backend() == "torch"
     saliency.GradCAM(model).explain(x, targets)  # warm-up at the timed batch shape (forward and backward)
     rows = []
+    window = dict(zip(("patch", "stride"), scaled_window(size)))  # 30/20 at 224 px
     for name in saliency.list_methods():
-        opts = QUICK_OPTIONS.get(name, {}) if quick else {}
+        opts = {**(window if name == "occlusion" else {}), **(options or {}).get(name, {})}
         method = saliency.get_method(name, model, **opts)
         method.explain(x[:1], targets[:1])  # warm-up
         ours = timed(lambda: method.explain(x, targets)) / batch
         row = {"method": name, "backbone": backbone, "image_size": size, "batch": batch, "options": method.options(),
                "seconds_per_image": ours, "reference": None, "reference_seconds_per_image": None, "ratio": None,
                "torchcam": None, "torchcam_seconds_per_image": None, "torchcam_ratio": None, "note": None}
-        if on_torch and quick and name in MASKED_FORWARD_CAMS:
+        if on_torch and name in untimed_references:
             row["note"] = "references not timed with --quick (one forward pass per channel)"
         elif on_torch:
             _time_references(row, method, x, targets)
