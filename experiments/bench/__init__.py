@@ -81,7 +81,8 @@ def build_parser():
     p.add_argument("--saliency-backbone", default="mobilenetv2", help="classifier of the saliency section")
     p.add_argument("--saliency-size", type=int,
                    help=f"input size of the saliency section's model (default 224; quick {saliency.QUICK_SIZE})")
-    p.add_argument("--saliency-batch", type=int, default=2, help="images per explain() call in the saliency section")
+    p.add_argument("--saliency-batch", type=int,
+                   help="images per explain() call in the saliency section (default 2; quick 1)")
     p.add_argument("--train-rows", default="alexnet:scratch",
                    help="training section: compare rows trained end to end (default alexnet:scratch)")
     p.add_argument("--train-sizes", default="64,96,224", help="training section: image sizes (default 64,96,224)")

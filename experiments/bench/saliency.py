@@ -9,8 +9,9 @@ own columns.
 Occlusion's window is the reference experiment's 30/20 at 224 px, scaled
 to other input sizes (`saliency.occlusion.scaled_window`, as the CLIs
 scale it). With `--quick` the section is shrunk to fit the quick run:
-every method at a 64 px input (unless `--saliency-size` is given) with
-fewer masks, noisy copies and steps (`QUICK_OPTIONS`), and the references of the
+every method at a 64 px input and one image per call (unless
+`--saliency-size` / `--saliency-batch` say otherwise) with fewer masks,
+noisy copies and steps (`QUICK_OPTIONS`), and the references of the
 masked-forward CAMs (`MASKED_FORWARD_CAMS`: Score-CAM, SS-CAM, IS-CAM)
 are not timed: they run one forward pass per channel of the layer (and
 per noisy copy or step), pytorch-grad-cam's Score-CAM measured 74 s per
@@ -25,7 +26,7 @@ KEY = "saliency"
 QUICK_SIZE = 64
 # Options of each method in a quick run (each method's defaults otherwise).
 QUICK_OPTIONS = {"rise": {"masks": 200}, "smoothgrad": {"samples": 8}, "integrated-gradients": {"steps": 16},
-                 "sscam": {"samples": 2}, "iscam": {"steps": 2}}
+                 "sscam": {"samples": 1}, "iscam": {"steps": 1}}  # a Score-CAM's cost each
 MASKED_FORWARD_CAMS = ("scorecam", "sscam", "iscam")
 COLUMNS = ["method", "backbone", "image_size", "batch", "seconds_per_image", "reference",
            "reference_seconds_per_image", "ratio", "torchcam", "torchcam_seconds_per_image", "torchcam_ratio"]
@@ -35,9 +36,9 @@ FORMATS = {"seconds_per_image": ".3f", "reference_seconds_per_image": ".3f", "ra
 
 def run(plan, args):
     if args.quick:
-        return bench_saliency(args.saliency_size or QUICK_SIZE, args.saliency_batch, args.saliency_backbone,
+        return bench_saliency(args.saliency_size or QUICK_SIZE, args.saliency_batch or 1, args.saliency_backbone,
                               QUICK_OPTIONS, untimed_references=MASKED_FORWARD_CAMS)
-    return bench_saliency(args.saliency_size or 224, args.saliency_batch, args.saliency_backbone)
+    return bench_saliency(args.saliency_size or 224, args.saliency_batch or 2, args.saliency_backbone)
 
 
 def bench_saliency(size, batch, backbone="mobilenetv2", options=None, untimed_references=()):
