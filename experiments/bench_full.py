@@ -1,6 +1,6 @@
 """Full-size benchmark: the real `experiments.compare` run at CIFAR-10 scale.
 
-    python -m experiments.bench_full                          # 3 seed backbones, 60,000 images
+    python -m experiments.bench_full                          # the reference's 3 backbones, 60,000 images
     python -m experiments.bench_full --backbones mobilenetv3large --json out.json
     python -m experiments.bench_full --sweep                  # extraction img/s per batch size
 
@@ -35,15 +35,15 @@ import time
 
 import numpy as np
 
-from experiments.benchmarking import build_classifier, extraction_speed, markdown_table, write_log, write_report
+from experiments.bench.common import build_classifier, extraction_speed, markdown_table, write_log, write_report
 
-SEED_BACKBONES = ("mobilenetv3large", "mobilenetv2", "vgg16")
+REFERENCE_BACKBONES = ("mobilenetv3large", "mobilenetv2", "vgg16")
 
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m experiments.bench_full", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backbones", default=",".join(SEED_BACKBONES))
+    p.add_argument("--backbones", default=",".join(REFERENCE_BACKBONES))
     p.add_argument("--subset", default=os.environ.get("KERASIMPL_CIFAR10_SUBSET"),
                    help="official-format archive whose images are resampled (default: $KERASIMPL_CIFAR10_SUBSET; "
                         "synthetic images without one)")

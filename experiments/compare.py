@@ -24,9 +24,9 @@ import argparse
 import os
 import sys
 import time
-import warnings
 
-RANDOM_CHECKPOINT = "random-checkpoint"  # --weights value: a random AlexNet .pth made in the run folder
+from kerasimpl.comparison_run import RANDOM_CHECKPOINT  # --weights value: a random AlexNet .pth in the run folder
+
 PRESETS = {
     # The real experiment: full CIFAR-10, ImageNet weights, 224 px, frozen bases.
     "full": dict(data="cifar10", weights="imagenet", image_size=224, epochs=15,
@@ -110,7 +110,8 @@ def build_parser():
                    help="augmentations of full-model stages (fine-tuning, end-to-end): any of "
                         "flip,translate,randaugment,mixup,cutmix, or 'none' (default: flip,translate)")
     p.add_argument("--no-cache-features", action="store_true",
-                   help="re-run the frozen base every epoch (the seed's way) instead of caching features")
+                   help="re-run the frozen base every epoch (the reference experiment's way) instead of caching "
+                        "features")
     p.add_argument("--hidden", default="256", help="hidden widths of the dense head, e.g. 512,256 or '' for none")
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--keep-top-hidden", action="store_true",
@@ -190,337 +191,30 @@ def resolve(args):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from kerasimpl.artifacts import ArtifactError
+    from kerasimpl.comparison_run import run_comparison
     from kerasimpl.data import DatasetError
 
     if not args.quiet:
         experiments.log_to_stdout()  # kerasimpl's stage and progress lines (kerasimpl.progress)
     try:
-        return run(resolve(args), plots_dir=args.plots_dir, verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2))
+        run_comparison(resolve(args), plots_dir=args.plots_dir, say=say, on_slow=pause_if_watched,
+                       verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2))
     except (DatasetError, ArtifactError, ValueError, RuntimeError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-
-def run(cfg, plots_dir="", verbose="auto") -> int:
-    """Run the resolved comparison `cfg`; write everything under `cfg["out"]`."""
-    from kerasimpl import comparison, runtime
-    from kerasimpl.artifacts import write_json
-    from kerasimpl.data.provenance import test_split_record
-
-    _validate(cfg)
-    check_resume(cfg)
-    devices = [str(d) for d in runtime.configure_distribution()] if cfg["distribute"] else None
-    _warn_if_slow(cfg, runtime.has_accelerator())  # after distribution: multi-host JAX initializes first
-    out = cfg["out"]
-    os.makedirs(out, exist_ok=True)
-    if cfg["inference_batch_size"] is None:  # record the batch used, not "default"
-        cfg["inference_batch_size"] = runtime.inference_batch_size()
-    if cfg["weights"] == RANDOM_CHECKPOINT:
-        from kerasimpl.backbones import write_random_checkpoint
-
-        cfg["weights"] = write_random_checkpoint("alexnet", os.path.join(out, "alexnet-random-init.pth"), cfg["seed"])
-        cfg["weights_note"] = ("random weights (seeded) saved in torchvision's format stand in for torchvision's "
-                               "ImageNet alexnet-owt-7be5be79.pth (offline)")
-        print(f"[compare] {cfg['weights_note']}: {cfg['weights']}", flush=True)
-    data = _load_data(cfg)
-    split = data.split(cfg["val_fraction"], cfg["seed"])
-    write_json(os.path.join(out, "config.json"), {
-        **cfg, "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),
-        "distributed_devices": devices,
-        "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
-        "class_names": list(data.class_names), "data_notes": list(data.notes),
-        "skipped_files": [{"file": p, "reason": r} for p, r in data.skipped],
-        # which images are the test set, for experiments.saliency to reuse and check
-        "test_split": test_split_record(data, cfg["data"], cfg["seed"], cfg["test_fraction"], cfg.get("data_size")),
-    })
-    results = []
-    for row in cfg["backbones"]:
-        for kind in _kinds(row, cfg):
-            seeds = range(cfg["seed"], cfg["seed"] + cfg["seeds"])
-            runs = [_run_one(row, seed, cfg, data, split, verbose, kind) for seed in seeds]
-            results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
-        if cfg.get("tune"):
-            results.append(_tuned(row, cfg, data, split, verbose))
-    _write_outputs(cfg, results, data, plots_dir)
-    if cfg.get("saliency"):
-        _saliency_figure(cfg, results, data, plots_dir)
-    if cfg.get("gradcam_gallery"):
-        _gradcam_galleries(cfg, results, plots_dir)
     return 0
 
 
-def _gradcam_galleries(cfg, results, plots_dir):
-    """Per model: Grad-CAM of N test images, half misclassified (experiments.saliency --data: the
-    "right-wrong" rule of `kerasimpl.saliency.choose_images`)."""
-    from experiments import saliency
-    from kerasimpl.artifacts import copy_file
-
-    for r in results:
-        label = r.get("run", r["backbone"])
-        folder = os.path.join(cfg["out"], label if cfg["seeds"] == 1 else os.path.join(label, f"seed{cfg['seed']}"))
-        target = os.path.join(folder, "gradcam")
-        argv = ["--model", os.path.join(folder, "model.keras"), "--data", str(cfg["data"]), "--num-images",
-                str(cfg["gradcam_gallery"]), "--method", "gradcam", "--seed", str(cfg["seed"]), "--out", target]
-        if cfg.get("data_size"):
-            argv += ["--data-size", str(cfg["data_size"])]
-        if saliency.main(argv) != 0:
-            raise RuntimeError(f"the Grad-CAM gallery of {label} failed (see the error above)")
-        gallery = os.path.join(cfg["out"], "plots", f"{label}_gradcam_gallery.png")
-        copy_file(os.path.join(target, "gallery.png"), gallery)
-        if plots_dir:
-            copy_file(gallery, os.path.join(plots_dir, cfg["preset"], os.path.basename(gallery)))
+def say(message):
+    print(f"[compare] {message}", flush=True)
 
 
-def _saliency_figure(cfg, results, data, plots_dir):
-    """The same N test images explained by every compared model, side by side."""
-    import numpy as np
-
-    from kerasimpl import plotting
-    from kerasimpl.artifacts import copy_file, load_model, save_figure, write_json
-    from kerasimpl.saliency import choose_images, get_method
-    from kerasimpl.saliency.occlusion import scaled_window
-
-    n, method = int(cfg["saliency"]), cfg.get("saliency_method") or "gradcam"
-    # One image per class first (seeded), the same images for every model: no model's predictions decide them.
-    chosen = [int(i) for i in choose_images(data.y_test, n, mode="per-class", seed=cfg["seed"]).indices]
-    images = np.stack([np.asarray(data.x_test[i]) for i in chosen]).astype("float32")
-    names = list(data.class_names)
-    columns, captions, report = {}, {}, {"method": method, "images": chosen, "models": {}}
-    for r in results:
-        label = r.get("run", r["backbone"])
-        path = os.path.join(cfg["out"], label if cfg["seeds"] == 1 else os.path.join(label, f"seed{cfg['seed']}"),
-                            "model.keras")
-        if not os.path.exists(path):
-            continue
-        model = load_model(path)
-        # occlusion's 30/20 window is for 224 px: scaled to the model's input (at 32 px: 4/3, not one 1x1 cell)
-        options = dict(zip(("patch", "stride"), scaled_window(int(model.input_shape[1])))) \
-            if method == "occlusion" else {}
-        explainer = get_method(method, model, **options)
-        explainer.precision = cfg.get("precision", "float32")  # its black-box forward passes
-        exps = explainer.explain(images)  # targets: each model's top-1 prediction
-        preds = [e.target for e in exps]
-        layer = getattr(explainer, "layer", None)
-        columns[label] = [e.importance() for e in exps]
-        captions[label] = [f"{'ok' if e.target == t else 'WRONG'}: {names[e.target]} ({e.score:.2f})"
-                           for e, t in zip(exps, data.y_test[chosen])]
-        report["models"][label] = {"predictions": [names[p] for p in preds], "layer": layer,
-                                   "map_shape": list(exps[0].map.shape), "options": explainer.options()}
-        print(f"[compare] saliency: {label} explained", flush=True)
-    rows = [f"#{i} true: {names[int(data.y_test[i])]}" for i in chosen]
-    gallery = os.path.join(cfg["out"], "plots", "saliency_backbones.png")
-    save_figure(plotting.saliency_gallery(images, rows, columns, f"{method} of each model's prediction on the same "
-                                          f"{len(chosen)} test images", cell_titles=captions), gallery)
-    write_json(os.path.join(cfg["out"], "saliency_backbones.json"), report)
-    if plots_dir:
-        copy_file(gallery, os.path.join(plots_dir, cfg["preset"], "saliency_backbones.png"))
-    print(f"[compare] wrote {gallery}", flush=True)
-
-
-def _load_data(cfg):
-    """The dataset, with what was skipped or decided about it said aloud."""
-    from kerasimpl.data import is_image_folder, is_tinyimagenet, load_dataset
-
-    folder = cfg["data"] not in ("cifar10", "synthetic") and (is_image_folder(cfg["data"])
-                                                             or is_tinyimagenet(cfg["data"]))
-    if cfg["workers"] is None:
-        cfg["workers"] = (os.cpu_count() or 1) if folder else 1
-    print(f"[compare] loading data: {cfg['data']}", flush=True)
-    data = load_dataset(cfg["data"], image_size=cfg.get("data_size"), test_fraction=cfg["test_fraction"],
-                        seed=cfg["seed"], workers=cfg["workers"], classes=cfg.get("classes"))
-    print(f"[compare] {len(data.y_train)} train+val and {len(data.y_test)} test images of "
-          f"{data.image_shape[0]}x{data.image_shape[1]} px, {data.num_classes} classes: "
-          f"{', '.join(data.class_names[:10])}{' ...' if data.num_classes > 10 else ''}", flush=True)
-    for note in data.notes:
-        print(f"[compare] data: {note}", flush=True)
-    for path, reason in data.skipped:
-        print(f"[compare] skipped {path}: {reason}", flush=True)
-    return data
-
-
-# Options that do not change a finished backbone's figures: a run folder may
-# be resumed with other values of these (any other option must match).
-RESUME_MAY_DIFFER = ("out", "preset", "backbones", "workers", "distribute", "inference_batch_size", "saliency",
-                     "saliency_method")
-
-
-def check_resume(cfg):
-    """Refuse to resume `cfg["out"]` when it was started with other result-changing options.
-
-    Raises:
-        ValueError: naming each option that differs, with both values.
-    """
-    import json
-
-    path = os.path.join(cfg["out"], "config.json")
-    if not os.path.exists(path):
-        return
-    try:
-        with open(path) as f:
-            old = json.load(f)
-        if not isinstance(old, dict):
-            raise ValueError(f"a JSON object is expected, not {type(old).__name__}")
-    except (OSError, ValueError, RecursionError) as e:
-        raise ValueError(f"--out {cfg['out']} holds a config.json that cannot be read ({e}): "
-                         "it cannot be resumed; choose another --out") from e
-    new = json.loads(json.dumps({k: v for k, v in cfg.items() if k not in RESUME_MAY_DIFFER}))
-    diffs = [f"{k}: {old[k]!r} there, {v!r} now" if k in old else f"{k}: absent there, {v!r} now"
-             for k, v in new.items() if k not in old or old[k] != v]
-    if diffs:
-        raise ValueError(f"--out {cfg['out']} is a run started with other options, so its finished backbones "
-                         f"would not match this configuration ({'; '.join(diffs)}). Use another --out, or "
-                         "repeat the original options to resume it")
-
-
-def slow_warning(cfg, accelerator) -> str:
-    """A warning when VGG16 at >= 128 px would run on a CPU (hours), with the way to skip it; else ''."""
-    from kerasimpl.comparison import parse_row
-
-    size = cfg["image_size"] or 224
-    vgg = [b for b in cfg["backbones"] if parse_row(b)[0] == "vgg16"]
-    if accelerator or not vgg or size < 128:
-        return ""
-    others = ",".join(b for b in cfg["backbones"] if b not in vgg) or "mobilenetv2"
-    return (f"vgg16 at {size} px on a CPU takes hours: extracting CIFAR-10's 60,000 images ran at 2.2 img/s "
-            f"on 2 CPU cores, about 7.6 h (docs/benchmarks.md). To skip it: --backbones {others} "
-            f"(make run ARGS=\"--backbones {others}\")")
-
-
-def _warn_if_slow(cfg, accelerator, pause=10):
-    message = slow_warning(cfg, accelerator)
-    if message:
-        print(f"[compare] warning: {message}", flush=True)
-        if sys.stdin is not None and sys.stdin.isatty():  # a person is watching: time to stop it
-            print(f"[compare] starting in {pause} s (Ctrl-C to stop)", flush=True)
-            time.sleep(pause)
-
-
-def _kinds(row, cfg):
-    """Row kinds for row `row`: the MLP head, and a linear probe if asked and
-    the row's plan caches a frozen base's features (`RunPlan.can_probe`)."""
-    from kerasimpl.plan import plan_for
-
-    from kerasimpl.comparison import parse_row
-
-    if not cfg["linear_probe"] or parse_row(row)[1] == "finetune":  # its base's probe is NAME's
-        return ("mlp",)
-    return ("mlp", "linear-probe") if plan_for(*_setup(row, cfg["seed"], cfg)).can_probe else ("mlp",)
-
-
-def _validate(cfg):
-    from kerasimpl.backbones import get_spec, list_backbones
-    from kerasimpl.comparison import parse_row
-
-    rows = [parse_row(b) for b in cfg["backbones"]]  # fail early, listing the accepted names and variants
-    if not rows:
-        raise ValueError("--backbones names no backbone. Received: an empty list")
-    if len(set(rows)) != len(rows):
-        raise ValueError(f"A row appears twice in --backbones. Received: {cfg['backbones']}")
-    for key, low in (("epochs", 1), ("batch_size", 1), ("seeds", 1), ("finetune_epochs", 0), ("saliency", 0),
-                     ("finetune_layers", 0)):
-        if cfg[key] < low:
-            raise ValueError(f"--{key.replace('_', '-')} must be >= {low}. Received: {cfg[key]}")
-    if cfg["inference_batch_size"] is not None and cfg["inference_batch_size"] < 1:
-        raise ValueError(f"--inference-batch-size must be >= 1. Received: {cfg['inference_batch_size']}")
-    for key in ("val_fraction", "test_fraction"):
-        if not 0 < cfg[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be between 0 and 1. Received: {cfg[key]}")
-    pretrained = sorted({n for n, v in rows if get_spec(n).pretrained and v != "scratch"})
-    if any(v == "lastlayer" for _, v in rows) and cfg["weights"] is None:
-        raise ValueError("NAME:lastlayer keeps pretrained layers: it needs --weights imagenet or a weights file. "
-                         "Received: --weights none")
-    if cfg.get("saliency"):  # before any training, not after it
-        from kerasimpl.saliency import method_options
-
-        method_options(cfg.get("saliency_method") or "gradcam")  # ValueError listing the accepted methods
-    with_top = [n for n in list_backbones() if get_spec(n).top_hidden]
-    if cfg["keep_top_hidden"] and not any(get_spec(n).top_hidden for n, _ in rows):
-        raise ValueError(f"--keep-top-hidden applies to backbones whose ImageNet top has a hidden layer "
-                         f"({', '.join(with_top)}). Received: {cfg['backbones']}")
-    if cfg["weights"] == RANDOM_CHECKPOINT and pretrained != ["alexnet"]:
-        raise ValueError(f"--weights {RANDOM_CHECKPOINT} makes a random AlexNet checkpoint: it fits alexnet rows "
-                         f"only. Received it for {pretrained}")
-    if cfg["weights"] not in (None, "imagenet") and len(pretrained) > 1:
-        raise ValueError(f"A weights file fits one backbone. Received --weights {cfg['weights']} for {pretrained}; "
-                         "run them one at a time, or use --weights imagenet / none")
-
-
-def _tuned(row, cfg, data, split, verbose):
-    """--tune: the search (kerasimpl.tuning), then the best configuration trained as row `<row>-tuned`."""
-    from kerasimpl import comparison, tuning
-
-    name, variant = comparison.parse_row(row)
-    base = f"{name}-{variant}" if variant else name
-    print(f"[compare] {base}: hyperparameter search, {cfg['tune']} trials on validation accuracy", flush=True)
-    run, config = _setup(row, cfg["seed"], cfg)
-    chosen = tuning.tune(run, data, split, config, cfg["out"], cfg["tune"], verbose=verbose,
-                         features_folder=os.path.join(cfg["out"], base))
-    _, best = tuning.apply(chosen, run, config)
-    overrides = {"lr": best.learning_rate, "dropout": chosen["dropout"], "hidden": [int(chosen["head_width"])],
-                 "finetune_layers": best.finetune_top_layers, "finetune_epochs": best.finetune_epochs, "seeds": 1}
-    result = _run_one(row, cfg["seed"], {**cfg, **overrides}, data, split, verbose, label=f"{base}-tuned")
-    result.update(trained=f"{result['trained']} (tuned: best of {cfg['tune']} trials on validation)", tuned=chosen)
-    return result
-
-
-def _setup(row, seed, cfg, kind="mlp"):
-    """The `BackboneRun` and `TrainConfig` of row `row` (`NAME` or `NAME:VARIANT`) under `cfg`."""
-    from kerasimpl.comparison import row_setup
-
-    return row_setup(row, cfg, seed, kind)
-
-
-def _run_one(row, seed, cfg, data, split, verbose, kind="mlp", label=None):
-    """Train and evaluate row `row` (`NAME` or `NAME:VARIANT`) with `seed` (head `kind`); return its result."""
-    from kerasimpl import comparison
-    from kerasimpl.plan import plan_for
-
-    run, config = _setup(row, seed, cfg, kind)
-    plan = plan_for(run, config)
-    probe = kind == "linear-probe"
-    name, variant = comparison.parse_row(row)
-    base_label = f"{name}-{variant}" if variant else name
-    label = label or (f"{base_label}-linear-probe" if probe else base_label)
-    sub = (lambda n: n) if cfg["seeds"] == 1 else (lambda n: os.path.join(n, f"seed{seed}"))
-    folder = os.path.join(cfg["out"], sub(label))
-    how = f"{plan.description}: {', '.join(plan.stages)}"
-    print(f"[compare] {label} (seed {seed}, {run.weights or 'random'} weights, {how}) -> {folder}", flush=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # Keras' input-size notes for non-224 MobileNets
-        # NAME:frozen and NAME:finetune start from NAME's frozen base: one feature cache for the three.
-        cache = name if variant in ("frozen", "finetune") else base_label
-        result = comparison.run_backbone(run, data, split, config, folder, verbose=verbose,
-                                         features_folder=os.path.join(cfg["out"], sub(cache)), plan=plan)
-    result["run"] = label
-    print(f"[compare] {label}: test accuracy {result['test_accuracy']:.2%}, train {result['train_seconds']:.0f} s",
-          flush=True)
-    return result
-
-
-def _write_outputs(cfg, results, data, plots_dir):
-    """Tables, the comparison figure, and the plot gallery."""
-    from kerasimpl import gallery, reporting
-
-    out = cfg["out"]
-    reporting.write_tables(out, results, note=_note(cfg, data))
-    seeds = [""] if cfg["seeds"] == 1 else [f"seed{s}" for s in range(cfg["seed"], cfg["seed"] + cfg["seeds"])]
-    plots = gallery.write_gallery(out, results, seeds, f"{cfg['preset']} preset on "
-                                  f"{os.path.basename(str(data.source))}: accuracy vs training time")
-    if plots_dir:
-        gallery.copy_gallery(plots, os.path.join(plots_dir, cfg["preset"]))
-    print(open(os.path.join(out, "results.md")).read())
-    print(f"[compare] wrote {out}")
-
-
-def _note(cfg, data):
-    parts = [f"data: {data.source} ({len(data.y_train)} train+val, {len(data.y_test)} test images)"]
-    if data.source != "cifar10" and len(data.y_test) != 10000:
-        parts.append("NOT the full CIFAR-10 test set: figures are for this data only")
-    if cfg["weights"] is None:
-        parts.append("random initial weights (no ImageNet): backbones trained end to end")
-    if cfg.get("weights_note"):
-        parts.append(cfg["weights_note"])
-    return "; ".join(parts) + "."
+def pause_if_watched(message, pause=10):
+    """The slow-run warning; on a terminal, `pause` seconds to stop the run before it starts."""
+    say(f"warning: {message}")
+    if sys.stdin is not None and sys.stdin.isatty():  # a person is watching: time to stop it
+        say(f"starting in {pause} s (Ctrl-C to stop)")
+        time.sleep(pause)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Explain a classifier's decisions: one image, or N test images of a data set.
 
-    # one image, the seed's experiment (ImageNet classifier with its top):
+    # one image, the reference experiment (ImageNet classifier with its top):
     python -m experiments.saliency --backbone mobilenetv2 --weights imagenet --image cat.jpg --out out/
     # offline: the with-top weights file (and the class index) as local files:
     python -m experiments.saliency --backbone mobilenetv2 \\
@@ -41,7 +41,6 @@ import experiments  # noqa: F401  (sets the default backend before keras loads)
 import argparse
 import os
 import sys
-import time
 
 DEFAULT_METHODS = "occlusion,gradcam"
 
@@ -117,13 +116,13 @@ def load(args):
 
 def make_methods(args, model, backbone=None):
     """The methods `--method` names, with the options each accepts."""
-    from kerasimpl import models
     from kerasimpl.saliency import NotApplicable, get_method, method_options, parse_methods
+    from kerasimpl.saliency.layers import gradcam_layer_name
     from kerasimpl.saliency.occlusion import scaled_window
 
     names = parse_methods(args.method.replace("both", DEFAULT_METHODS))
     h = int(model.input_shape[1])
-    shared = {"layer": args.layer or (models.gradcam_layer_name(model, backbone) if backbone else None),
+    shared = {"layer": args.layer or (gradcam_layer_name(model, backbone) if backbone else None),
               "patch": args.patch or scaled_window(h)[0], "stride": args.stride or scaled_window(h)[1],
               "fill": args.fill, "samples": args.samples, "steps": args.steps, "masks": args.masks,
               "batch_size": args.batch_size, "seed": args.seed}
@@ -142,15 +141,15 @@ def make_methods(args, model, backbone=None):
     return methods
 
 
+def say(message):
+    print(f"[saliency] {message}", flush=True)
+
+
 def explain_all(methods, images, targets):
-    """{method name: (explanations, seconds)} for a batch of images."""
-    out = {}
-    for method in methods:
-        start = time.perf_counter()
-        exps = method.explain(images, targets)
-        out[method.name] = (exps, time.perf_counter() - start)
-        print(f"[saliency] {method.name}: {out[method.name][1]:.2f} s for {len(images)} image(s)", flush=True)
-    return out
+    """{method name: (explanations, seconds)} for a batch of images (`saliency.report.explain_methods`)."""
+    from kerasimpl.saliency.report import explain_methods
+
+    return explain_methods(methods, images, targets, say)
 
 
 def run(args) -> int:
@@ -244,13 +243,8 @@ def load_test_data(args):
 
 
 def run_data(args) -> int:
-    import numpy as np
-
-    from kerasimpl import models, plotting
-    from kerasimpl.artifacts import save_figure, write_bytes, write_json, write_text
-    from kerasimpl.saliency import choose_images, mass_shares
-    from kerasimpl.saliency.notes import caption, image_note, method_title
-    from kerasimpl.saliency.selection import candidates
+    from kerasimpl.saliency.quality import quality_markdown
+    from kerasimpl.saliency.report import explain_test_images
 
     if args.num_images < 1:
         raise ValueError(f"--num-images must be >= 1. Received: {args.num_images}")
@@ -259,70 +253,27 @@ def run_data(args) -> int:
     if tuple(data.image_shape) != tuple(model.input_shape[1:]):
         raise ValueError(f"The model takes {tuple(model.input_shape[1:])} images; {args.data} has "
                          f"{tuple(data.image_shape)} (use --data-size to match)")
-    names = models.class_names_of(model)
-    pool, probs = candidates(model, data.x_test, data.y_test, args.num_images, args.seed)
-    picked = choose_images(data.y_test[pool], args.num_images, "right-wrong", args.seed, predictions=probs)
-    short = picked.note
-    note = " ".join(filter(None, [split_note, short]))
-    chosen, p = pool[picked.indices], probs[picked.indices]  # correct rows, then wrong
-    images = np.stack([np.asarray(data.x_test[int(i)]) for i in chosen]).astype("float32")
-    labels, preds = data.y_test[chosen].astype(int), p.argmax(1)
-    print(f"[saliency] {len(chosen)} test images of {data.source}: {int((labels == preds).sum())} correct, "
-          f"{int((labels != preds).sum())} misclassified, explaining the predicted class", flush=True)
-    if short:
-        print(f"[saliency] note: {short}", flush=True)
-    methods = make_methods(args, model)
-    results = explain_all(methods, images, [int(t) for t in preds])
-    rows = [caption(int(i), names, int(t), pp) for i, t, pp in zip(chosen, labels, p)]
-    columns = {method_title(m): [e.importance() for e in results[m.name][0]] for m in methods}
-    shown = os.path.join(*[part for part in os.path.normpath(str(args.model)).split(os.sep)[-2:]])  # row/model.keras
-    title = (f"{shown} on {os.path.basename(str(data.source))}: saliency of the "
-             f"predicted class" + (f"\n({short})" if short else ""))
-    save_figure(plotting.saliency_gallery(images, rows, columns, title), os.path.join(args.out, "gallery.png"))
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, images=images.astype(np.uint8), indices=chosen, labels=labels, predictions=preds,
-             **{m.name: np.stack([e.map for e in results[m.name][0]]) for m in methods})
-    write_bytes(os.path.join(args.out, "maps.npz"), buf.getvalue())
-    entries = []
-    for k, (i, t, pp, row) in enumerate(zip(chosen, labels, p, rows)):
-        mass = {method_title(m): mass_shares(columns[method_title(m)][k]) for m in methods}
-        second = int(np.argsort(-pp)[1])
-        entries.append({"index": int(i), "label": names[t], "predicted": names[int(pp.argmax())],
-                        "probability": float(pp.max()), "correct": bool(pp.argmax() == t),
-                        "second": names[second], "second_probability": float(pp[second]),
-                        "caption": row, "mass": mass, "note": f"notes/{k:02d}_test{int(i)}.md",
-                        "file": data.x_test.paths[int(i)] if hasattr(data.x_test, "paths") else None})
-        write_text(os.path.join(args.out, entries[-1]["note"]), image_note(entries[-1], data.source))
-    report = {"data": str(data.source), "model": args.model, "images": entries, "note": note or None,
-              "methods": {m.name: {"options": m.options(), "seconds_per_image": results[m.name][1] / len(chosen)}
-                          for m in methods}, "precision": methods[0].precision if methods else None}
+    report = explain_test_images(model, data, make_methods(args, model), args.num_images, args.out, seed=args.seed,
+                                 model_path=args.model, note=split_note,
+                                 quality_fill=args.fill if args.quality else None, say=say)
     if args.quality:
-        report["quality"] = quality(model, images, methods, results, args.fill)
-        write_quality(args.out, report["quality"])
-    write_json(os.path.join(args.out, "saliency.json"), report)
+        print(quality_markdown(report["quality"]).rstrip("\n"))
     print(f"wrote {args.out}")
     return 0
 
 
 def quality(model, images, methods, results, fill):
     """`kerasimpl.saliency.quality_table` of `explain_all`'s results."""
-    from kerasimpl.saliency import quality_table
+    from kerasimpl.saliency.report import quality_of
 
-    return quality_table(model, images, methods, {k: v[0] for k, v in results.items()}, fill=fill,
-                         seconds={k: v[1] for k, v in results.items()})
+    return quality_of(model, images, methods, results, fill)
 
 
 def write_quality(folder, table):
     """quality.md and quality.csv, one row per method; the Markdown is printed."""
-    from kerasimpl.artifacts import write_text
-    from kerasimpl.saliency import quality_csv, quality_markdown
+    from kerasimpl.saliency.report import write_quality as write
 
-    md = quality_markdown(table)
-    write_text(os.path.join(folder, "quality.md"), md)
-    write_text(os.path.join(folder, "quality.csv"), quality_csv(table))
-    print(md.rstrip("\n"))
+    print(write(folder, table).rstrip("\n"))
 
 
 def display_image(path, h, w):

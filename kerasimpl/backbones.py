@@ -288,7 +288,7 @@ _CATALOG = (
     ("efficientnetv2s", A.EfficientNetV2S, 384, "none", 1280, "top_activation",
      dict(preprocess_module=_M + "efficientnet_v2")),
     # ConvNeXt: the builder pools, then its own LayerNorm (the ImageNet head's order); Grad-CAM
-    # reads the feature map entering that pooling (see models.gradcam_layer_name).
+    # reads the feature map entering that pooling (see saliency.layers.gradcam_layer_name).
     ("convnexttiny", A.ConvNeXtTiny, 224, "none", 768, None, dict(preprocess_module=_M + "convnext", pooling="avg")),
     ("convnextsmall", A.ConvNeXtSmall, 224, "none", 768, None,
      dict(preprocess_module=_M + "convnext", pooling="avg")),

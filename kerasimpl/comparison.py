@@ -14,7 +14,7 @@ import time
 import keras
 import numpy as np
 
-from kerasimpl import evaluation, features, models, plotting, precision, training
+from kerasimpl import evaluation, features, inference, models, plotting, precision, training
 from kerasimpl.artifacts import read_csv, save_figure, save_model, write_json
 from kerasimpl.backbones import get_spec
 from kerasimpl.heads import HeadConfig
@@ -106,6 +106,27 @@ def row_run(name, variant, weights, image_size, head, backbone_kwargs=None, keep
         keep_top_hidden=own_top or bool(keep_top_hidden and spec.top_hidden and variant is None),
         train_top_hidden=variant == "lastlayer",
     )
+
+
+def row_label(row, kind="mlp") -> str:
+    """A compare row's label (its column in the tables, its folder): `NAME` or `NAME-VARIANT`,
+    with `-linear-probe` for the probe of `kind="linear-probe"`."""
+    name, variant = parse_row(row)
+    base = f"{name}-{variant}" if variant else name
+    return f"{base}-linear-probe" if kind == "linear-probe" else base
+
+
+def features_label(row) -> str:
+    """The row whose folder holds `row`'s feature caches: NAME:frozen and NAME:finetune start from
+    NAME's frozen base, so the three share NAME's; every other row keeps its own."""
+    name, variant = parse_row(row)
+    return name if variant in ("frozen", "finetune") else row_label(row)
+
+
+def row_folder(out, label, seeds=1, seed=0) -> str:
+    """Where row `label` keeps its model, history and figures under the run folder `out`:
+    `out/<label>`, or `out/<label>/seed<S>` when the run repeats `seeds` > 1 seeds."""
+    return os.path.join(out, label) if seeds == 1 else os.path.join(out, label, f"seed{seed}")
 
 
 def row_setup(row, options, seed, kind="mlp"):
@@ -266,7 +287,7 @@ def evaluate(model, run, data, split, config, features_folder, eval_batch=None, 
 
 def head_probabilities(model, features, batch_size=1024):
     """Class probabilities of a kerasimpl classifier from its pooled features."""
-    logits = evaluation.predict(model.get_layer(models.HEAD), features, batch_size)
+    logits = inference.predict(model.get_layer(models.HEAD), features, batch_size)
     return keras.ops.convert_to_numpy(model.get_layer(models.PREDICTIONS)(logits)).astype(np.float32)
 
 

@@ -1,4 +1,8 @@
-"""Evaluation: accuracy, loss, top-k, per-class scores, confusion, speed."""
+"""Evaluation: accuracy, loss, top-k, per-class scores, confusion, speed, size.
+
+The predictions themselves come from `kerasimpl.inference` (the one owner
+of running a model over batches).
+"""
 
 from __future__ import annotations
 
@@ -7,42 +11,7 @@ import time
 
 import numpy as np
 
-from kerasimpl.data import ArrayDataset
-from kerasimpl.progress import Progress, ProgressCallback
-from kerasimpl.runtime import batch_multiple
-
-
-def predict(model, x, batch_size=128, indices=None, verbose=0, workers=1, what=None) -> np.ndarray:
-    """`model.predict` over `x[indices]` in order, as float32.
-
-    Batches are padded to split evenly over the devices of an active
-    distribution; the padded rows are dropped from the result. `workers`
-    threads load batches (image files decode in them). With `what`, progress
-    is reported as that stage (`kerasimpl.progress`: log lines without a terminal).
-    """
-    kw = {"workers": int(workers)} if workers > 1 else {}
-    ds = ArrayDataset(x, None, batch_size, indices=indices, multiple_of=batch_multiple(), **kw)
-    if what is None:
-        out = np.asarray(model.predict(ds, verbose=verbose), dtype=np.float32)
-    else:
-        progress = Progress(ds.num_samples, what, verbose)
-        out = np.asarray(model.predict(ds, verbose=0, callbacks=[ProgressCallback(progress, ds.batch_size)]),
-                         dtype=np.float32)
-        progress.close()
-    return out if ds.multiple_of == 1 else _unpad(out, ds)
-
-
-def _unpad(out, ds):
-    """Drop the rows `ArrayDataset(multiple_of=...)` appended to each batch."""
-    sizes = [min(ds.batch_size, ds.num_samples - i * ds.batch_size) for i in range(len(ds))]
-    padded = [s + (-s % ds.multiple_of) for s in sizes]
-    starts = np.cumsum([0] + padded[:-1])
-    return np.concatenate([out[a : a + s] for a, s in zip(starts, sizes)])
-
-
-def predict_proba(model, x, batch_size=128, verbose=0, workers=1, what=None) -> np.ndarray:
-    """Class probabilities for raw images `x` (float32, (N, classes))."""
-    return predict(model, x, batch_size, verbose=verbose, workers=workers, what=what)
+from kerasimpl.inference import Forward
 
 
 def classification_metrics(probs, labels, class_names=None) -> dict:
@@ -86,8 +55,6 @@ def throughput(model, input_shape, batch_size=64, repeats=5, warmup=1, precision
     compiled torch program at `precision`, Keras elsewhere). With
     `with_path`, returns `(images/s, path)`.
     """
-    from kerasimpl.inference import Forward
-
     x = np.random.default_rng(0).integers(0, 256, size=(batch_size, *input_shape), dtype=np.uint8)
     forward = Forward(model, precision)
     for _ in range(warmup):

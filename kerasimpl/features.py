@@ -1,6 +1,7 @@
-"""Batched inference over a dataset, prefetching loaders, and the pooled-feature cache.
+"""Pooled backbone features and their cache.
 
-A frozen base's pooled features are computed once per split and cached in
+They are computed by `kerasimpl.inference` (the fast path, in batches). A
+frozen base's pooled features are computed once per split and cached in
 `features_<part>.npz`, keyed by the base's weights, the data and the split:
 stage 1 of training (`kerasimpl.training`) fits the head on them and
 evaluation (`kerasimpl.comparison.evaluate`) reuses them.
@@ -17,7 +18,7 @@ import numpy as np
 
 from kerasimpl import models
 from kerasimpl.artifacts import atomic_path
-from kerasimpl.progress import Progress
+from kerasimpl.inference import predict_batches
 
 
 def extract_features(model, x, indices=None, batch_size=64, verbose="auto", native=True, workers=1, what="extract",
@@ -33,51 +34,8 @@ def extract_features(model, x, indices=None, batch_size=64, verbose="auto", nati
     that many threads load batches ahead (image files decode meanwhile).
     Progress is reported as stage `what` (`kerasimpl.progress`).
     """
-    from kerasimpl.inference import predict_batches
-
     return predict_batches(models.feature_extractor(model), x, batch_size, precision, indices=indices,
                            verbose=verbose, workers=workers, what=what, native=native)
-
-
-TRIM_EVERY = 64  # batches between returns of freed memory to the OS (`runtime.release_freed_memory`)
-
-
-def run_batches(fn, dataset, verbose, workers=1, what="extract"):
-    """`fn` on each batch of `dataset` (inputs only), in order, concatenated as float32;
-    `workers` threads load ahead; progress reported as stage `what`. Every
-    `TRIM_EVERY` batches freed memory goes back to the OS (else glibc may keep
-    every batch's freed activation buffers and the RSS grows with the data)."""
-    from kerasimpl.runtime import release_freed_memory
-
-    progress = Progress(dataset.num_samples, what, verbose)
-    out, done = [], 0
-    for i, (batch,) in enumerate(prefetch(dataset, workers)):
-        out.append(np.asarray(fn(batch), dtype=np.float32))
-        done += len(batch)
-        progress.update(done)
-        if i % TRIM_EVERY == TRIM_EVERY - 1:
-            release_freed_memory()
-    progress.close()
-    return np.concatenate(out)
-
-
-def prefetch(dataset, workers=1):
-    """`dataset[0], dataset[1], ...` in order, `workers` threads loading ahead."""
-    if workers <= 1:
-        yield from (dataset[i] for i in range(len(dataset)))
-        return
-    import collections
-    import concurrent.futures
-
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        pending = collections.deque(pool.submit(dataset.__getitem__, i) for i in range(min(2 * workers, len(dataset))))
-        nxt = len(pending)
-        while pending:
-            batch = pending.popleft().result()
-            if nxt < len(dataset):
-                pending.append(pool.submit(dataset.__getitem__, nxt))
-                nxt += 1
-            yield batch
 
 
 def weights_fingerprint(layers_) -> str:

@@ -1,39 +1,68 @@
-"""Fast forward passes of a model: the compiled torch program where it applies, Keras elsewhere.
+"""Running a model over batches: the one owner of every inference-only pass.
 
 Every inference-only pass of a saved classifier (feature extraction,
 evaluation, `experiments.infer`, the throughput figure, the forward passes
-of occlusion, RISE and Score-CAM) goes through `Forward`: on the torch
-backend (without a distribution) the model runs as a compiled native torch
-program (`kerasimpl.torch_inference`) at the requested precision; on JAX
-(without a distribution) as one jitted program with depthwise convolutions
-as shifted sums (`kerasimpl.jax_inference`: XLA:CPU's grouped convolution
-is an order of magnitude slower), at the model's dtype policy; for an
+of occlusion, RISE and Score-CAM) goes through `Forward`, the one place
+that chooses the fast path: on the torch backend (without a distribution)
+the model runs as a compiled native torch program
+(`kerasimpl.torch_inference`) at the requested precision; on JAX (without
+a distribution) as one jitted program with depthwise convolutions as
+shifted sums (`kerasimpl.jax_inference`: XLA:CPU's grouped convolution is
+an order of magnitude slower), at the model's dtype policy; for an
 unsupported layer, or with `native=False`, it runs as
 `model(x, training=False)` in Keras, at the model's own dtype policy.
+
+Over a data set: `predict_batches` (the fast path, else `predict`),
+`predict` (Keras' `model.predict`, which also splits batches over the
+devices of a distribution), and `run_batches` / `prefetch` (any function
+over a loader's batches, threads loading ahead).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from kerasimpl import runtime
+from kerasimpl.data import ArrayDataset
+from kerasimpl.progress import Progress, ProgressCallback
+
 KERAS_PATH = "keras"
+
+
+def _torch_program(model, precision):
+    from kerasimpl.torch_inference import compile_frozen
+
+    return compile_frozen(model, precision=precision), f"compiled torch ({precision})"
+
+
+def _jax_program(model, precision):
+    from kerasimpl.jax_inference import JAX_PATH, compile_jax
+
+    return compile_jax(model), JAX_PATH  # at the model's dtype policy: `precision` is torch's autocast
+
+
+# backend -> builder of its compiled program: `(model, precision) -> (f, path)`,
+# raising NotImplementedError where the program does not cover the model.
+_PROGRAMS = {"torch": _torch_program, "jax": _jax_program}
 
 
 class Forward:
     """`f(x) -> float32 np.ndarray`, equal to `model(x, training=False)`.
 
-    Compiled on the first call (so constructing one costs nothing).
+    Compiled on the first call or by `build()` (so constructing one costs
+    nothing).
 
     Args:
         model: a Keras model with one input.
         precision: a concrete precision (`float32`, `bfloat16`, `float16`;
-            `kerasimpl.precision.resolve` gives one). The Keras fallback
-            ignores it and runs at the model's dtype policy.
-        native: allow the compiled torch program.
+            `kerasimpl.precision.resolve` gives one). Only the compiled torch
+            program applies it; JAX's program and the Keras fallback run at
+            the model's dtype policy.
+        native: allow the compiled program.
 
     Attributes:
         path: after the first call, `"compiled torch (<precision>)"`,
-            `jax_inference.JAX_PATH` or `"keras"`; `fallback_reason` says
+            `jax_inference.JAX_PATH` or `KERAS_PATH`; `fallback_reason` says
             why Keras ran.
     """
 
@@ -42,40 +71,35 @@ class Forward:
         self.path, self.fallback_reason, self._fn = None, None, None
 
     def __call__(self, x):
+        return self.build()._fn(x)
+
+    def build(self):
+        """Choose and compile the path now (once); returns `self`."""
         if self._fn is None:
             self._fn = self._build()
-        return self._fn(x)
+        return self
+
+    @property
+    def applies_precision(self) -> bool:
+        """Whether the chosen path runs at `precision` (only torch's compiled program does)."""
+        return self.build().path.startswith("compiled torch")
 
     def _build(self):
         import keras
 
-        from kerasimpl.runtime import batch_multiple
-
+        backend = keras.backend.backend()
         if not self.native:
             self.fallback_reason = "native=False"
-        elif keras.backend.backend() == "jax" and batch_multiple() == 1:
-            from kerasimpl.jax_inference import JAX_PATH, compile_jax
-
-            try:
-                program = compile_jax(self.model)
-            except NotImplementedError as e:
-                self.fallback_reason = str(e)
-            else:
-                self.path = JAX_PATH
-                return program
-        elif keras.backend.backend() != "torch":
-            self.fallback_reason = f"backend {keras.backend.backend()!r} (the compiled program is torch's)"
-        elif batch_multiple() != 1:
+        elif runtime.batch_multiple() != 1:
             self.fallback_reason = "a distribution is active"
+        elif backend not in _PROGRAMS:
+            self.fallback_reason = f"backend {backend!r} has no compiled program (torch and jax have)"
         else:
-            from kerasimpl.torch_inference import compile_frozen
-
             try:
-                program = compile_frozen(self.model, precision=self.precision)
+                program, self.path = _PROGRAMS[backend](self.model, self.precision)
             except NotImplementedError as e:
                 self.fallback_reason = str(e)
             else:
-                self.path = f"compiled torch ({self.precision})"
                 return program
         self.path = KERAS_PATH
         return self._keras
@@ -83,11 +107,9 @@ class Forward:
     def _keras(self, x):
         from keras import ops
 
-        from kerasimpl.saliency.gradients import no_grad
-
         if isinstance(x, np.ndarray):  # Keras' compiled predict step (jit on JAX)
             return np.asarray(self.model.predict_on_batch(x), dtype=np.float32)
-        with no_grad():
+        with runtime.no_grad():
             out = self.model(x, training=False)
         return np.asarray(ops.convert_to_numpy(out), dtype=np.float32)
 
@@ -96,16 +118,80 @@ def predict_batches(model, x, batch_size, precision="float32", indices=None, ver
                     native=True) -> np.ndarray:
     """`model` on `x[indices]` in batches, in order, as float32 (the fast path where it applies).
 
-    On the Keras path this is `evaluation.predict` (`model.predict`, which
-    also handles a distribution's padding).
+    On the Keras path this is `predict` (`model.predict`, which also
+    handles a distribution's padding).
     """
-    fast = Forward(model, precision, native)
-    fast._fn = fast._build()
+    fast = Forward(model, precision, native).build()
     if fast.path == KERAS_PATH:
-        from kerasimpl.evaluation import predict
-
         return predict(model, x, batch_size, indices=indices, verbose=verbose, workers=workers, what=what)
-    from kerasimpl.data import ArrayDataset
-    from kerasimpl.features import run_batches
-
     return run_batches(fast, ArrayDataset(x, None, batch_size, indices=indices), verbose, workers, what)
+
+
+def predict(model, x, batch_size=128, indices=None, verbose=0, workers=1, what=None) -> np.ndarray:
+    """`model.predict` over `x[indices]` in order, as float32.
+
+    Batches are padded to split evenly over the devices of an active
+    distribution; the padded rows are dropped from the result. `workers`
+    threads load batches (image files decode in them). With `what`, progress
+    is reported as that stage (`kerasimpl.progress`: log lines without a terminal).
+    """
+    kw = {"workers": int(workers)} if workers > 1 else {}
+    ds = ArrayDataset(x, None, batch_size, indices=indices, multiple_of=runtime.batch_multiple(), **kw)
+    if what is None:
+        out = np.asarray(model.predict(ds, verbose=verbose), dtype=np.float32)
+    else:
+        progress = Progress(ds.num_samples, what, verbose)
+        out = np.asarray(model.predict(ds, verbose=0, callbacks=[ProgressCallback(progress, ds.batch_size)]),
+                         dtype=np.float32)
+        progress.close()
+    return out if ds.multiple_of == 1 else _unpad(out, ds)
+
+
+def _unpad(out, ds):
+    """Drop the rows `ArrayDataset(multiple_of=...)` appended to each batch."""
+    sizes = [min(ds.batch_size, ds.num_samples - i * ds.batch_size) for i in range(len(ds))]
+    padded = [s + (-s % ds.multiple_of) for s in sizes]
+    starts = np.cumsum([0] + padded[:-1])
+    return np.concatenate([out[a : a + s] for a, s in zip(starts, sizes)])
+
+
+TRIM_EVERY = 64  # batches between returns of freed memory to the OS (`runtime.release_freed_memory`)
+
+
+def run_batches(fn, dataset, verbose, workers=1, what="extract"):
+    """`fn` on each batch of `dataset` (inputs only), in order, concatenated as float32.
+
+    `workers` threads load ahead; progress is reported as stage `what`.
+    Every `TRIM_EVERY` batches freed memory goes back to the OS (else glibc
+    may keep every batch's freed activation buffers and the RSS grows with
+    the data).
+    """
+    progress = Progress(dataset.num_samples, what, verbose)
+    out, done = [], 0
+    for i, (batch,) in enumerate(prefetch(dataset, workers)):
+        out.append(np.asarray(fn(batch), dtype=np.float32))
+        done += len(batch)
+        progress.update(done)
+        if i % TRIM_EVERY == TRIM_EVERY - 1:
+            runtime.release_freed_memory()
+    progress.close()
+    return np.concatenate(out)
+
+
+def prefetch(dataset, workers=1):
+    """`dataset[0], dataset[1], ...` in order, `workers` threads loading ahead."""
+    if workers <= 1:
+        yield from (dataset[i] for i in range(len(dataset)))
+        return
+    import collections
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        pending = collections.deque(pool.submit(dataset.__getitem__, i) for i in range(min(2 * workers, len(dataset))))
+        nxt = len(pending)
+        while pending:
+            batch = pending.popleft().result()
+            if nxt < len(dataset):
+                pending.append(pool.submit(dataset.__getitem__, nxt))
+                nxt += 1
+            yield batch

@@ -19,7 +19,39 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 LITE_MEAN, LITE_STD = 127.0, 128.0  # EfficientNet-Lite (TF authors' "inception-style" constants for edge models)
 
-MODES = ("caffe", "tf", "torch", "cifar", "lite", "none")
+# mode -> (reverse the channels, divisor, mean, std): x -> (x[..., ::-1] / divisor - mean) / std,
+# each step only where given (None: skipped, so no mode pays for an identity).
+PREPROCESSING = {
+    "caffe": (True, None, IMAGENET_MEAN_BGR, None),
+    "tf": (False, 127.5, 1.0, None),
+    "torch": (False, 255.0, IMAGENET_MEAN, IMAGENET_STD),
+    "cifar": (False, 255.0, CIFAR10_MEAN, CIFAR10_STD),
+    "lite": (False, None, (LITE_MEAN,) * 3, (LITE_STD,) * 3),
+    "none": (False, None, None, None),
+}
+MODES = tuple(PREPROCESSING)
+
+
+def preprocess(x, mode, flip_channels, constant):
+    """`Preprocess`'s arithmetic on any tensor type: the one place the modes are written.
+
+    Args:
+        x: float images.
+        mode: one of `MODES`.
+        flip_channels: `t -> t` with the channel order reversed (RGB -> BGR).
+        constant: `values -> tensor` broadcasting over `x`'s channels
+            (`kerasimpl.torch_inference` passes NCHW-shaped torch constants).
+    """
+    reverse, divisor, mean, std = PREPROCESSING[mode]
+    if reverse:
+        x = flip_channels(x)
+    if divisor is not None:
+        x = x / divisor
+    if mean is not None:
+        x = x - constant(mean)
+    if std is not None:
+        x = x / constant(std)
+    return x
 
 
 @keras.saving.register_keras_serializable(package="kerasimpl")
@@ -49,19 +81,9 @@ class Preprocess(keras.layers.Layer):
         self.mode = mode
 
     def call(self, x):
-        x = ops.cast(x, self.compute_dtype)
-        if self.mode == "caffe":
-            return ops.flip(x, axis=-1) - ops.convert_to_tensor(IMAGENET_MEAN_BGR, self.compute_dtype)
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        if self.mode == "lite":
-            return (x - LITE_MEAN) / LITE_STD
-        if self.mode in ("torch", "cifar"):
-            mean, std = (IMAGENET_MEAN, IMAGENET_STD) if self.mode == "torch" else (CIFAR10_MEAN, CIFAR10_STD)
-            mean = ops.convert_to_tensor(mean, self.compute_dtype)
-            std = ops.convert_to_tensor(std, self.compute_dtype)
-            return (x / 255.0 - mean) / std
-        return x
+        dtype = self.compute_dtype
+        return preprocess(ops.cast(x, dtype), self.mode, lambda t: ops.flip(t, axis=-1),
+                          lambda values: ops.convert_to_tensor(values, dtype))
 
     def compute_output_shape(self, input_shape):
         return input_shape

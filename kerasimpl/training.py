@@ -4,7 +4,7 @@ A run's stages come from its `RunPlan` (`kerasimpl.plan`): with a frozen
 base and cached features, stage 1 fits the head on pooled features computed
 ONCE per split (`kerasimpl.features`); without augmentation this gives the
 same model as re-running the frozen base every epoch (`cache_features=False`,
-the seed's way), in a fraction of the time. Augmentation lives in
+the reference experiment's way), in a fraction of the time. Augmentation lives in
 `kerasimpl.augmentation`.
 """
 
@@ -24,7 +24,7 @@ from kerasimpl.augmentation import AUGMENTATIONS, MIXING, Augmenter, augmenter  
 from kerasimpl.callbacks import standard_callbacks
 from kerasimpl.data import ArrayDataset
 from kerasimpl.features import (  # noqa: F401
-    cached_features, extract_features, prefetch, split_features, weights_fingerprint,
+    cached_features, extract_features, split_features, weights_fingerprint,
 )
 from kerasimpl.runtime import batch_multiple
 

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from kerasimpl import evaluation, training
+from kerasimpl import evaluation, inference, training
 from kerasimpl.artifacts import read_csv, write_csv, write_json, write_text
 from kerasimpl.heads import HeadConfig
 from kerasimpl.plan import plan_for
@@ -142,8 +142,8 @@ def _train_and_validate(run, config, data, split, folder, verbose, features_fold
     model = build_model(run, data, plan)
     training.train_classifier(model, data, split, config, folder, verbose=verbose,
                               features_folder=features_folder or folder, plan=plan)
-    probs = evaluation.predict(model, data.x_train, batch_size=config.extract_batch, indices=split.val,
-                               workers=config.workers)
+    probs = inference.predict(model, data.x_train, batch_size=config.extract_batch, indices=split.val,
+                              workers=config.workers)
     return evaluation.classification_metrics(probs, np.asarray(data.y_train)[split.val])
 
 

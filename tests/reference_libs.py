@@ -1,12 +1,13 @@
 """Skip-or-fail imports of the reference libraries for the saliency tests.
 
-The wrappers themselves live in `kerasimpl.saliency.reference`.
+The wrappers and runners themselves live in `kerasimpl.saliency.reference`.
 """
 
 from __future__ import annotations
 
 from kerasimpl.saliency.reference import (  # noqa: F401
-    PYTORCH_GRAD_CAM, TORCHCAM, import_pytorch_grad_cam, import_torchcam, nchw_classifier, nchw_logits, torchcam_runner,
+    CAPTUM, PYTORCH_GRAD_CAM, TORCHCAM, captum_runner, import_pytorch_grad_cam, import_torchcam, nchw_classifier,
+    nchw_logits, pytorch_grad_cam_runner, torchcam_runner,
 )
 
 from optional_libs import require as _require

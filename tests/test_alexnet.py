@@ -17,6 +17,7 @@ from kerasimpl.alexnet import AlexNet
 from kerasimpl.heads import HeadConfig
 from kerasimpl.checkpoints import torchvision_alexnet
 from kerasimpl.layers import AdaptiveAveragePooling2D
+from kerasimpl.saliency import layers as saliency_layers
 
 SOURCE = checkpoints.get_source("torchvision-alexnet")
 
@@ -177,8 +178,8 @@ def test_keep_top_hidden_ends_at_fc7_relu_with_the_checkpoint_weights(tmp_path):
     got = keras.ops.convert_to_numpy(models.feature_extractor(model)(x))
     assert np.abs(expected).max() > 0
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
-    assert models.gradcam_layer_name(model, "alexnet") == "conv5_relu"
-    assert models.feature_map(model, "conv5_relu").shape[1:] == (3, 3, 256)  # 64 px in
+    assert saliency_layers.gradcam_layer_name(model, "alexnet") == "conv5_relu"
+    assert saliency_layers.feature_map(model, "conv5_relu").shape[1:] == (3, 3, 256)  # 64 px in
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import pytest
 from experiments import compare
 from kerasimpl import backbones, checkpoints, comparison, models, training
 from kerasimpl.heads import HeadConfig
+from kerasimpl.saliency import layers as saliency_layers
 
 
 @pytest.mark.parametrize("text,message", [
@@ -130,5 +131,5 @@ def test_saved_alexnet_with_its_top_gets_conv5_relu_for_gradcam_without_naming_t
                                     freeze_base=False, keep_top_hidden=True, head=HeadConfig((), 0.0))
     save_model(model, str(tmp_path / "m.keras"))
     loaded = load_model(str(tmp_path / "m.keras"))
-    assert models.gradcam_layer_name(loaded) == "conv5_relu"  # not fc7_relu, a flat vector
-    assert len(models.feature_map(loaded, models.gradcam_layer_name(loaded)).shape) == 4
+    assert saliency_layers.gradcam_layer_name(loaded) == "conv5_relu"  # not fc7_relu, a flat vector
+    assert len(saliency_layers.feature_map(loaded, saliency_layers.gradcam_layer_name(loaded)).shape) == 4

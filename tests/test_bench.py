@@ -25,17 +25,42 @@ def test_saliency_section_times_every_method_and_the_references(tmp_path, capsys
     rows = json.load(open(out))["saliency"]
     assert [r["method"] for r in rows] == saliency.list_methods()
     assert all(r["seconds_per_image"] > 0 for r in rows)
+    masked = {"scorecam", "sscam", "iscam"}  # --quick: their references are not timed (a forward per channel)
     if keras.backend.backend() == "torch":  # references are PyTorch libraries (installed by .ci/run)
         with_ref = {r["method"] for r in rows if r["reference"]}
-        assert with_ref == {"gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "eigencam",
+        assert with_ref == {"gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam",
                             "gradients", "integrated-gradients", "occlusion"}
         assert all(np.isfinite(r["ratio"]) and r["ratio"] > 0 for r in rows if r["reference"])
         from kerasimpl.saliency.reference import TORCHCAM
 
-        assert {r["method"] for r in rows if r["torchcam"]} == set(TORCHCAM)  # cam included: the head is linear
+        # cam included: the head is linear
+        assert {r["method"] for r in rows if r["torchcam"]} == set(TORCHCAM) - masked
         assert all(np.isfinite(r["torchcam_ratio"]) and r["torchcam_ratio"] > 0 for r in rows if r["torchcam"])
-    assert "| gradcam++ | smallcnn | 32 | 1 |" in capsys.readouterr().out
+        assert {r["method"] for r in rows if r["note"]} == masked
+    report = json.load(open(out))
+    assert set(report["info"]["section_seconds"]) == {"saliency"} and report["info"]["section_seconds"]["saliency"] > 0
+    text = capsys.readouterr().out
+    assert "| gradcam++ | smallcnn | 32 | 1 |" in text and "[bench] section saliency: " in text
     assert bench.main(["--sections", "nope"]) == 2
+
+
+@pytest.mark.slow
+def test_saliency_section_times_the_masked_forward_references_unless_told_not_to():
+    """Outside --quick, Score-CAM, SS-CAM and IS-CAM are timed against pytorch-grad-cam and torchcam too
+    (here at --quick's small options, so it stays cheap)."""
+    if keras.backend.backend() != "torch":
+        pytest.skip("the references are PyTorch libraries")
+    from reference_libs import pytorch_grad_cam, require
+
+    require("torchcam")
+    pytorch_grad_cam()
+    from experiments.bench import saliency as section
+
+    rows = {r["method"]: r for r in section.bench_saliency(32, 1, "smallcnn", section.QUICK_OPTIONS)}
+    assert rows["scorecam"]["reference"] == "pytorch-grad-cam ScoreCAM"
+    assert all(rows[m]["torchcam_seconds_per_image"] > 0 and rows[m]["note"] is None
+               for m in ("scorecam", "sscam", "iscam"))
+    assert rows["occlusion"]["options"]["patch"] == 4  # the 224-px window scaled to 32 px
 
 
 def test_full_size_archive_is_the_official_format(tmp_path, subset_path):
@@ -156,7 +181,7 @@ def test_bench_full_failed_compare_is_one_line_and_keeps_the_log(tmp_path, capsy
 
 
 def test_shared_bench_helpers_known_answers(tmp_path):
-    from experiments import benchmarking
+    from experiments.bench import common as benchmarking
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\ncpu MHz\t\t: 2000.000\nflags\t\t: fpu avx avx2 fma\n")

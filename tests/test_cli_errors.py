@@ -6,6 +6,7 @@ import os
 import pytest
 
 from experiments import compare, infer
+from kerasimpl import comparison_run
 
 RUN = ["--data", "synthetic", "--backbones", "smallcnn", "--epochs", "1", "--batch-size", "32", "--quiet",
        "--hidden", "16"]
@@ -41,11 +42,11 @@ def test_compare_rejects_out_of_range_numbers_before_anything_runs(tmp_path, cap
 
 def test_slow_warning_names_vgg16_on_a_cpu_and_the_way_to_skip_it():
     cfg = {"image_size": None, "backbones": ["vgg16", "mobilenetv2", "mobilenetv3large"]}
-    message = compare.slow_warning(cfg, accelerator=False)
+    message = comparison_run.slow_warning(cfg, accelerator=False)
     assert "hours" in message and "--backbones mobilenetv2,mobilenetv3large" in message
-    assert compare.slow_warning(cfg, accelerator=True) == ""
-    assert compare.slow_warning({**cfg, "image_size": 32}, accelerator=False) == ""
-    assert compare.slow_warning({**cfg, "backbones": ["mobilenetv2"]}, accelerator=False) == ""
+    assert comparison_run.slow_warning(cfg, accelerator=True) == ""
+    assert comparison_run.slow_warning({**cfg, "image_size": 32}, accelerator=False) == ""
+    assert comparison_run.slow_warning({**cfg, "backbones": ["mobilenetv2"]}, accelerator=False) == ""
 
 
 @pytest.mark.slow

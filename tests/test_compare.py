@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import compare
-from kerasimpl import evaluation, models
+from kerasimpl import evaluation, inference, models
 from kerasimpl.artifacts import load_model, read_csv
 from kerasimpl.data import load_dataset, stratified_split
 
@@ -62,7 +62,7 @@ def test_compare_end_to_end_on_synthetic_with_local_weights(tmp_path):
     data = load_dataset("synthetic")
     for r in results:
         model = load_model(os.path.join(out, r["backbone"], "model.keras"))
-        probs = evaluation.predict_proba(model, data.x_test)
+        probs = inference.predict(model, data.x_test)
         assert evaluation.classification_metrics(probs, data.y_test)["accuracy"] == pytest.approx(r["test_accuracy"])
     # A second call resumes: nothing is trained again, the results are the same;
     # --saliency explains the same test images with both saved models.
@@ -189,8 +189,8 @@ def test_frozen_base_evaluation_from_cached_features_equals_the_full_model(tmp_p
     test, val, path = comparison.evaluate(model, run, data, split, config, str(tmp_path))
     assert path == "cached pooled features + head"
     assert os.path.exists(tmp_path / "features_test.npz") and os.path.exists(tmp_path / "features_val.npz")
-    np.testing.assert_allclose(test, evaluation.predict_proba(model, data.x_test), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(val, evaluation.predict(model, data.x_train, indices=split.val), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(test, inference.predict(model, data.x_test), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(val, inference.predict(model, data.x_train, indices=split.val), rtol=1e-4, atol=1e-6)
     # Fine-tuned (or end-to-end) models: features computed fresh, same probabilities.
     os.remove(tmp_path / "features_test.npz")
     test2, val2, path = comparison.evaluate(model, run, data, split, TrainConfig(finetune_epochs=1), str(tmp_path))

@@ -10,7 +10,7 @@ import pytest
 
 SCRIPT = r"""
 import json, sys, numpy as np, keras
-from kerasimpl import models, runtime, training, evaluation
+from kerasimpl import inference, models, runtime, training
 from kerasimpl.data import synthetic_dataset, stratified_split
 from kerasimpl.heads import HeadConfig
 out, distribute = sys.argv[1], sys.argv[2] == "1"
@@ -22,7 +22,7 @@ model = models.build_classifier("smallcnn", 4, weights=None, head=HeadConfig((16
                                 backbone_kwargs={"widths": (8, 16)})
 cfg = training.TrainConfig(epochs=2, batch_size=16, augment=(), patience=5, learning_rate=3e-3)
 training.train_classifier(model, data, split, cfg, out, verbose=0)
-probs = evaluation.predict_proba(model, data.x_test, batch_size=16)  # 30 = 16 + 14: padded last batch
+probs = inference.predict(model, data.x_test, batch_size=16)  # 30 = 16 + 14: padded last batch
 np.save(out + "/probs.npy", probs)
 json.dump({"devices": len(devices), "multiple": runtime.batch_multiple()}, open(out + "/info.json", "w"))
 """

@@ -197,7 +197,7 @@ def test_compare_infer_and_saliency_on_an_image_folder(tmp_path, capsys):
     (saliency)."""
     from experiments import compare, infer
     from experiments import saliency as saliency_cli
-    from kerasimpl import evaluation, models
+    from kerasimpl import evaluation, inference, models
     from kerasimpl.artifacts import load_model
 
     root = tmp_path / "ds"
@@ -228,7 +228,7 @@ def test_compare_infer_and_saliency_on_an_image_folder(tmp_path, capsys):
     for r in results:  # reported accuracy == the saved model on the folder's test images
         model = load_model(os.path.join(out, r["run"], "model.keras"))
         assert models.class_names_of(model) == list(CLASSES)
-        probs = evaluation.predict_proba(model, data.x_test)
+        probs = inference.predict(model, data.x_test)
         assert evaluation.classification_metrics(probs, data.y_test)["accuracy"] == pytest.approx(r["test_accuracy"])
     # Inference on the test folder (recursive: class sub-folders), labels are names.
     model_path = os.path.join(out, "mobilenetv2", "model.keras")

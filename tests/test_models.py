@@ -7,6 +7,7 @@ import pytest
 
 from kerasimpl import backbones, models, training
 from kerasimpl.heads import HeadConfig
+from kerasimpl.saliency import layers as saliency_layers
 
 TINY = {"mobilenetv2": {"alpha": 0.35}, "mobilenetv3large": {"alpha": 0.75}, "smallcnn": {"widths": (8, 16)}}
 # Keras' own counts for include_top=False, weights=None at 224 px.
@@ -28,8 +29,8 @@ def test_every_backbone_builds_a_flat_probability_model(name):
     p = np.asarray(model.predict(x, verbose=0))
     assert p.shape == (2, 3)
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
-    layer = models.gradcam_layer_name(model, name)
-    out = models.feature_map(model, layer)
+    layer = saliency_layers.gradcam_layer_name(model, name)
+    out = saliency_layers.feature_map(model, layer)
     assert len(out.shape) == 4  # a spatial feature map, reachable in the flat graph
     keras.Model(model.inputs, [out, model.output])  # no "Graph disconnected"
     assert models.class_names_of(model) == ["0", "1", "2"]
@@ -83,8 +84,8 @@ def test_keep_top_hidden_reuses_the_imagenet_hidden_layer(name, width, tmp_path)
     expected = keras.ops.convert_to_numpy(keras.ops.hard_swish(hidden(x)))[:, 0, 0]
     got = keras.ops.convert_to_numpy(models.feature_extractor(model)(x))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
-    layer = models.gradcam_layer_name(model, name)
-    assert models.feature_map(model, layer).shape[-1] != width  # the last conv map, not the 1x1 top
+    layer = saliency_layers.gradcam_layer_name(model, name)
+    assert saliency_layers.feature_map(model, layer).shape[-1] != width  # the last conv map, not the 1x1 top
     with pytest.raises(ValueError, match="keep_top_hidden needs.*Accepted: alexnet, mobilenetv3large, mobilenetv3small"):
         models.build_classifier("resnet50", 3, image_size=32, weights=None, keep_top_hidden=True)
 

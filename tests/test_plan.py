@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import compare
-from kerasimpl import comparison, models
+from kerasimpl import comparison, comparison_run, models
 from kerasimpl.artifacts import read_csv
 from kerasimpl.heads import HeadConfig
 from kerasimpl.plan import CACHED_EVAL, FRESH_EVAL, RunPlan, plan_for, plan_from_model
@@ -54,14 +54,14 @@ TABLE = [
 @pytest.mark.parametrize("row,argv,kind,stages,eval_path,description,kinds", TABLE)
 def test_every_kind_of_row_has_its_plan(row, argv, kind, stages, eval_path, description, kinds):
     cfg = _cfg(*argv)
-    plan = plan_for(*compare._setup(row, 0, cfg, kind))
+    plan = plan_for(*comparison.row_setup(row, cfg, 0, kind))
     assert (plan.stages, plan.eval_path, plan.description) == (stages, eval_path, description)
     assert plan.frozen_base == (not description.startswith("end-to-end"))
     assert plan.train_top == description.startswith("frozen features + pretrained top")
     assert plan.cache_features == (stages[0] == "extract")
     # The CLI offers a linear probe exactly where the plan caches a frozen base's features.
-    assert compare._kinds(row, {**cfg, "linear_probe": True}) == kinds
-    assert compare._kinds(row, cfg) == ("mlp",)
+    assert comparison_run.row_kinds(row, {**cfg, "linear_probe": True}) == kinds
+    assert comparison_run.row_kinds(row, cfg) == ("mlp",)
     assert json.loads(json.dumps(plan.to_dict()))["stages"] == list(stages)
 
 

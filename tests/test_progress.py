@@ -4,7 +4,7 @@ import logging
 
 import numpy as np
 
-from kerasimpl import features
+from kerasimpl import inference
 from kerasimpl.data import ArrayDataset
 from kerasimpl.progress import Progress
 
@@ -51,8 +51,8 @@ def test_silent_at_verbose_zero_and_no_periodic_lines_beside_a_bar(caplog):
 def test_batch_loop_reports_images_not_batches(caplog):
     x = np.arange(10 * 4 * 4 * 3, dtype=np.uint8).reshape(10, 4, 4, 3)
     with caplog.at_level(logging.INFO, logger="kerasimpl"):
-        out = features.run_batches(lambda b: b.reshape(len(b), -1)[:, :2], ArrayDataset(x, None, 4), verbose=2,
-                                  workers=2, what="extract val")
+        out = inference.run_batches(lambda b: b.reshape(len(b), -1)[:, :2], ArrayDataset(x, None, 4), verbose=2,
+                                   workers=2, what="extract val")
     assert out.shape == (10, 2)
     np.testing.assert_array_equal(out, x.reshape(10, -1)[:, :2])  # in order, with prefetching threads
     msgs = [r.getMessage() for r in caplog.records]
@@ -65,9 +65,9 @@ def test_batch_loop_returns_freed_memory_every_trim_every_batches(monkeypatch):
 
     calls = []
     monkeypatch.setattr(runtime, "release_freed_memory", lambda: calls.append(1) or True)
-    monkeypatch.setattr(features, "TRIM_EVERY", 3)
+    monkeypatch.setattr(inference, "TRIM_EVERY", 3)
     x = np.zeros((20, 2, 2, 3), np.uint8)
-    out = features.run_batches(lambda b: b.reshape(len(b), -1), ArrayDataset(x, None, 2), verbose=0)
+    out = inference.run_batches(lambda b: b.reshape(len(b), -1), ArrayDataset(x, None, 2), verbose=0)
     assert out.shape == (20, 12) and len(calls) == 3  # 10 batches: after the 3rd, 6th and 9th
 
 

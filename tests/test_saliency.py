@@ -250,7 +250,7 @@ def test_saliency_reuses_the_test_split_that_trained_the_model(tmp_path, capsys)
 
 
 def test_occlusion_window_scales_with_the_input_size():
-    """The seed's 30/20 window at 224 px keeps 10 positions per axis at other sizes."""
+    """The reference experiment's 30/20 window at 224 px keeps 10 positions per axis at other sizes."""
     from kerasimpl.saliency.occlusion import positions, scaled_window
 
     assert scaled_window(224) == (30, 20) and scaled_window(32) == (4, 3) and scaled_window(64) == (9, 6)

@@ -3,7 +3,8 @@
 Known answers use `test_saliency.evidence_model` (class-1 evidence is red
 inside the top-left quadrant; the image also has a green distractor).
 Reference tests compare with pytorch-grad-cam and Captum on the same Keras
-model (torch backend) through the NCHW wrappers in `reference_libs`.
+model (torch backend) through the runners of `kerasimpl.saliency.reference`
+(imported via `reference_libs`).
 """
 
 import inspect
@@ -257,19 +258,12 @@ PGC = {k: v for k, v in reference_libs.PYTORCH_GRAD_CAM.items() if k != "eigenca
 @needs_torch
 @pytest.mark.parametrize("name", list(PGC))
 def test_cam_methods_equal_pytorch_grad_cam(name, reference_model):
-    import torch
-
-    pgc = reference_libs.pytorch_grad_cam()
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
+    reference_libs.pytorch_grad_cam()  # skip (or fail in CI) without it
     model, targets = reference_model(), [1, 3]
     x = images(2, 32, seed=1)
     ours = saliency.get_method(name, model, layer="feat")
     exps = ours.explain(x, targets)
-    wrapper = reference_libs.nchw_classifier(ours)
-    with getattr(pgc, PGC[name])(model=wrapper, target_layers=[wrapper.to_nchw]) as ref:
-        theirs = ref(input_tensor=torch.tensor(x).permute(0, 3, 1, 2),
-                     targets=[ClassifierOutputTarget(t) for t in targets])
+    theirs = reference_libs.pytorch_grad_cam_runner(ours)(x, targets)
     for e, t in zip(exps, theirs):
         assert e.map.max() == pytest.approx(1.0)
         # pytorch-grad-cam scales to [0, 1] before its cv2 resize, we after ours: equal once both are scaled.
@@ -294,23 +288,16 @@ def test_eigencam_projection_equals_pytorch_grad_cam_up_to_sign(reference_model)
 
 @needs_torch
 def test_gradients_and_integrated_gradients_equal_captum(reference_model):
-    import torch
-
-    captum_attr = reference_libs.require("captum.attr")
+    reference_libs.require("captum.attr")
     model, targets = reference_model(), [1, 3]
     x = images(2, 32, seed=1)
-    xt = torch.tensor(x).permute(0, 3, 1, 2)
-    ig = saliency.IntegratedGradients(model, steps=20)
-    forward = reference_libs.nchw_logits(ig.logits)
+    gradients, ig = saliency.Gradients(model), saliency.IntegratedGradients(model, steps=20)
 
-    theirs = captum_attr.Saliency(forward).attribute(xt.clone().requires_grad_(True), target=targets, abs=True)
-    theirs = theirs.detach().numpy().transpose(0, 2, 3, 1).max(-1)
-    ours = np.stack([e.map for e in saliency.Gradients(model).explain(x, targets)])
+    theirs = reference_libs.captum_runner(gradients)(x, targets).max(-1)  # Saliency: |d logit / dx|
+    ours = np.stack([e.map for e in gradients.explain(x, targets)])
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6 * np.abs(theirs).max())
 
-    theirs = captum_attr.IntegratedGradients(forward).attribute(
-        xt, baselines=0.0, target=targets, n_steps=20, method="gausslegendre")
-    theirs = theirs.detach().numpy().transpose(0, 2, 3, 1)
+    theirs = reference_libs.captum_runner(ig)(x, targets)  # baseline 0, 20 Gauss-Legendre points
     np.testing.assert_allclose(ig.attributions(x, targets), theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max())
 
 
@@ -320,19 +307,11 @@ def test_occlusion_equals_captum_where_the_windows_tile_the_image(size, patch, s
     """Captum's `Occlusion` reports, per pixel, the mean drop in the target
     output over the windows covering it; ours records the probability per
     window. Where the windows tile the image the two agree exactly."""
-    import torch
-
-    captum_attr = reference_libs.require("captum.attr")
+    reference_libs.require("captum.attr")
     model, x, target = reference_model(), images(1, size, seed=2), 2
-    (e,) = saliency.Occlusion(model, patch=patch, stride=stride).explain(x, [target])
-
-    def forward(z):
-        return model(z.permute(0, 2, 3, 1))
-
-    theirs = captum_attr.Occlusion(forward).attribute(
-        torch.tensor(x).permute(0, 3, 1, 2), sliding_window_shapes=(3, patch, patch), strides=(3, stride, stride),
-        target=target, baselines=0.0)
-    theirs = theirs.detach().numpy()[0, 0]  # (H, W), the same for every channel
+    occlusion = saliency.Occlusion(model, patch=patch, stride=stride)
+    (e,) = occlusion.explain(x, [target])
+    theirs = reference_libs.captum_runner(occlusion)(x, [target])[0, ..., 0]  # (H, W), the same for every channel
     drop = e.score - e.map  # per window
     cover = np.zeros((size, size))
     expected = np.zeros((size, size))
@@ -481,7 +460,7 @@ def test_mass_shares_know_their_answers():
 
 
 def test_imagenet_classifier_from_a_local_with_top_file_and_class_index(tmp_path):
-    """The offline path of the seed's experiment: Keras' with-top file format, made locally."""
+    """The offline path of the reference experiment: Keras' with-top file format, made locally."""
     import json
 
     import h5py
@@ -521,7 +500,7 @@ def test_offline_imagenet_error_names_the_with_top_file(monkeypatch):
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(RuntimeError, match="needs mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5 from "
                                            "https://storage.googleapis.com/.*Without internet"):
-        models.build_imagenet_classifier("mobilenetv2")  # the seed's experiment: 224 px, with top
+        models.build_imagenet_classifier("mobilenetv2")  # the reference experiment: 224 px, with top
     with pytest.raises(RuntimeError, match=r"needs mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1\.0_96_no_top"):
         models.build_classifier("mobilenetv2", 10, image_size=96)
 

@@ -141,7 +141,7 @@ def test_saliency_data_chooses_right_and_wrong_images_through_the_library(tmp_pa
 
 
 def test_compare_saliency_figure_chooses_one_image_per_class_through_the_library(tmp_path, tiny_model, monkeypatch):
-    from experiments import compare
+    from kerasimpl import comparison_run
     from kerasimpl.data import load_dataset
 
     spy = Spy()
@@ -149,7 +149,7 @@ def test_compare_saliency_figure_chooses_one_image_per_class_through_the_library
     data = load_dataset("synthetic")
     cfg = {"saliency": 3, "saliency_method": "gradcam", "seed": 2, "seeds": 1, "out": str(tmp_path),
            "preset": "smoke", "precision": "float32"}
-    compare._saliency_figure(cfg, [{"backbone": "smallcnn"}], data, "")
+    comparison_run.saliency_figure(cfg, [{"backbone": "smallcnn"}], data)
     assert spy.calls == [{"n": 3, "mode": "per-class", "seed": 2, "predictions": False}]
     report = json.load(open(tmp_path / "saliency_backbones.json"))
     assert report["images"] == spy.result.indices.tolist() and list(report["models"]) == ["smallcnn"]

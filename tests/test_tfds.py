@@ -105,7 +105,7 @@ def test_compare_cli_on_a_mocked_tfds_dataset_with_data_size(tfds, tmp_path):
     import json
 
     from experiments import compare
-    from kerasimpl import evaluation
+    from kerasimpl import inference
     from kerasimpl.artifacts import load_model
     from kerasimpl.data import load_dataset
 
@@ -124,5 +124,5 @@ def test_compare_cli_on_a_mocked_tfds_dataset_with_data_size(tfds, tmp_path):
     assert result["num_test"] == 60
     model = load_model(out / "smallcnn" / "model.keras")
     assert tuple(model.input_shape[1:]) == (24, 24, 3) and model.output_shape[-1] == 102
-    proba = evaluation.predict_proba(model, data.x_test, batch_size=16)
+    proba = inference.predict(model, data.x_test, batch_size=16)
     assert abs(float(np.mean(proba.argmax(-1) == data.y_test)) - result["test_accuracy"]) < 1e-6

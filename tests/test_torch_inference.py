@@ -80,6 +80,50 @@ def test_unsupported_layer_is_named():
         compile_frozen(model)
 
 
+@pytest.mark.skipif(not ON_TORCH, reason="the compiled program is torch's")
+def test_relu6_in_place_and_not_and_every_preprocessing_mode_equal_keras():
+    """ReLU(max_value=6) (MobileNetV2, EfficientNet-Lite) after a convolution (the in-place clamp) and
+    after an Add (not in place); each `Preprocess` mode through the layer's own arithmetic."""
+    from kerasimpl.layers import MODES, Preprocess
+
+    for mode in MODES:
+        inp = keras.Input((6, 6, 3))
+        x = Preprocess(mode)(inp)
+        big = keras.initializers.RandomNormal(stddev=1.0, seed=0)  # outputs well past 6 in every mode
+        conv = keras.layers.Conv2D(4, 3, padding="same", kernel_initializer=big)(x)
+        bn = keras.layers.BatchNormalization()(conv)
+        relu6 = keras.layers.ReLU(max_value=6.0)(bn)
+        added = keras.layers.Add()([relu6, keras.layers.Conv2D(4, 1)(x)])
+        model = keras.Model(inp, [relu6, keras.layers.ReLU(max_value=6.0)(added)])
+        randomize_batchnorm(model)
+        x_in = np.random.default_rng(0).uniform(0, 255, (2, 6, 6, 3)).astype("float32")
+        refs = model.predict_on_batch(x_in)
+        assert all(0 < (np.asarray(r) == 6.0).mean() < 1 for r in refs), mode  # the clamp is exercised
+        for got, ref in zip(compile_frozen(model)(x_in), refs):
+            np.testing.assert_allclose(got, np.asarray(ref), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not ON_TORCH, reason="the compiled program is torch's")
+def test_a_layer_class_converts_once_registered_and_subclasses_do_not_inherit(monkeypatch):
+    from kerasimpl import torch_inference
+
+    class Double(keras.layers.Layer):
+        def call(self, x):
+            return 2 * x
+
+    class Relu6(keras.layers.ReLU):  # a subclass may compute something else: not converted as its parent
+        pass
+
+    inp = keras.Input((3,))
+    model = keras.Model(inp, Double(name="double")(inp))
+    with pytest.raises(NotImplementedError, match="'double' of type Double"):
+        compile_frozen(model)
+    monkeypatch.setitem(torch_inference.CONVERTERS, Double, lambda layer, torch, rank: lambda x: 2 * x)
+    np.testing.assert_array_equal(compile_frozen(model)(np.ones((1, 3), "float32")), [[2, 2, 2]])
+    with pytest.raises(NotImplementedError, match="of type Relu6"):
+        compile_frozen(keras.Model(inp, Relu6(6.0)(inp)))
+
+
 @pytest.mark.parametrize("size", [63, 64, 100])
 def test_compiled_alexnet_features_through_avgpool_and_flatten_equal_keras(size):
     """AlexNet's frozen features (ZeroPadding2D, biased convs, valid max-pools),
@@ -224,7 +268,7 @@ def _program_tensors(program):
             children = [obj.__self__]
         elif isinstance(obj, types.FunctionType):
             children = [c.cell_contents for c in obj.__closure__ or ()]
-        elif type(obj).__module__ == "kerasimpl.torch_inference":
+        elif type(obj).__module__ in ("kerasimpl.torch_inference", "kerasimpl.torch_layers"):
             children = [v for k, v in vars(obj).items() if k not in ("layer", "torch")]
         else:
             return

@@ -25,7 +25,7 @@ def cfg(**kw):
     return training.TrainConfig(**base)
 
 
-def test_cached_head_equals_seed_style_head(synthetic, tmp_path):
+def test_cached_head_equals_reference_style_head(synthetic, tmp_path):
     split = stratified_split(synthetic.y_train, 0.25, 0)
     a, b = frozen_smallcnn(synthetic), frozen_smallcnn(synthetic)
     b.set_weights(a.get_weights())

@@ -34,7 +34,7 @@ class ArrayDataset(keras.utils.PyDataset):
         multiple_of: pad every batch to a multiple of this many rows by
             repeating its last row, so a batch splits evenly over devices
             under data parallelism. Predictions on padded rows must be cut
-            off (`kerasimpl.evaluation.predict_proba` does).
+            off (`kerasimpl.inference.predict` does).
         num_classes: serve labels one-hot (float32, `(batch, num_classes)`)
             instead of as ints: what MixUp/CutMix and categorical losses need.
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed

@@ -17,8 +17,6 @@ import zlib
 import numpy as np
 from keras import ops
 
-from kerasimpl.saliency.gradients import no_grad
-
 
 class NotApplicable(ValueError):
     """A method that is not defined for this model (e.g. CAM without a

@@ -18,8 +18,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasimpl.runtime import no_grad
 from kerasimpl.saliency.base import SaliencyMethod
-from kerasimpl.saliency.gradients import no_grad, value_and_grad
+from kerasimpl.saliency.gradients import value_and_grad
+from kerasimpl.saliency.layers import feature_map, gradcam_layer_name
 
 EPS = 1e-7  # as pytorch-grad-cam
 
@@ -74,7 +76,7 @@ class LayerMethod(SaliencyMethod):
             functional graph (kerasimpl classifiers are).
         layer: name of the layer whose output (or, for a global pooling
             layer, input) is the (N, h, w, K) feature map; `None`: the
-            kerasimpl default (`models.gradcam_layer_name`).
+            kerasimpl default (`saliency.layers.gradcam_layer_name`).
 
     Subclasses implement `_cam(acts, grads, images, targets)` -> (N, h, w).
     """
@@ -83,8 +85,6 @@ class LayerMethod(SaliencyMethod):
 
     def __init__(self, model, layer=None):
         super().__init__(model)
-        from kerasimpl.models import feature_map, gradcam_layer_name
-
         if layer is None:
             layer = gradcam_layer_name(model)
         activations = feature_map(model, layer)

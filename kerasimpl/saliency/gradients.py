@@ -1,12 +1,12 @@
 """Gradients of a score with respect to a tensor: the one backend-specific piece.
 
 Everything else in `kerasimpl.saliency` is `keras.ops`. Keras has no
-backend-neutral autodiff, so this module branches once per backend.
+backend-neutral autodiff, so this module branches once per backend. Its
+counterpart for passes that record no graph, `no_grad`, lives in
+`kerasimpl.runtime` (inference uses it too).
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import keras
 
@@ -53,17 +53,3 @@ def value_and_grad(fn, x, has_aux=False):
         f"Gradient-based saliency needs one of {SUPPORTED}. Received backend: {backend!r}"
     )
 
-
-def no_grad():
-    """A context in which forward passes record no autodiff graph.
-
-    On torch, calling a Keras model outside `predict` records the graph of
-    every trainable weight (a Score-CAM or RISE run makes thousands of such
-    calls: measured 1.8x slower than under `torch.no_grad`); JAX and
-    TensorFlow record nothing unless asked.
-    """
-    if keras.backend.backend() == "torch":
-        import torch
-
-        return torch.no_grad()
-    return contextlib.nullcontext()

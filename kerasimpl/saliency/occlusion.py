@@ -48,7 +48,7 @@ def occluded_batch(image, corners, patch, fill=0.0):
 
 
 def scaled_window(size, patch=30, stride=20, reference=224) -> tuple:
-    """`(patch, stride)` for a `size`-px input: the seed's 30/20 at 224 px, scaled.
+    """`(patch, stride)` for a `size`-px input: the reference experiment's 30/20 at 224 px, scaled.
 
     At 32 px the 224-px window would cover the whole image once (a 1x1,
     uninformative map); scaled, it is patch 4, stride 3 (10 positions per

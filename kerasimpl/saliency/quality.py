@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasimpl.saliency.gradients import no_grad
+from kerasimpl.runtime import no_grad
 
 
 def deletion_insertion(model, image, importance, target, steps=20, fill=0.0, batch_size=64):

@@ -9,15 +9,16 @@ images and exposes, as the module `to_nchw`, the explained layer's
 activations in NCHW: hooking that gives pytorch-grad-cam what it expects,
 on exactly the Keras model. kerasimpl uses these to test its methods
 against the references and to time them side by side
-(`python -m experiments.bench`). `PYTORCH_GRAD_CAM` and `TORCHCAM` map
-our method names to the libraries' classes (the one place they live);
-`torchcam_runner` runs torchcam's extractor for one of our methods.
+(`python -m experiments.bench`). `PYTORCH_GRAD_CAM`, `CAPTUM` and
+`TORCHCAM` map our method names to the libraries' classes (the one place
+they live); `pytorch_grad_cam_runner`, `captum_runner` and
+`torchcam_runner` run the library's implementation of one of our methods
+on the same Keras model (`runner(method)` picks whichever has it).
 
     from kerasimpl.saliency import GradCAM
-    from kerasimpl.saliency.reference import nchw_classifier, import_pytorch_grad_cam
-    pgc = import_pytorch_grad_cam()
-    wrapper = nchw_classifier(GradCAM(model))
-    cam = pgc.GradCAM(model=wrapper, target_layers=[wrapper.to_nchw])
+    from kerasimpl.saliency.reference import pytorch_grad_cam_runner
+    run = pytorch_grad_cam_runner(GradCAM(model))
+    maps = run(images, targets)  # pytorch-grad-cam's (N, H, W) maps, NHWC images in
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import types
 # Our method name -> the reference library's class of the same method.
 PYTORCH_GRAD_CAM = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "hirescam": "HiResCAM",
                     "xgradcam": "XGradCAM", "layercam": "LayerCAM", "scorecam": "ScoreCAM", "eigencam": "EigenCAM"}
+CAPTUM = {"gradients": "Saliency", "integrated-gradients": "IntegratedGradients", "occlusion": "Occlusion"}
 TORCHCAM = {"cam": "CAM", "gradcam": "GradCAM", "gradcam++": "GradCAMpp", "smoothgrad-cam++": "SmoothGradCAMpp",
             "xgradcam": "XGradCAM", "layercam": "LayerCAM", "scorecam": "ScoreCAM", "sscam": "SSCAM", "iscam": "ISCAM"}
 # torchcam classes whose extractor needs the forward pass recorded for autograd.
@@ -105,6 +107,87 @@ def nchw_logits(logits_model):
         return logits_model(x.permute(0, 2, 3, 1))
 
     return forward
+
+
+def pytorch_grad_cam_runner(method):
+    """pytorch-grad-cam's implementation of our CAM `method`, on the same Keras model.
+
+    Returns `run(images, targets)`: NHWC float images in, pytorch-grad-cam's
+    maps out ((N, H, W) NumPy: scaled to [0, 1] at the layer's resolution,
+    then resized, as the library does). Its batched masked forwards
+    (Score-CAM) run `method.batch_size` at a time, as ours do.
+
+    Raises:
+        KeyError: pytorch-grad-cam has no such method (see `PYTORCH_GRAD_CAM`).
+        ImportError: pytorch-grad-cam is not installed.
+    """
+    import torch
+
+    cls_name = PYTORCH_GRAD_CAM[method.name]
+    pgc = import_pytorch_grad_cam()
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    wrapper = nchw_classifier(method)
+
+    def run(images, targets):
+        with getattr(pgc, cls_name)(model=wrapper, target_layers=[wrapper.to_nchw]) as cam:
+            if cls_name == "ScoreCAM":
+                cam.batch_size = getattr(method, "batch_size", 32)  # the same masked forwards per call
+            return cam(input_tensor=torch.tensor(images).permute(0, 3, 1, 2),
+                       targets=[ClassifierOutputTarget(int(t)) for t in targets])
+
+    return run
+
+
+def captum_runner(method):
+    """Captum's implementation of our `method` (gradients, integrated gradients, occlusion), same model.
+
+    Returns `run(images, targets)`: NHWC float images in, Captum's
+    attributions out as NHWC NumPy: Saliency's absolute input gradients of
+    the logit; IntegratedGradients with our baseline, steps, quadrature
+    and batch size; Occlusion of the probabilities with our window, stride
+    and fill (per pixel: the mean drop over the windows covering it).
+
+    Raises:
+        KeyError: Captum has no such method here (see `CAPTUM`).
+        ImportError: Captum is not installed.
+    """
+    import torch
+    from captum import attr
+
+    kind, options = CAPTUM[method.name], method.options()
+    if kind == "Occlusion":
+        explainer = attr.Occlusion(lambda z: method.model(z.permute(0, 2, 3, 1)))
+        window = (3, options["patch"], options["patch"])
+        kw = dict(sliding_window_shapes=window, strides=(3, options["stride"], options["stride"]),
+                  baselines=options["fill"], perturbations_per_eval=options["batch_size"])
+    elif kind == "Saliency":
+        explainer, kw = attr.Saliency(nchw_logits(method.logits)), dict(abs=True)
+    else:
+        explainer = attr.IntegratedGradients(nchw_logits(method.logits))
+        kw = dict(baselines=options["baseline"], n_steps=options["steps"], method=options["method"],
+                  internal_batch_size=options["batch_size"])
+
+    def run(images, targets):
+        x = torch.tensor(images).permute(0, 3, 1, 2)
+        if kind == "Saliency":
+            x = x.requires_grad_(True)
+        out = explainer.attribute(x, target=[int(t) for t in targets], **kw)
+        return out.detach().cpu().numpy().transpose(0, 2, 3, 1)
+
+    return run
+
+
+def runner(method):
+    """`(label, run(images, targets))` of the pytorch-grad-cam or Captum implementation of `method`.
+
+    Raises:
+        KeyError: neither library implements it.
+        ImportError: the library that does is not installed.
+    """
+    if method.name in PYTORCH_GRAD_CAM:
+        return f"pytorch-grad-cam {PYTORCH_GRAD_CAM[method.name]}", pytorch_grad_cam_runner(method)
+    return f"Captum {CAPTUM[method.name]}", captum_runner(method)
 
 
 def import_torchcam():

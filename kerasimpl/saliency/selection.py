@@ -142,19 +142,19 @@ def candidates(model, x, labels, n, seed=0):
 
     Args:
         model: classifier, raw images in, probabilities out.
-        x: the images (an array, or anything `evaluation.predict` reads).
+        x: the images (an array, or anything `inference.predict` reads).
         labels: (N,) int true classes of `x`.
         n: images that will be chosen.
         seed: seed of the sample.
     """
-    from kerasimpl import evaluation
+    from kerasimpl.inference import predict
 
     labels = np.asarray(labels)
     order = np.random.default_rng(seed).permutation(len(labels))
     pool = np.sort(order[: max(50 * n, 500)])
-    probs = evaluation.predict(model, x, indices=pool)
+    probs = predict(model, x, indices=pool)
     wrong = probs.argmax(1) != labels[pool]
     if len(pool) < len(order) and (wrong.sum() < n // 2 or (~wrong).sum() < n - n // 2):
         pool = np.arange(len(order))
-        probs = evaluation.predict(model, x, indices=pool)
+        probs = predict(model, x, indices=pool)
     return pool, probs

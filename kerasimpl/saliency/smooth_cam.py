@@ -7,7 +7,7 @@ from keras import ops
 
 from kerasimpl.saliency.base import image_rng, noisy_copies
 from kerasimpl.saliency.cam import GradCAMPlusPlus
-from kerasimpl.saliency.gradients import no_grad
+from kerasimpl.runtime import no_grad
 
 
 class SmoothGradCAMPlusPlus(GradCAMPlusPlus):

@@ -1,8 +1,8 @@
-"""What `experiments.bench` and `experiments.bench_full` share: timing, models, the machine's peak, output.
+"""What the benchmark sections and `experiments.bench_full` share: timing, models, the machine's peak, output.
 
 One implementation of each: the warning-silenced model build, the timed
 measurement (median after warm-up, interleaved so ratios survive a noisy
-machine), markdown tables, and atomic JSON / log files.
+machine; one timed call), markdown tables, and atomic JSON / log files.
 """
 
 from __future__ import annotations
@@ -41,6 +41,13 @@ def interleaved(fns, repeats, warmup=1):
             fn()
             t.append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
+
+
+def timed(fn):
+    """Seconds of one call of `fn`."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def extraction_speed(model, x, batch_size, precision="float32"):

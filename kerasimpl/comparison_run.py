@@ -1,0 +1,321 @@
+"""A whole comparison: every row trained and evaluated side by side, then the tables and figures.
+
+`run_comparison(config)` is what `python -m experiments.compare` runs: it
+validates the resolved options, refuses to resume a run folder started with
+other result-changing options, decides distribution (`_distribution`, the
+one place), loads the data, trains and evaluates each row (each seed, the
+linear probe and `--tune`'s best where asked: `kerasimpl.comparison`) and
+writes `config.json`, the tables, the plot gallery and, where asked, the
+saliency figure of every model and each model's Grad-CAM gallery
+(`kerasimpl.saliency.report`). Rows are labelled and foldered by one rule
+(`comparison.row_label`, `comparison.row_folder`).
+
+`config` is a mapping of the options (`experiments.compare.resolve` builds
+it: `backbones`, `data`, `weights`, `seed`, `seeds`, `out`, ...). Progress
+lines go to `say` (default: the `kerasimpl` logger); the library prints
+nothing itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+
+from kerasimpl import comparison, runtime
+from kerasimpl.artifacts import write_json
+
+_logger = logging.getLogger("kerasimpl")
+
+RANDOM_CHECKPOINT = "random-checkpoint"  # weights value: a random AlexNet .pth made in the run folder
+# Options that do not change a finished backbone's figures: a run folder may
+# be resumed with other values of these (any other option must match).
+RESUME_MAY_DIFFER = ("out", "preset", "backbones", "workers", "distribute", "inference_batch_size", "saliency",
+                     "saliency_method")
+
+
+def run_comparison(config, plots_dir="", verbose="auto", say=_logger.info, on_slow=None) -> list:
+    """Run the comparison `config`; write everything under `config["out"]`; return the rows' results.
+
+    Args:
+        config: the resolved options (completed in place with what the run
+            decided: the inference batch, the loader threads, the random
+            checkpoint's path).
+        plots_dir: also copy the figures to `plots_dir/<preset>/` (`""`: no).
+        verbose: Keras-style progress of training and extraction.
+        say: receives each progress line.
+        on_slow: receives the warning that VGG16 would take hours on a CPU
+            (default `warnings.warn`), before anything is trained.
+
+    Raises:
+        ValueError: a bad option, or a run folder started with other options.
+    """
+    from kerasimpl.data.provenance import test_split_record
+
+    validate(config)
+    check_resume(config)
+    devices = _distribution(config)
+    message = slow_warning(config, runtime.has_accelerator())  # after distribution: multi-host JAX initializes first
+    if message:
+        (on_slow or (lambda m: warnings.warn(m, stacklevel=3)))(message)
+    out = config["out"]
+    os.makedirs(out, exist_ok=True)
+    if config["inference_batch_size"] is None:  # record the batch used, not "default"
+        config["inference_batch_size"] = runtime.inference_batch_size()
+    if config["weights"] == RANDOM_CHECKPOINT:
+        from kerasimpl.backbones import write_random_checkpoint
+
+        config["weights"] = write_random_checkpoint("alexnet", os.path.join(out, "alexnet-random-init.pth"),
+                                                    config["seed"])
+        config["weights_note"] = ("random weights (seeded) saved in torchvision's format stand in for torchvision's "
+                                  "ImageNet alexnet-owt-7be5be79.pth (offline)")
+        say(f"{config['weights_note']}: {config['weights']}")
+    data = load_data(config, say)
+    split = data.split(config["val_fraction"], config["seed"])
+    write_json(os.path.join(out, "config.json"), {
+        **config, "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),
+        "distributed_devices": devices,
+        "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
+        "class_names": list(data.class_names), "data_notes": list(data.notes),
+        "skipped_files": [{"file": p, "reason": r} for p, r in data.skipped],
+        # which images are the test set, for experiments.saliency to reuse and check
+        "test_split": test_split_record(data, config["data"], config["seed"], config["test_fraction"],
+                                        config.get("data_size")),
+    })
+    results = []
+    for row in config["backbones"]:
+        for kind in row_kinds(row, config):
+            seeds = range(config["seed"], config["seed"] + config["seeds"])
+            runs = [run_row(row, seed, config, data, split, verbose, kind, say=say) for seed in seeds]
+            results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
+        if config.get("tune"):
+            results.append(tuned_row(row, config, data, split, verbose, say))
+    write_outputs(config, results, data, plots_dir, say)
+    if config.get("saliency"):
+        saliency_figure(config, results, data, plots_dir, say)
+    if config.get("gradcam_gallery"):
+        gradcam_galleries(config, results, data, plots_dir, say)
+    return results
+
+
+def _distribution(config):
+    """`--distribute`: data parallelism over every local device (`runtime.configure_distribution`,
+    JAX); the devices as strings, or None. The one place a comparison decides distribution."""
+    if not config["distribute"]:
+        return None
+    return [str(d) for d in runtime.configure_distribution()]
+
+
+def validate(config):
+    """Fail early, naming the bad option and what is accepted (before any folder is made)."""
+    from kerasimpl.backbones import get_spec, list_backbones
+
+    rows = [comparison.parse_row(b) for b in config["backbones"]]  # listing the accepted names and variants
+    if not rows:
+        raise ValueError("--backbones names no backbone. Received: an empty list")
+    if len(set(rows)) != len(rows):
+        raise ValueError(f"A row appears twice in --backbones. Received: {config['backbones']}")
+    for key, low in (("epochs", 1), ("batch_size", 1), ("seeds", 1), ("finetune_epochs", 0), ("saliency", 0),
+                     ("finetune_layers", 0)):
+        if config[key] < low:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= {low}. Received: {config[key]}")
+    if config["inference_batch_size"] is not None and config["inference_batch_size"] < 1:
+        raise ValueError(f"--inference-batch-size must be >= 1. Received: {config['inference_batch_size']}")
+    for key in ("val_fraction", "test_fraction"):
+        if not 0 < config[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be between 0 and 1. Received: {config[key]}")
+    pretrained = sorted({n for n, v in rows if get_spec(n).pretrained and v != "scratch"})
+    if any(v == "lastlayer" for _, v in rows) and config["weights"] is None:
+        raise ValueError("NAME:lastlayer keeps pretrained layers: it needs --weights imagenet or a weights file. "
+                         "Received: --weights none")
+    if config.get("saliency"):  # before any training, not after it
+        from kerasimpl.saliency import method_options
+
+        method_options(config.get("saliency_method") or "gradcam")  # ValueError listing the accepted methods
+    with_top = [n for n in list_backbones() if get_spec(n).top_hidden]
+    if config["keep_top_hidden"] and not any(get_spec(n).top_hidden for n, _ in rows):
+        raise ValueError(f"--keep-top-hidden applies to backbones whose ImageNet top has a hidden layer "
+                         f"({', '.join(with_top)}). Received: {config['backbones']}")
+    if config["weights"] == RANDOM_CHECKPOINT and pretrained != ["alexnet"]:
+        raise ValueError(f"--weights {RANDOM_CHECKPOINT} makes a random AlexNet checkpoint: it fits alexnet rows "
+                         f"only. Received it for {pretrained}")
+    if config["weights"] not in (None, "imagenet") and len(pretrained) > 1:
+        raise ValueError(f"A weights file fits one backbone. Received --weights {config['weights']} for "
+                         f"{pretrained}; run them one at a time, or use --weights imagenet / none")
+
+
+def check_resume(config):
+    """Refuse to resume `config["out"]` when it was started with other result-changing options.
+
+    Raises:
+        ValueError: naming each option that differs, with both values.
+    """
+    path = os.path.join(config["out"], "config.json")
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            old = json.load(f)
+        if not isinstance(old, dict):
+            raise ValueError(f"a JSON object is expected, not {type(old).__name__}")
+    except (OSError, ValueError, RecursionError) as e:
+        raise ValueError(f"--out {config['out']} holds a config.json that cannot be read ({e}): "
+                         "it cannot be resumed; choose another --out") from e
+    new = json.loads(json.dumps({k: v for k, v in config.items() if k not in RESUME_MAY_DIFFER}))
+    diffs = [f"{k}: {old[k]!r} there, {v!r} now" if k in old else f"{k}: absent there, {v!r} now"
+             for k, v in new.items() if k not in old or old[k] != v]
+    if diffs:
+        raise ValueError(f"--out {config['out']} is a run started with other options, so its finished backbones "
+                         f"would not match this configuration ({'; '.join(diffs)}). Use another --out, or "
+                         "repeat the original options to resume it")
+
+
+def slow_warning(config, accelerator) -> str:
+    """A warning when VGG16 at >= 128 px would run on a CPU (hours), with the way to skip it; else ''."""
+    size = config["image_size"] or 224
+    vgg = [b for b in config["backbones"] if comparison.parse_row(b)[0] == "vgg16"]
+    if accelerator or not vgg or size < 128:
+        return ""
+    others = ",".join(b for b in config["backbones"] if b not in vgg) or "mobilenetv2"
+    return (f"vgg16 at {size} px on a CPU takes hours: extracting CIFAR-10's 60,000 images ran at 2.2 img/s "
+            f"on 2 CPU cores, about 7.6 h (docs/benchmarks.md). To skip it: --backbones {others} "
+            f"(make run ARGS=\"--backbones {others}\")")
+
+
+def load_data(config, say=_logger.info):
+    """The dataset, with what was skipped or decided about it said aloud (`config["workers"]` completed)."""
+    from kerasimpl.data import is_image_folder, is_tinyimagenet, load_dataset
+
+    folder = config["data"] not in ("cifar10", "synthetic") and (is_image_folder(config["data"])
+                                                                 or is_tinyimagenet(config["data"]))
+    if config["workers"] is None:
+        config["workers"] = (os.cpu_count() or 1) if folder else 1
+    say(f"loading data: {config['data']}")
+    data = load_dataset(config["data"], image_size=config.get("data_size"), test_fraction=config["test_fraction"],
+                        seed=config["seed"], workers=config["workers"], classes=config.get("classes"))
+    say(f"{len(data.y_train)} train+val and {len(data.y_test)} test images of "
+        f"{data.image_shape[0]}x{data.image_shape[1]} px, {data.num_classes} classes: "
+        f"{', '.join(data.class_names[:10])}{' ...' if data.num_classes > 10 else ''}")
+    for note in data.notes:
+        say(f"data: {note}")
+    for path, reason in data.skipped:
+        say(f"skipped {path}: {reason}")
+    return data
+
+
+def row_kinds(row, config) -> tuple:
+    """Row kinds for row `row`: the MLP head, and a linear probe if asked and
+    the row's plan caches a frozen base's features (`RunPlan.can_probe`)."""
+    from kerasimpl.plan import plan_for
+
+    if not config["linear_probe"] or comparison.parse_row(row)[1] == "finetune":  # its base's probe is NAME's
+        return ("mlp",)
+    return ("mlp", "linear-probe") if plan_for(*comparison.row_setup(row, config, config["seed"])).can_probe \
+        else ("mlp",)
+
+
+def run_row(row, seed, config, data, split, verbose, kind="mlp", label=None, say=_logger.info) -> dict:
+    """Train and evaluate row `row` (`NAME` or `NAME:VARIANT`) with `seed` (head `kind`); return its result."""
+    from kerasimpl.plan import plan_for
+
+    run, train_config = comparison.row_setup(row, config, seed, kind)
+    plan = plan_for(run, train_config)
+    label = label or comparison.row_label(row, kind)
+    folder = comparison.row_folder(config["out"], label, config["seeds"], seed)
+    how = f"{plan.description}: {', '.join(plan.stages)}"
+    say(f"{label} (seed {seed}, {run.weights or 'random'} weights, {how}) -> {folder}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Keras' input-size notes for non-224 MobileNets
+        features = comparison.row_folder(config["out"], comparison.features_label(row), config["seeds"], seed)
+        result = comparison.run_backbone(run, data, split, train_config, folder, verbose=verbose,
+                                         features_folder=features, plan=plan)
+    result["run"] = label
+    say(f"{label}: test accuracy {result['test_accuracy']:.2%}, train {result['train_seconds']:.0f} s")
+    return result
+
+
+def tuned_row(row, config, data, split, verbose, say=_logger.info) -> dict:
+    """--tune: the search (`kerasimpl.tuning`), then the best configuration trained as row `<row>-tuned`."""
+    from kerasimpl import tuning
+
+    base = comparison.row_label(row)
+    say(f"{base}: hyperparameter search, {config['tune']} trials on validation accuracy")
+    run, train_config = comparison.row_setup(row, config, config["seed"])
+    chosen = tuning.tune(run, data, split, train_config, config["out"], config["tune"], verbose=verbose,
+                         features_folder=os.path.join(config["out"], base))
+    _, best = tuning.apply(chosen, run, train_config)
+    overrides = {"lr": best.learning_rate, "dropout": chosen["dropout"], "hidden": [int(chosen["head_width"])],
+                 "finetune_layers": best.finetune_top_layers, "finetune_epochs": best.finetune_epochs, "seeds": 1}
+    result = run_row(row, config["seed"], {**config, **overrides}, data, split, verbose, label=f"{base}-tuned",
+                     say=say)
+    result.update(trained=f"{result['trained']} (tuned: best of {config['tune']} trials on validation)", tuned=chosen)
+    return result
+
+
+def write_outputs(config, results, data, plots_dir="", say=_logger.info):
+    """Tables, the comparison figure, and the plot gallery."""
+    from kerasimpl import gallery, reporting
+
+    out = config["out"]
+    reporting.write_tables(out, results, note=_note(config, data))
+    seeds = [""] if config["seeds"] == 1 else [f"seed{s}" for s in range(config["seed"],
+                                                                          config["seed"] + config["seeds"])]
+    plots = gallery.write_gallery(out, results, seeds, f"{config['preset']} preset on "
+                                  f"{os.path.basename(str(data.source))}: accuracy vs training time")
+    if plots_dir:
+        gallery.copy_gallery(plots, os.path.join(plots_dir, config["preset"]))
+    with open(os.path.join(out, "results.md")) as f:
+        say("results:\n" + f.read())
+    say(f"wrote {out}")
+
+
+def _model_paths(config, results) -> dict:
+    """`{label: saved model}` of each result (the first seed's with `--seeds N`)."""
+    labels = [r.get("run", r["backbone"]) for r in results]
+    return {label: os.path.join(comparison.row_folder(config["out"], label, config["seeds"], config["seed"]),
+                                "model.keras") for label in labels}
+
+
+def saliency_figure(config, results, data, plots_dir="", say=_logger.info):
+    """The same N test images explained by every compared model, side by side."""
+    from kerasimpl.artifacts import copy_file
+    from kerasimpl.saliency.report import models_figure
+
+    figure = os.path.join(config["out"], "plots", "saliency_backbones.png")
+    models_figure(_model_paths(config, results), data, int(config["saliency"]),
+                  config.get("saliency_method") or "gradcam", figure,
+                  os.path.join(config["out"], "saliency_backbones.json"), seed=config["seed"],
+                  precision=config.get("precision", "float32"), say=say)
+    if plots_dir:
+        copy_file(figure, os.path.join(plots_dir, config["preset"], "saliency_backbones.png"))
+    say(f"wrote {figure}")
+
+
+def gradcam_galleries(config, results, data, plots_dir="", say=_logger.info):
+    """Per model: Grad-CAM of N test images, half misclassified (the "right-wrong" rule of
+    `kerasimpl.saliency.choose_images`), in `<row folder>/gradcam/` and `plots/<row>_gradcam_gallery.png`."""
+    from kerasimpl.artifacts import copy_file, load_model
+    from kerasimpl.saliency import GradCAM
+    from kerasimpl.saliency.report import explain_test_images
+
+    for label, path in _model_paths(config, results).items():
+        target = os.path.join(os.path.dirname(path), "gradcam")
+        model = load_model(path)
+        explain_test_images(model, data, [GradCAM(model)], int(config["gradcam_gallery"]), target,
+                            seed=config["seed"], model_path=path, say=say)
+        gallery = os.path.join(config["out"], "plots", f"{label}_gradcam_gallery.png")
+        copy_file(os.path.join(target, "gallery.png"), gallery)
+        if plots_dir:
+            copy_file(gallery, os.path.join(plots_dir, config["preset"], os.path.basename(gallery)))
+
+
+def _note(config, data):
+    parts = [f"data: {data.source} ({len(data.y_train)} train+val, {len(data.y_test)} test images)"]
+    if data.source != "cifar10" and len(data.y_test) != 10000:
+        parts.append("NOT the full CIFAR-10 test set: figures are for this data only")
+    if config["weights"] is None:
+        parts.append("random initial weights (no ImageNet): backbones trained end to end")
+    if config.get("weights_note"):
+        parts.append(config["weights_note"])
+    return "; ".join(parts) + "."

@@ -1,0 +1,175 @@
+"""Saliency reports on a data set's test images, written to a folder.
+
+- `explain_test_images`: one model, N test images (half right, half
+  wrong: the "right-wrong" rule of `choose_images`), every given method:
+  `gallery.png`, `maps.npz`, a note per image and `saliency.json` (what
+  `experiments.saliency --data` writes, and compare's Grad-CAM galleries).
+- `models_figure`: the same N test images (one per class) explained by
+  several saved models side by side (compare's `--saliency` figure).
+
+Progress lines go to `say` (default: the `kerasimpl` logger); the library
+prints nothing itself.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+
+import numpy as np
+
+_logger = logging.getLogger("kerasimpl")
+
+
+def explain_methods(methods, images, targets, say=_logger.info) -> dict:
+    """`{method name: (explanations, seconds)}` of each method on a batch of images."""
+    out = {}
+    for method in methods:
+        start = time.perf_counter()
+        exps = method.explain(images, targets)
+        out[method.name] = (exps, time.perf_counter() - start)
+        say(f"{method.name}: {out[method.name][1]:.2f} s for {len(images)} image(s)")
+    return out
+
+
+def quality_of(model, images, methods, results, fill):
+    """`quality_table` of `explain_methods`' results (their seconds included)."""
+    from kerasimpl.saliency.quality import quality_table
+
+    return quality_table(model, images, methods, {k: v[0] for k, v in results.items()}, fill=fill,
+                         seconds={k: v[1] for k, v in results.items()})
+
+
+def write_quality(folder, table) -> str:
+    """`quality.md` and `quality.csv` in `folder`, one row per method; returns the Markdown."""
+    from kerasimpl.artifacts import write_text
+    from kerasimpl.saliency.quality import quality_csv, quality_markdown
+
+    md = quality_markdown(table)
+    write_text(os.path.join(folder, "quality.md"), md)
+    write_text(os.path.join(folder, "quality.csv"), quality_csv(table))
+    return md
+
+
+def explain_test_images(model, data, methods, num_images, out, seed=0, model_path=None, note="", quality_fill=None,
+                        say=_logger.info) -> dict:
+    """Explain `num_images` test images of `data` with each method; write the report into `out`.
+
+    Args:
+        model: the classifier the methods explain (raw images in).
+        data: its data set (`kerasimpl.data`), the test split that trained it.
+        methods: saliency methods on `model` (each explains the predicted class).
+        num_images: images to explain: half correct, half misclassified
+            where the test set has them (a note says when it has not).
+        out: folder of `gallery.png`, `maps.npz`, `notes/` and `saliency.json`.
+        seed: the seed of the image choice.
+        model_path: the model's file, named in the report and the title.
+        note: a note on the data (e.g. about the test split), in the report.
+        quality_fill: with a value, the faithfulness table too
+            (`quality.md` / `quality.csv`; masked pixels get this value).
+
+    Returns:
+        The report written as `saliency.json`.
+    """
+    from kerasimpl import models, plotting
+    from kerasimpl.artifacts import save_figure, write_bytes, write_json, write_text
+    from kerasimpl.saliency import choose_images, mass_shares  # through the package: one rule, patchable
+    from kerasimpl.saliency.notes import caption, image_note, method_title
+    from kerasimpl.saliency.selection import candidates
+
+    names = models.class_names_of(model)
+    pool, probs = candidates(model, data.x_test, data.y_test, num_images, seed)
+    picked = choose_images(data.y_test[pool], num_images, "right-wrong", seed, predictions=probs)
+    short = picked.note
+    chosen, p = pool[picked.indices], probs[picked.indices]  # correct rows, then wrong
+    images = np.stack([np.asarray(data.x_test[int(i)]) for i in chosen]).astype("float32")
+    labels, preds = data.y_test[chosen].astype(int), p.argmax(1)
+    say(f"{len(chosen)} test images of {data.source}: {int((labels == preds).sum())} correct, "
+        f"{int((labels != preds).sum())} misclassified, explaining the predicted class")
+    if short:
+        say(f"note: {short}")
+    results = explain_methods(methods, images, [int(t) for t in preds], say)
+    rows = [caption(int(i), names, int(t), pp) for i, t, pp in zip(chosen, labels, p)]
+    columns = {method_title(m): [e.importance() for e in results[m.name][0]] for m in methods}
+    shown = os.path.join(*os.path.normpath(str(model_path)).split(os.sep)[-2:]) if model_path else model.name
+    title = (f"{shown} on {os.path.basename(str(data.source))}: saliency "
+             f"of the predicted class" + (f"\n({short})" if short else ""))
+    save_figure(plotting.saliency_gallery(images, rows, columns, title), os.path.join(out, "gallery.png"))
+    buf = io.BytesIO()
+    np.savez(buf, images=images.astype(np.uint8), indices=chosen, labels=labels, predictions=preds,
+             **{m.name: np.stack([e.map for e in results[m.name][0]]) for m in methods})
+    write_bytes(os.path.join(out, "maps.npz"), buf.getvalue())
+    entries = []
+    for k, (i, t, pp, row) in enumerate(zip(chosen, labels, p, rows)):
+        mass = {method_title(m): mass_shares(columns[method_title(m)][k]) for m in methods}
+        second = int(np.argsort(-pp)[1])
+        entries.append({"index": int(i), "label": names[t], "predicted": names[int(pp.argmax())],
+                        "probability": float(pp.max()), "correct": bool(pp.argmax() == t),
+                        "second": names[second], "second_probability": float(pp[second]),
+                        "caption": row, "mass": mass, "note": f"notes/{k:02d}_test{int(i)}.md",
+                        "file": data.x_test.paths[int(i)] if hasattr(data.x_test, "paths") else None})
+        write_text(os.path.join(out, entries[-1]["note"]), image_note(entries[-1], data.source))
+    report = {"data": str(data.source), "model": model_path, "images": entries,
+              "note": " ".join(filter(None, [note, short])) or None,
+              "methods": {m.name: {"options": m.options(), "seconds_per_image": results[m.name][1] / len(chosen)}
+                          for m in methods}, "precision": methods[0].precision if methods else None}
+    if quality_fill is not None:
+        report["quality"] = quality_of(model, images, methods, results, quality_fill)
+        write_quality(out, report["quality"])
+    write_json(os.path.join(out, "saliency.json"), report)
+    return report
+
+
+def models_figure(model_paths, data, num_images, method, out_png, out_json, seed=0, precision="float32",
+                  say=_logger.info) -> dict:
+    """The same test images explained by every model, side by side (rows: images; columns: models).
+
+    Args:
+        model_paths: `{label: path of a saved model}`, in column order;
+            missing files are left out.
+        data: the data set the models were trained on.
+        num_images: images, one per class first (seeded): the same for every
+            model, so no model's predictions decide them.
+        method: a registered method name; each model's top-1 prediction is
+            explained (occlusion's 224-px window scaled to each model's input).
+        out_png, out_json: the figure and its record (images, each model's
+            predictions, layer, map shape and options).
+        seed: the seed of the image choice.
+        precision: of the method's black-box forward passes.
+
+    Returns:
+        The record written to `out_json`.
+    """
+    from kerasimpl import plotting
+    from kerasimpl.artifacts import load_model, save_figure, write_json
+    from kerasimpl.saliency import choose_images, get_method  # through the package: one rule, patchable
+    from kerasimpl.saliency.occlusion import scaled_window
+
+    chosen = [int(i) for i in choose_images(data.y_test, num_images, mode="per-class", seed=seed).indices]
+    images = np.stack([np.asarray(data.x_test[i]) for i in chosen]).astype("float32")
+    names = list(data.class_names)
+    columns, captions, report = {}, {}, {"method": method, "images": chosen, "models": {}}
+    for label, path in model_paths.items():
+        if not os.path.exists(path):
+            continue
+        model = load_model(path)
+        # occlusion's 30/20 window is for 224 px: scaled to the model's input (at 32 px: 4/3, not one 1x1 cell)
+        options = dict(zip(("patch", "stride"), scaled_window(int(model.input_shape[1])))) \
+            if method == "occlusion" else {}
+        explainer = get_method(method, model, **options)
+        explainer.precision = precision  # its black-box forward passes
+        exps = explainer.explain(images)  # targets: each model's top-1 prediction
+        columns[label] = [e.importance() for e in exps]
+        captions[label] = [f"{'ok' if e.target == t else 'WRONG'}: {names[e.target]} ({e.score:.2f})"
+                           for e, t in zip(exps, data.y_test[chosen])]
+        report["models"][label] = {"predictions": [names[e.target] for e in exps],
+                                   "layer": getattr(explainer, "layer", None),
+                                   "map_shape": list(exps[0].map.shape), "options": explainer.options()}
+        say(f"saliency: {label} explained")
+    rows = [f"#{i} true: {names[int(data.y_test[i])]}" for i in chosen]
+    save_figure(plotting.saliency_gallery(images, rows, columns, f"{method} of each model's prediction on the same "
+                                          f"{len(chosen)} test images", cell_titles=captions), out_png)
+    write_json(out_json, report)
+    return report

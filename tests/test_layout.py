@@ -1,0 +1,116 @@
+"""The import graph of `kerasimpl`: no circles, nothing from `experiments`.
+
+Read from the source with `ast` (module-level and function-level imports
+alike: an import inside a function is still a dependency), so the test
+needs no backend and imports nothing it checks.
+"""
+
+import ast
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGE = "kerasimpl"
+
+KNOWN_CYCLES = set()  # none: keep it so
+
+
+def modules(package=PACKAGE) -> dict:
+    """Dotted module name -> path, for every `.py` file of `package`."""
+    out = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imported_names(module, path) -> set:
+    """Every dotted name `module` imports, anywhere in its source."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the module's own package upwards
+                package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return names
+
+
+def dependencies(module, path, known) -> set:
+    """The modules of `known` that importing `module` runs.
+
+    An import of `a.b.c` runs `a.b.c` and the packages `a.b` and `a` above
+    it, except those that contain `module` (already running when it is
+    imported).
+    """
+    deps = set()
+    for name in imported_names(module, path):
+        while name and name not in known:  # `from a.b import function`: the module a.b
+            name = name.rpartition(".")[0]
+        while name:
+            if name != module and not module.startswith(name + "."):
+                deps.add(name)
+            name = name.rpartition(".")[0]
+    return deps
+
+
+def graph(package=PACKAGE) -> dict:
+    known = modules(package)
+    return {m: dependencies(m, p, known) for m, p in known.items()}
+
+
+def cycles(edges) -> list:
+    """The strongly connected components of more than one module (Tarjan), each a frozenset."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.add(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(frozenset(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_reader_sees_function_level_imports_and_packages(tmp_path):
+    source = tmp_path / "probe.py"
+    source.write_text("import numpy\n\ndef f():\n    from kerasimpl.saliency.cam import GradCAM\n")
+    known = modules()
+    assert dependencies("kerasimpl.probe", source, known) == {"kerasimpl.saliency.cam", "kerasimpl.saliency"}
+    # Within a package, its own __init__ is already running: not an edge.
+    assert dependencies("kerasimpl.saliency.probe", source, known) == {"kerasimpl.saliency.cam"}
+    assert "kerasimpl.torch_inference" in graph()["kerasimpl.inference"]  # imported inside a function
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
+
+
+def test_no_import_circles_in_kerasimpl():
+    found = [sorted(c) for c in cycles(graph()) if c not in KNOWN_CYCLES]
+    assert not found, f"import circles (each: modules that import each other, directly or not): {found}"
+
+
+def test_kerasimpl_never_imports_experiments():
+    known = modules()
+    bad = {m: sorted(n for n in imported_names(m, p) if n == "experiments" or n.startswith("experiments."))
+           for m, p in known.items()}
+    assert not {m: n for m, n in bad.items() if n}
