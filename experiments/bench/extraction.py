@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from experiments.bench.common import achieved_macs, build_classifier, cpu_peak_macs, interleaved, markdown_table
 
-# The backbones of this section and their torchvision constructors (features +
-# global pool): the one table of both.
+# The backbones of this section and their native PyTorch twins (features + global pool): torchvision's
+# constructors, and for EfficientNet-Lite the reference implementation its checkpoints were made for
+# (`efficientnet-lite-pytorch`, the `reference` extra): the one table of both.
 NATIVE = {"vgg16": "vgg16", "mobilenetv2": "mobilenet_v2", "mobilenetv3large": "mobilenet_v3_large",
-          "efficientnetb0": "efficientnet_b0", "alexnet": "alexnet"}
-BACKBONES = tuple(NATIVE)
+          "efficientnetb0": "efficientnet_b0", "alexnet": "alexnet", "efficientnetlite0": "efficientnet-lite0",
+          "efficientnetlite1": "efficientnet-lite1", "efficientnetlite2": "efficientnet-lite2"}
+BACKBONES = ("vgg16", "mobilenetv2", "mobilenetv3large", "efficientnetb0", "alexnet", "efficientnetlite0")  # default
 KEY = "extraction"
 COLUMNS = ["backbone", "backend", "precision", "batch", "image_size", "keras_img_per_s", "saved_model_img_per_s",
            "saved_vs_base", "plain_keras_img_per_s", "native_img_per_s", "ratio_vs_native",
@@ -36,19 +38,42 @@ def run(plan, args):
 
 
 def native_extractor(name):
-    """The torchvision twin of a backbone, or None when torchvision is missing."""
+    """The native PyTorch twin of a backbone (`NATIVE`), or None where its library is missing."""
     import keras
 
     if keras.backend.backend() != "torch":
         return None
     try:
         import torch
-        import torchvision
+        if NATIVE[name].startswith("efficientnet-lite"):
+            from efficientnet_lite_pytorch import EfficientNet
+
+            net = EfficientNet.from_name(NATIVE[name]).eval()
+            features = _Features(net)
+        else:
+            import torchvision
+
+            net = getattr(torchvision.models, NATIVE[name])(weights=None).eval()
+            features = net.features
     except Exception:  # not installed, or built for another torch
         return None
-    net = getattr(torchvision.models, NATIVE[name])(weights=None).eval()
-    model = torch.nn.Sequential(net.features, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    model = torch.nn.Sequential(features, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     return model.to(memory_format=torch.channels_last)
+
+
+def _Features(net):
+    """The reference EfficientNet-Lite's `extract_features` as a module."""
+    import torch
+
+    class Features(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.extract_features(x)
+
+    return Features()
 
 
 def fast_path(model, precision):
