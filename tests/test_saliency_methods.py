@@ -343,7 +343,8 @@ def test_saliency_cli_all_methods_quality_table(tmp_path, capsys):
 
     report = json.load(open(out / "saliency.json"))
     applicable = [n for n in NAMES if n != "cam"]  # `all` leaves out cam on a model without a linear head, saying so
-    assert list(report["methods"]) == applicable and list(report["quality"]) == applicable
+    assert list(report["methods"]) == applicable
+    assert list(report["quality"]) == applicable + [saliency.RANDOM_BASELINE]  # the random maps last
     captured = capsys.readouterr()
     assert "cam left out" in captured.err
     for name in applicable:
@@ -353,7 +354,8 @@ def test_saliency_cli_all_methods_quality_table(tmp_path, capsys):
     assert q["gradcam"]["deletion_auc"] < q["gradcam"]["insertion_auc"]
     assert q["gradcam"]["average_drop"] < 5.0  # the red square alone keeps the class
     md = (out / "quality.md").read_text()
-    assert md.count("\n") == 2 + len(applicable) and "average drop" in md and "| integrated-gradients |" in md
+    assert md.count("\n") == 3 + len(applicable) and "average drop" in md and "| integrated-gradients |" in md
+    assert "gradcam" in saliency.beats_baseline(q)  # the red square is what the model reads
     assert (out / "quality.csv").read_text().splitlines()[0].startswith("method,deletion_auc,insertion_auc")
     assert "| gradcam++ |" in captured.out
     assert cli.main(["--model", str(tmp_path / "m.keras"), "--image", str(tmp_path / "img.png"), "--method",
@@ -396,7 +398,8 @@ def test_saliency_cli_explains_a_data_set(tmp_path, subset_path):
     assert code == 0
     report = json.load(open(out / "saliency.json"))
     images = report["images"]
-    assert len(images) == 6 and set(report["quality"]) == {"gradcam", "integrated-gradients", "occlusion"}
+    assert len(images) == 6 and set(report["quality"]) == {"gradcam", "integrated-gradients", "occlusion",
+                                                           saliency.RANDOM_BASELINE}
     assert [i["correct"] for i in images] == [True] * 3 + [False] * 3 and report["note"] is None
     test = load_dataset(subset_path)
     probs = keras.ops.convert_to_numpy(model(np.stack([test.x_test[i["index"]] for i in images]).astype("float32")))

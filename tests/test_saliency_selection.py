@@ -1,6 +1,7 @@
 """Which images the saliency experiments explain (`kerasimpl.saliency.selection`),
 and the quality table as a library function (`kerasimpl.saliency.quality_table`)."""
 
+import dataclasses
 import json
 import os
 import sys
@@ -195,3 +196,27 @@ def test_quality_table_randomization_check_uses_the_randomized_model(seed):
     (random_map,) = saliency.GradCAM(saliency.randomized_copy(model, seed=seed), layer="act").explain(x, [1])
     expected = saliency.rank_correlation(gradcam.explain(x, [1])[0].importance(), random_map.importance())
     assert table["gradcam"]["randomized_model_rank_correlation"] == pytest.approx(expected)
+
+
+def test_random_baseline_row_and_which_methods_beat_it():
+    """The evidence model reads the red square: Grad-CAM's deletion falls faster and its
+    insertion rises faster than random maps'; a map pointing away from the evidence does not."""
+    from test_saliency import evidence_image, evidence_model
+
+    model = evidence_model()
+    x = np.stack([evidence_image()]).astype("float32")
+    gradcam = saliency.get_method("gradcam", model, layer="act")
+    exps = gradcam.explain(x, [1])
+    inverted = [dataclasses.replace(e, map=-e.map) for e in exps]
+
+    class Inverted(type(gradcam)):
+        name = "inverted"
+
+    inv = Inverted(model, "act")
+    table = saliency.quality_table(model, x, [gradcam, inv], {"gradcam": exps, "inverted": inverted}, baseline=True)
+    assert list(table)[-1] == saliency.RANDOM_BASELINE
+    assert "randomized_model_rank_correlation" not in table[saliency.RANDOM_BASELINE]
+    assert saliency.beats_baseline(table) == ["gradcam"]
+    assert "| random map (baseline) |" in saliency.quality_markdown(table) and "n/a" in saliency.quality_markdown(table)
+    with pytest.raises(ValueError, match="no 'random map \\(baseline\\)' row"):
+        saliency.beats_baseline({"gradcam": table["gradcam"]})

@@ -37,8 +37,8 @@ from kerasimpl.saliency.scorecam import ISCAM, SSCAM, ScoreCAM
 from kerasimpl.saliency.smooth_cam import SmoothGradCAMPlusPlus
 from kerasimpl.saliency.occlusion import Occlusion, occluded_batch, positions
 from kerasimpl.saliency.quality import (
-    QUALITY_COLUMNS, average_drop_increase, deletion_insertion, mass_shares, quality_csv, quality_markdown,
-    quality_table, randomized_copy, rank_correlation,
+    QUALITY_COLUMNS, RANDOM_BASELINE, average_drop_increase, beats_baseline, deletion_insertion, mass_shares,
+    quality_csv, quality_markdown, quality_table, random_baseline, randomized_copy, rank_correlation,
 )
 from kerasimpl.saliency.rise import RISE, rise_masks
 from kerasimpl.saliency.selection import Selection, choose_images
@@ -114,9 +114,9 @@ def _lookup(name):
 __all__ = [
     "CAM", "CLASS_DISCRIMINATIVE", "EigenCAM", "Explanation", "GradCAM", "GradCAMPlusPlus", "Gradients", "HiResCAM",
     "ISCAM", "InputGradientMethod", "IntegratedGradients", "LayerCAM", "LayerMethod", "METHODS", "NotApplicable",
-    "Occlusion", "QUALITY_COLUMNS", "RISE", "SSCAM", "SaliencyMethod", "ScoreCAM", "Selection", "SmoothGrad",
-    "SmoothGradCAMPlusPlus", "XGradCAM", "average_drop_increase", "choose_images", "deletion_insertion", "get_method",
+    "Occlusion", "QUALITY_COLUMNS", "RANDOM_BASELINE", "RISE", "SSCAM", "SaliencyMethod", "ScoreCAM", "Selection", "SmoothGrad",
+    "SmoothGradCAMPlusPlus", "XGradCAM", "average_drop_increase", "beats_baseline", "choose_images", "deletion_insertion", "get_method",
     "image_rng", "list_methods", "mass_shares", "method_options", "occluded_batch", "parse_methods", "positions",
-    "quality_csv", "quality_markdown", "quality_table", "randomized_copy", "rank_correlation", "resolve_targets",
+    "quality_csv", "quality_markdown", "quality_table", "randomized_copy", "random_baseline", "rank_correlation", "resolve_targets",
     "rise_masks", "score_tensor",
 ]

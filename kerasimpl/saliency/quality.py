@@ -156,7 +156,7 @@ def mass_shares(importance, centre=0.5, border=0.125) -> dict:
             "peak": [float((i + 0.5) / h), float((j + 0.5) / w)]}
 
 
-def quality_table(model, images, methods, explanations, fill=0.0, seconds=None, seed=0) -> dict:
+def quality_table(model, images, methods, explanations, fill=0.0, seconds=None, seed=0, baseline=False) -> dict:
     """Every quality measure above, per method, averaged over the images.
 
     For each method: the deletion and insertion areas
@@ -175,7 +175,9 @@ def quality_table(model, images, methods, explanations, fill=0.0, seconds=None, 
         fill: value of removed pixels (deletion/insertion, average drop).
         seconds: optional method name -> seconds its explanations took; adds
             `seconds_per_image`.
-        seed: seed of the randomized copy's weights.
+        seed: seed of the randomized copy's weights (and of the baseline's maps).
+        baseline: also a last row, `RANDOM_BASELINE`, of random maps
+            (`random_baseline`; no randomization check, no timing).
 
     Returns:
         dict method name -> dict with `deletion_auc`, `insertion_auc`,
@@ -202,7 +204,39 @@ def quality_table(model, images, methods, explanations, fill=0.0, seconds=None, 
         }
         if seconds is not None:
             out[method.name]["seconds_per_image"] = float(seconds[method.name]) / len(exps)
+    if baseline and methods:
+        out[RANDOM_BASELINE] = random_baseline(model, images, [e.target for e in explanations[methods[0].name]],
+                                               fill=fill, seed=seed)
     return out
+
+
+RANDOM_BASELINE = "random map (baseline)"
+
+
+def random_baseline(model, images, targets, fill=0.0, seed=0) -> dict:
+    """The deletion/insertion areas and average drop/increase of seeded i.i.d.
+    uniform random maps on the same images and classes: what a method must
+    beat (lower deletion, higher insertion) before its map says anything
+    about the model. A row of `quality_table` with `baseline=True`.
+    """
+    images = np.asarray(images, np.float32)
+    rng = np.random.default_rng(seed)
+    maps = rng.random(images.shape[:3]).astype(np.float32)
+    curves = [deletion_insertion(model, x, m, t, fill=fill) for x, m, t in zip(images, maps, targets)]
+    drop = average_drop_increase(model, images, maps, list(targets), fill=fill)
+    return {"deletion_auc": float(np.mean([c["deletion_auc"] for c in curves])),
+            "insertion_auc": float(np.mean([c["insertion_auc"] for c in curves])),
+            "average_drop": drop["average_drop"], "increase_in_confidence": drop["increase_in_confidence"]}
+
+
+def beats_baseline(table) -> list:
+    """The methods of a `quality_table` (with its baseline row) whose deletion area is lower AND
+    insertion area higher than the random maps'."""
+    base = table.get(RANDOM_BASELINE)
+    if base is None:
+        raise ValueError(f"The table has no {RANDOM_BASELINE!r} row: build it with quality_table(..., baseline=True)")
+    return [name for name, row in table.items() if name != RANDOM_BASELINE
+            and row["deletion_auc"] < base["deletion_auc"] and row["insertion_auc"] > base["insertion_auc"]]
 
 
 # quality_table's columns, with their headings (and which way is better).
@@ -218,7 +252,8 @@ def quality_markdown(table) -> str:
     columns = _present(table)
     heads = ["method"] + [h for _, h in columns]
     md = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    md += ["| " + " | ".join([name] + [f"{row[k]:.3f}" for k, _ in columns]) + " |" for name, row in table.items()]
+    md += ["| " + " | ".join([name] + [f"{row[k]:.3f}" if k in row else "n/a" for k, _ in columns]) + " |"
+           for name, row in table.items()]
     return "\n".join(md) + "\n"
 
 
@@ -226,10 +261,12 @@ def quality_csv(table) -> str:
     """`quality_table`'s result as CSV (full precision), one row per method."""
     columns = _present(table)
     rows = [",".join(["method"] + [k for k, _ in columns])]
-    rows += [",".join([name] + [repr(float(row[k])) for k, _ in columns]) for name, row in table.items()]
+    rows += [",".join([name] + [repr(float(row[k])) if k in row else "" for k, _ in columns])
+             for name, row in table.items()]
     return "\n".join(rows) + "\n"
 
 
 def _present(table):
-    """The columns every row has (`seconds_per_image` is optional)."""
-    return tuple((k, h) for k, h in QUALITY_COLUMNS if all(k in row for row in table.values()))
+    """The columns every method's row has (`seconds_per_image` is optional; the baseline row has fewer)."""
+    rows = [row for name, row in table.items() if name != RANDOM_BASELINE] or list(table.values())
+    return tuple((k, h) for k, h in QUALITY_COLUMNS if all(k in row for row in rows))

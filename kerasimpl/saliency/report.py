@@ -35,11 +35,11 @@ def explain_methods(methods, images, targets, say=_logger.info) -> dict:
 
 
 def quality_of(model, images, methods, results, fill):
-    """`quality_table` of `explain_methods`' results (their seconds included)."""
+    """`quality_table` of `explain_methods`' results (their seconds included), with the random-map baseline row."""
     from kerasimpl.saliency.quality import quality_table
 
     return quality_table(model, images, methods, {k: v[0] for k, v in results.items()}, fill=fill,
-                         seconds={k: v[1] for k, v in results.items()})
+                         seconds={k: v[1] for k, v in results.items()}, baseline=True)
 
 
 def write_quality(folder, table) -> str:
