@@ -17,7 +17,8 @@ from kerasimpl.saliency import layers as saliency_layers
 
 
 @pytest.mark.parametrize("text,message", [
-    ("alexnet:finetune", "Unknown row variant .*Accepted: scratch, lastlayer, frozen"),
+    ("alexnet:finetuned", "Unknown row variant .*Accepted: scratch, lastlayer, frozen, finetune"),
+    ("smallcnn:finetune", "has no pretrained weights. Accepted for it: smallcnn:scratch"),
     ("smallcnn:lastlayer", "has no pretrained weights. Accepted for it: smallcnn:scratch"),
     ("vgg16:lastlayer", "Accepted: alexnet:lastlayer"),
     ("alexnett:scratch", "Unknown backbone.*Accepted: alexnet"),
