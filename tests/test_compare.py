@@ -197,3 +197,36 @@ def test_frozen_base_evaluation_from_cached_features_equals_the_full_model(tmp_p
     assert path == "pooled features (fresh) + head" and not os.path.exists(tmp_path / "features_test.npz")
     np.testing.assert_allclose(test2, test, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(val2, val, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_finetune_row_shares_its_bases_features_and_fine_tunes_on_cached_activations(tmp_path):
+    """NAME, NAME:finetune and NAME's linear probe in one run: the finetune row trains
+    `FINETUNE_ROW_EPOCHS` on the top of the base (cached activations, 2 views) while
+    the others stay frozen; one feature cache (NAME's) serves all three; no probe of
+    the finetune row; the preset that runs this for real is lite-subset."""
+    from kerasimpl.comparison import FINETUNE_ROW_EPOCHS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        donor = models.build_classifier("mobilenetv2", 10, weights=None, image_size=32, backbone_kwargs={"alpha": 0.35})
+    weights = str(tmp_path / "mnv2.weights.h5")  # a local file stands in for the ImageNet download
+    models.backbone_model(donor).save_weights(weights)
+    out = str(tmp_path / "run")
+    argv = ["--data", "synthetic", "--backbones", "mobilenetv2,mobilenetv2:finetune", "--weights", weights,
+            "--alpha", "0.35", "--image-size", "32", "--linear-probe", "--finetune-layers", "10",
+            "--finetune-views", "2", "--finetune-lr", "1e-4", "--out", out, *FAST]
+    assert compare.main(argv) == 0
+    results = {r["run"]: r for r in json.load(open(os.path.join(out, "results.json")))}
+    assert list(results) == ["mobilenetv2", "mobilenetv2-linear-probe", "mobilenetv2-finetune"]
+    history = read_csv(os.path.join(out, "mobilenetv2-finetune", "history.csv"))
+    assert 1 <= sum(r["stage"] == "finetune" for r in history) <= FINETUNE_ROW_EPOCHS  # early stopping may cut it
+    assert results["mobilenetv2-finetune"]["trained"] == "frozen base + fine-tune"
+    assert results["mobilenetv2"]["trained"] == "frozen base"
+    assert not any(r["stage"] == "finetune" for r in read_csv(os.path.join(out, "mobilenetv2", "history.csv")))
+    info = json.load(open(os.path.join(out, "mobilenetv2-finetune", "finetune.json")))
+    assert info["mode"] == "top on cached activations" and info["views"] == 2
+    assert os.path.exists(os.path.join(out, "mobilenetv2", "features_train.npz"))
+    assert not any(f.startswith("features_") for f in os.listdir(os.path.join(out, "mobilenetv2-finetune")))
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert (config["finetune_lr"], config["finetune_views"], config["finetune_layers"]) == (1e-4, 2, 10)
