@@ -110,3 +110,37 @@ def linear_head_model():
     """Builds (call it) reference_model's path to `feat`, then global average
     pooling, dropout and one Dense: the linear head CAM needs."""
     return _linear_head_model
+
+
+# --- one model per backbone (test_models.py, test_torch_inference.py) ----------------------
+
+@pytest.fixture(scope="session")
+def backbone_model():
+    """Returns (call it with a registry name) that backbone's classifier, built
+    once per session and shared: tiny widths where the builder takes them
+    (tests/tiny.py), 40 px raw input resized to max(64, min_size), 10 classes,
+    random weights (seed 0) with non-trivial BatchNorm statistics. Read it, do
+    not train or re-weight it."""
+    import warnings
+
+    import keras
+
+    from kerasimpl import backbones, models
+    from tiny import TINY_KWARGS, randomize_batchnorm
+
+    built = {}
+
+    def get(name):
+        if name not in built:
+            keras.utils.set_random_seed(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                built[name] = models.build_classifier(
+                    name, 10, input_shape=(40, 40, 3), image_size=max(64, backbones.get_spec(name).min_size),
+                    weights=None, backbone_kwargs=TINY_KWARGS.get(name, {}))
+            randomize_batchnorm(built[name])
+            keras.utils.set_random_seed(0)  # the calling test's draws do not depend on the cache
+        return built[name]
+
+    return get
+

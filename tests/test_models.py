@@ -7,8 +7,8 @@ import pytest
 
 from kerasimpl import backbones, models, training
 from kerasimpl.heads import HeadConfig
+from tiny import TINY_KWARGS, registry
 
-TINY = {"mobilenetv2": {"alpha": 0.35}, "mobilenetv3large": {"alpha": 0.75}, "smallcnn": {"widths": (8, 16)}}
 # Keras' own counts for include_top=False, weights=None at 224 px.
 KERAS_COUNTS = {"mobilenetv2": 2_257_984, "mobilenetv3large": 2_996_352, "vgg16": 14_714_688}
 
@@ -18,28 +18,28 @@ def tiny(name, **kw):
         warnings.simplefilter("ignore", UserWarning)
         size = max(32, backbones.get_spec(name).min_size)
         return models.build_classifier(name, 3, image_size=size, weights=None,
-                                       backbone_kwargs=TINY.get(name, {}), head=HeadConfig((8,), 0.0), **kw)
+                                       backbone_kwargs=TINY_KWARGS.get(name, {}), head=HeadConfig((8,), 0.0), **kw)
 
 
-@pytest.mark.parametrize("name", backbones.list_backbones())
-def test_every_backbone_builds_a_flat_probability_model(name):
-    model = tiny(name)
-    x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
+@pytest.mark.parametrize("name", registry())
+def test_every_backbone_builds_a_flat_probability_model(name, backbone_model):
+    model = backbone_model(name)  # built once per session (tests/conftest.py)
+    x = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3)).astype("uint8")
     p = np.asarray(model.predict(x, verbose=0))
-    assert p.shape == (2, 3)
+    assert p.shape == (2, 10)
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
     layer = models.gradcam_layer_name(model, name)
     out = models.feature_map(model, layer)
     assert len(out.shape) == 4  # a spatial feature map, reachable in the flat graph
     keras.Model(model.inputs, [out, model.output])  # no "Graph disconnected"
-    assert models.class_names_of(model) == ["0", "1", "2"]
+    assert models.class_names_of(model) == [str(i) for i in range(10)]
 
 
 # Entries built from keras.applications (AlexNet is compared with torchvision in test_torchvision.py).
 PRETRAINED = [n for n in backbones.list_backbones() if backbones.get_spec(n).preprocess_module]
 
 
-@pytest.mark.parametrize("name", PRETRAINED)
+@pytest.mark.parametrize("name", registry(PRETRAINED))
 def test_backbone_equals_keras_applications_model_on_its_preprocess_input(name):
     """kerasimpl's model on RAW pixels == Keras' own model (pooling="avg", same
     weights) fed with its module's preprocess_input; parameter counts and
