@@ -144,3 +144,33 @@ def backbone_model():
 
     return get
 
+
+# --- the other backend, one subprocess for every cross-backend test ------------------------
+
+@pytest.fixture(scope="session")
+def other_backend(tmp_path_factory):
+    """(name, folder): every job of tests/cross_backend.py run here, then in ONE
+    subprocess on the other backend (torch <-> JAX); `cross_backend.job_folder(
+    folder, job)` holds both sides' outputs. One interpreter start for all
+    the cross-backend tests instead of one or two per test."""
+    import subprocess
+    import sys
+
+    import keras
+
+    import cross_backend
+
+    here = keras.backend.backend()
+    other = "jax" if here == "torch" else "torch"
+    if other == "jax":
+        pytest.importorskip("jax")
+    folder = tmp_path_factory.mktemp("cross-backend")
+    cross_backend.run_all(folder)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join([root, os.path.dirname(os.path.abspath(__file__))] +
+                           [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    proc = subprocess.run([sys.executable, cross_backend.__file__, str(folder)], capture_output=True, text=True,
+                          env={**os.environ, "KERAS_BACKEND": other, "PYTHONPATH": path}, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"the cross-backend jobs failed on {other}:\n{proc.stderr[-3000:]}")
+    return other, folder

@@ -8,7 +8,6 @@ model (torch backend) through the NCHW wrappers in `reference_libs`.
 
 import inspect
 import os
-import subprocess
 import sys
 
 import keras
@@ -221,6 +220,7 @@ def numpy_weights(model, seed=0):
 
 
 def dump_all(folder):
+    """Cross-backend job (tests/cross_backend.py): every method's maps on this backend."""
     model, x = numpy_weights(gap_model(seed=3)), images(2)
     for name in NAMES:
         opts = {"layer": "act"} if "layer" in saliency.method_options(name) else {}
@@ -232,17 +232,12 @@ def dump_all(folder):
 
 
 @pytest.mark.slow
-def test_every_method_agrees_across_backends(tmp_path):
-    pytest.importorskip("jax")
-    here = os.path.dirname(__file__)
-    for backend in ("torch", "jax"):
-        code = (f"import sys; sys.path.insert(0, {here!r}); import test_saliency_methods as t; "
-                f"t.dump_all({str(tmp_path)!r})")
-        proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "KERAS_BACKEND": backend},
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+def test_every_method_agrees_across_backends(other_backend):
+    from cross_backend import job_folder
+
+    folder = job_folder(other_backend[1], "test_saliency_methods:dump_all")
     for name in NAMES:
-        a, b = np.load(tmp_path / f"{name}_torch.npy"), np.load(tmp_path / f"{name}_jax.npy")
+        a, b = (np.load(os.path.join(folder, f"{name}_{backend}.npy")) for backend in ("torch", "jax"))
         scale = max(np.abs(a).max(), 1e-12)
         np.testing.assert_allclose(a / scale, b / scale, atol=2e-4, err_msg=name)
 
