@@ -47,7 +47,7 @@ def subset(subset_path):
 def synthetic():
     from kerasimpl.data import synthetic_dataset
 
-    return synthetic_dataset(num_train=200, num_test=60, num_classes=4, image_size=32, seed=0)
+    return synthetic_dataset(num_train=96, num_test=32, num_classes=4, image_size=32, seed=0)
 
 
 @pytest.fixture(autouse=True)
@@ -174,3 +174,40 @@ def other_backend(tmp_path_factory):
     if proc.returncode != 0:
         pytest.fail(f"the cross-backend jobs failed on {other}:\n{proc.stderr[-3000:]}")
     return other, folder
+
+
+# --- one tiny compare run, shared (test_compare.py, test_cli_errors.py) ----------------------
+
+# smallcnn on 3 of the synthetic classes (155 train+val, 39 test images), 2 seeds, 1 epoch, float32.
+COMPARE_ARGV = ("--data", "synthetic", "--classes", "3", "--backbones", "smallcnn", "--seeds", "2", "--epochs", "1",
+                "--batch-size", "32", "--hidden", "16", "--inference-batch-size", "16", "--precision", "float32",
+                "--quiet")
+
+
+@pytest.fixture(scope="session")
+def compare_run(tmp_path_factory):
+    """One finished tiny compare run (`COMPARE_ARGV`), made once per session from
+    an empty working folder: (argv, out, cwd). Read it; a test that resumes or
+    changes a run works on `compare_run_copy`."""
+    from experiments import compare
+
+    base = tmp_path_factory.mktemp("compare-run")
+    out, cwd = base / "run", base / "cwd"
+    cwd.mkdir()
+    argv = [*COMPARE_ARGV, "--out", str(out)]
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        assert compare.main(argv) == 0
+    finally:
+        os.chdir(before)
+    return argv, out, cwd
+
+
+@pytest.fixture
+def compare_run_copy(compare_run, tmp_path):
+    """A private copy of the shared compare run (shutil.copytree): (argv naming the copy, its folder)."""
+    argv, out, _ = compare_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    return [*argv[:-1], str(copy)], copy

@@ -403,7 +403,8 @@ def test_saliency_cli_explains_a_data_set(tmp_path, subset_path):
     from kerasimpl.artifacts import save_model
     from kerasimpl.data import load_dataset
 
-    model = models.build_classifier("smallcnn", 10, weights=None, class_names=[f"c{i}" for i in range(10)])
+    model = models.build_classifier("smallcnn", 10, weights=None, class_names=[f"c{i}" for i in range(10)],
+                                    backbone_kwargs={"widths": (8, 16)})
     save_model(model, str(tmp_path / "m.keras"))
     out = tmp_path / "out"
     code = cli.main(["--model", str(tmp_path / "m.keras"), "--data", subset_path, "--num-images", "6",
