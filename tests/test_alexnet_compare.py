@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from experiments import compare
-from kerasimpl import backbones, checkpoints, comparison, models, training
+from kerasimpl import checkpoints, comparison, models, training
 from kerasimpl.heads import HeadConfig
 from kerasimpl.saliency import layers as saliency_layers
+from tiny import TINY_ALEXNET
 
 
 @pytest.mark.parametrize("text,message", [
@@ -47,15 +48,20 @@ def _weights(layers_):
 
 
 def test_lastlayer_trains_fc6_fc7_and_the_new_layer_never_the_features(tmp_path):
+    from kerasimpl.alexnet import AlexNet
+
     keras.utils.set_random_seed(0)
-    path = backbones.write_random_checkpoint("alexnet", str(tmp_path / "a.pth"))
+    path = checkpoints.save_state_dict(AlexNet(input_shape=(63, 63, 3), **TINY_ALEXNET),
+                                       checkpoints.get_source("torchvision-alexnet"), str(tmp_path / "a.pth"))
     model = models.build_classifier("alexnet", 4, input_shape=(32, 32, 3), image_size=63, weights=path,
-                                    keep_top_hidden=True, train_top_hidden=True, head=HeadConfig((), 0.0))
+                                    keep_top_hidden=True, train_top_hidden=True, head=HeadConfig((), 0.0),
+                                    backbone_kwargs=TINY_ALEXNET)
     convs = [model.get_layer(f"conv{i}") for i in range(1, 6)]
     top = [model.get_layer("fc6"), model.get_layer("fc7"), model.get_layer(models.HEAD)]
     assert not any(layer.trainable for layer in convs) and all(layer.trainable for layer in top)
     counts = models.parameter_counts(model)
-    assert counts["trainable"] == 9216 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 4 + 4
+    d6, d7 = TINY_ALEXNET["dense"]
+    assert counts["trainable"] == 9216 * d6 + d6 + d6 * d7 + d7 + d7 * 4 + 4
     before_convs, before_top = _weights(convs), _weights(top)
     training.compile_full(model, 1e-3)
     x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype("uint8")
@@ -129,7 +135,8 @@ def test_saved_alexnet_with_its_top_gets_conv5_relu_for_gradcam_without_naming_t
     from kerasimpl.artifacts import load_model, save_model
 
     model = models.build_classifier("alexnet", 3, input_shape=(32, 32, 3), image_size=63, weights=None,
-                                    freeze_base=False, keep_top_hidden=True, head=HeadConfig((), 0.0))
+                                    freeze_base=False, keep_top_hidden=True, head=HeadConfig((), 0.0),
+                                    backbone_kwargs=TINY_ALEXNET)
     save_model(model, str(tmp_path / "m.keras"))
     loaded = load_model(str(tmp_path / "m.keras"))
     assert saliency_layers.gradcam_layer_name(loaded) == "conv5_relu"  # not fc7_relu, a flat vector

@@ -98,6 +98,7 @@ def test_bench_precision_columns_and_saved_model_ratio(tmp_path, capsys):
     assert "| mobilenetv2 |" in text and "float32 peak:" in text
 
 
+@pytest.mark.slow  # extracts the whole subset twice (float32, bfloat16)
 def test_bench_accuracy_section_on_the_real_subset(tmp_path, subset_path):
     out = tmp_path / "a.json"
     assert bench.main(["--sections", "accuracy", "--subset", subset_path, "--accuracy-backbone", "smallcnn",
@@ -110,6 +111,7 @@ def test_bench_accuracy_section_on_the_real_subset(tmp_path, subset_path):
     assert rows[1]["points_vs_float32"] == pytest.approx(100 * (rows[1]["test_accuracy"] - rows[0]["test_accuracy"]))
 
 
+@pytest.mark.slow  # starts each backend's interpreter
 def test_bench_backends_side_by_side(tmp_path, capsys):
     """--backends torch,jax: the other backend's rows come from its own process; one table side by side."""
     out = tmp_path / "b.json"

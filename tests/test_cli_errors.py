@@ -49,13 +49,10 @@ def test_slow_warning_names_vgg16_on_a_cpu_and_the_way_to_skip_it():
     assert comparison_run.slow_warning({**cfg, "backbones": ["mobilenetv2"]}, accelerator=False) == ""
 
 
-@pytest.mark.slow
-def test_resume_only_with_the_same_options_and_every_seed_in_the_gallery(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the default --plots-dir must not write into the working folder
-    out = str(tmp_path / "run")
-    argv = [*RUN, "--seeds", "2", "--out", out]
-    assert compare.main(argv) == 0
-    assert not os.path.exists(tmp_path / "plots")  # committed galleries (plots/<preset>/) untouched
+def test_resume_only_with_the_same_options_and_every_seed_in_the_gallery(compare_run, compare_run_copy, capsys):
+    _, _, cwd = compare_run  # --seeds 2, run from an empty working folder (tests/conftest.py)
+    argv, out = compare_run_copy
+    assert os.listdir(cwd) == []  # the default --plots-dir wrote nothing there (committed galleries untouched)
     gallery = sorted(os.listdir(os.path.join(out, "plots")))
     for seed in (0, 1):  # --seeds 2: each seed's figures reach the run's gallery
         for png in ("learning_curves.png", "confusion_matrix.png"):

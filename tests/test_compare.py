@@ -45,8 +45,8 @@ def test_compare_end_to_end_on_synthetic_with_local_weights(tmp_path):
     weights = str(tmp_path / "mnv2.weights.h5")
     models.backbone_model(donor).save_weights(weights)
     out = str(tmp_path / "run")
-    argv = ["--data", "synthetic", "--backbones", "smallcnn,mobilenetv2", "--weights", weights, "--image-size", "32",
-            "--alpha", "0.35", "--finetune-epochs", "1", "--finetune-layers", "5", "--out", out,
+    argv = ["--data", "synthetic", "--classes", "3", "--backbones", "smallcnn,mobilenetv2", "--weights", weights,
+            "--image-size", "32", "--alpha", "0.35", "--finetune-epochs", "1", "--finetune-layers", "5", "--out", out,
             "--inference-batch-size", "8", *FAST]
     assert compare.main(argv) == 0
     results = outputs_ok(out, ["smallcnn", "mobilenetv2"])
@@ -59,7 +59,7 @@ def test_compare_end_to_end_on_synthetic_with_local_weights(tmp_path):
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["split"]["seed"] == 0 and config["versions"]["backend"] and config["device"]
     # The reported accuracy is what the saved model gives on the same data.
-    data = load_dataset("synthetic")
+    data = load_dataset("synthetic", classes=3)
     for r in results:
         model = load_model(os.path.join(out, r["backbone"], "model.keras"))
         probs = inference.predict(model, data.x_test)
@@ -122,11 +122,8 @@ def test_compare_help_lists_backbones(capsys):
     assert "mobilenetv3large" in out and "--finetune-epochs" in out
 
 
-def test_compare_seeds_report_mean_and_std(tmp_path):
-    out = str(tmp_path / "run")
-    argv = ["--data", "synthetic", "--backbones", "smallcnn", "--seeds", "2", "--out", out, *FAST]
-    argv[argv.index("--epochs") + 1] = "1"
-    assert compare.main(argv) == 0
+def test_compare_seeds_report_mean_and_std(compare_run):
+    _, out, _ = compare_run  # --seeds 2 (tests/conftest.py)
     (r,) = json.load(open(os.path.join(out, "results.json")))
     per_seed = [json.load(open(os.path.join(out, "smallcnn", f"seed{s}", "result.json"))) for s in (0, 1)]
     accs = [p["test_accuracy"] for p in per_seed]
@@ -147,8 +144,9 @@ def test_compare_killed_mid_training_resumes_without_duplicate_rows(tmp_path):
     import time
 
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "experiments.compare", "--data", "synthetic", "--backbones", "smallcnn",
-            "--epochs", "5", "--batch-size", "16", "--quiet", "--plots-dir", "", "--out", str(out)]
+    argv = [sys.executable, "-m", "experiments.compare", "--data", "synthetic", "--classes", "3", "--backbones",
+            "smallcnn", "--epochs", "5", "--batch-size", "16", "--inference-batch-size", "8", "--quiet", "--plots-dir",
+            "", "--out", str(out)]
     env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "torch")}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     history = out / "smallcnn" / "history.csv"
@@ -168,14 +166,14 @@ def test_compare_killed_mid_training_resumes_without_duplicate_rows(tmp_path):
     assert len(epochs) >= 3  # at least one epoch ran after the restart
 
 
-def test_frozen_base_evaluation_from_cached_features_equals_the_full_model(tmp_path):
+def test_frozen_base_evaluation_from_cached_features_equals_the_full_model(tmp_path, synthetic):
     """Test/val metrics of a frozen base come from cached pooled features and
     the head: the same probabilities as the full model on raw images."""
     from kerasimpl import comparison
     from kerasimpl.heads import HeadConfig
     from kerasimpl.training import TrainConfig
 
-    data = load_dataset("synthetic")
+    data = synthetic
     split = data.split(0.2, 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

@@ -77,7 +77,9 @@ def test_round_filters_known_answers():
     assert [round_filters(f, 1.0) for f in (16, 24, 40)] == [16, 24, 40]
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+# Lite1 and Lite2 (240 and 260 px): full-width, in the slow set; Lite0 in make test.
+@pytest.mark.parametrize("variant", [v if v == "lite0" else pytest.param(v, marks=pytest.mark.slow)
+                                     for v in sorted(VARIANTS)])
 def test_imagenet_probabilities_equal_the_reference(variant):
     """Real weights, whole classifier (resize-free, preprocessing inside) vs the
     reference on the same pixels: probabilities within 1e-4; both call Grace

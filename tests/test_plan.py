@@ -142,29 +142,37 @@ def test_plan_from_the_model_equals_the_plan_from_the_configuration(name):
             train_classifier(_model(run, plan), None, None, config, "/nonexistent-never-written", plan=other)
 
 
+@pytest.fixture(scope="module")
+def few():
+    """40 synthetic images: one training batch of 30 per epoch (the stages, not learning, are tested)."""
+    from kerasimpl.data import synthetic_dataset
+
+    return synthetic_dataset(num_train=40, num_test=8, num_classes=4, image_size=32, seed=0)
+
+
 @pytest.mark.parametrize("name", list(SETUPS))
-def test_training_runs_exactly_the_stages_of_the_plan(name, synthetic, tmp_path):
+def test_training_runs_exactly_the_stages_of_the_plan(name, few, tmp_path):
     run, config = SETUPS[name]
     config = dataclasses.replace(config, batch_size=32, augment=(), inference_batch_size=32)
     plan = plan_for(run, config)
-    split = synthetic.split(0.25, 0)
-    model = _model(run, plan, synthetic.num_classes)
-    seconds = train_classifier(model, synthetic, split, config, str(tmp_path), verbose=0, plan=plan)
+    split = few.split(0.25, 0)
+    model = _model(run, plan, few.num_classes)
+    seconds = train_classifier(model, few, split, config, str(tmp_path), verbose=0, plan=plan)
     assert tuple(seconds) == plan.stages and all(s > 0 for s in seconds.values())
     files = sorted(f for f in os.listdir(tmp_path) if f.endswith(".weights.h5"))
     assert files == sorted(f"{s}.weights.h5" for s in plan.fit_stages)
     assert list(dict.fromkeys(r["stage"] for r in read_csv(tmp_path / "history.csv"))) == list(plan.fit_stages)
     assert os.path.exists(tmp_path / "features_train.npz") == plan.cache_features
     # Evaluation reads the same plan: cached test features only on the cached path.
-    test, _, path = comparison.evaluate(model, run, synthetic, split, config, str(tmp_path), plan=plan)
+    test, _, path = comparison.evaluate(model, run, few, split, config, str(tmp_path), plan=plan)
     assert path == plan.eval_path and os.path.exists(tmp_path / "features_test.npz") == (path == CACHED_EVAL)
-    np.testing.assert_allclose(test, model.predict(synthetic.x_test, verbose=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(test, model.predict(few.x_test, verbose=0), rtol=1e-4, atol=1e-5)
 
 
-def test_result_json_records_the_plan(synthetic, tmp_path):
+def test_result_json_records_the_plan(few, tmp_path):
     run = comparison.BackboneRun("smallcnn", None, None, {"widths": (8, 16)}, HeadConfig((8,), 0.0))
     config = TrainConfig(epochs=1, batch_size=32, augment=(), inference_batch_size=32)
-    result = comparison.run_backbone(run, synthetic, synthetic.split(0.25, 0), config, str(tmp_path), verbose=0)
+    result = comparison.run_backbone(run, few, few.split(0.25, 0), config, str(tmp_path), verbose=0)
     saved = json.load(open(tmp_path / "result.json"))
     assert saved["plan"] == plan_for(run, config).to_dict() == result["plan"]
     assert saved["plan"]["stages"] == ["train"] and saved["trained"] == "end-to-end"

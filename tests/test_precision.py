@@ -142,8 +142,9 @@ def test_compare_records_and_uses_the_precision(tmp_path):
     from experiments import compare
 
     out = str(tmp_path / "run")
-    argv = ["--data", "synthetic", "--backbones", "smallcnn", "--epochs", "1", "--batch-size", "32", "--quiet",
-            "--plots-dir", "", "--hidden", "8", "--precision", "bfloat16", "--out", out]
+    argv = ["--data", "synthetic", "--classes", "2", "--backbones", "smallcnn", "--epochs", "1", "--batch-size", "32",
+            "--inference-batch-size", "8", "--quiet", "--plots-dir", "", "--hidden", "8", "--precision", "bfloat16",
+            "--out", out]
     assert compare.main(argv) == 0
     config = json.load(open(os.path.join(out, "config.json")))
     assert (config["precision_requested"], config["precision"]) == ("bfloat16", "bfloat16")

@@ -1,8 +1,6 @@
 """Known-answer saliency tests on a model whose evidence lives in one region."""
 
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -79,22 +77,19 @@ def test_occlusion_minimum_and_gradcam_mass_land_on_the_evidence():
 
 
 def dump(folder):
+    """Cross-backend job (tests/cross_backend.py): this backend's occlusion and Grad-CAM maps."""
     occ, cam = maps()
     np.save(os.path.join(folder, f"occ_{keras.backend.backend()}.npy"), occ.map)
     np.save(os.path.join(folder, f"cam_{keras.backend.backend()}.npy"), cam.map)
 
 
 @pytest.mark.slow
-def test_maps_agree_across_backends(tmp_path):
-    pytest.importorskip("jax")
-    here = os.path.dirname(__file__)
-    for backend in ("torch", "jax"):
-        code = f"import sys; sys.path.insert(0, {here!r}); import test_saliency as t; t.dump({str(tmp_path)!r})"
-        proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "KERAS_BACKEND": backend},
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+def test_maps_agree_across_backends(other_backend):
+    from cross_backend import job_folder
+
+    folder = job_folder(other_backend[1], "test_saliency:dump")
     for kind in ("occ", "cam"):
-        a, b = np.load(tmp_path / f"{kind}_torch.npy"), np.load(tmp_path / f"{kind}_jax.npy")
+        a, b = np.load(os.path.join(folder, f"{kind}_torch.npy")), np.load(os.path.join(folder, f"{kind}_jax.npy"))
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 

@@ -9,7 +9,6 @@ model (torch backend) through the runners of `kerasimpl.saliency.reference`
 
 import inspect
 import os
-import subprocess
 import sys
 
 import keras
@@ -222,6 +221,7 @@ def numpy_weights(model, seed=0):
 
 
 def dump_all(folder):
+    """Cross-backend job (tests/cross_backend.py): every method's maps on this backend."""
     model, x = numpy_weights(gap_model(seed=3)), images(2)
     for name in NAMES:
         opts = {"layer": "act"} if "layer" in saliency.method_options(name) else {}
@@ -233,17 +233,12 @@ def dump_all(folder):
 
 
 @pytest.mark.slow
-def test_every_method_agrees_across_backends(tmp_path):
-    pytest.importorskip("jax")
-    here = os.path.dirname(__file__)
-    for backend in ("torch", "jax"):
-        code = (f"import sys; sys.path.insert(0, {here!r}); import test_saliency_methods as t; "
-                f"t.dump_all({str(tmp_path)!r})")
-        proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "KERAS_BACKEND": backend},
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+def test_every_method_agrees_across_backends(other_backend):
+    from cross_backend import job_folder
+
+    folder = job_folder(other_backend[1], "test_saliency_methods:dump_all")
     for name in NAMES:
-        a, b = np.load(tmp_path / f"{name}_torch.npy"), np.load(tmp_path / f"{name}_jax.npy")
+        a, b = (np.load(os.path.join(folder, f"{name}_{backend}.npy")) for backend in ("torch", "jax"))
         scale = max(np.abs(a).max(), 1e-12)
         np.testing.assert_allclose(a / scale, b / scale, atol=2e-4, err_msg=name)
 
@@ -389,7 +384,8 @@ def test_saliency_cli_explains_a_data_set(tmp_path, subset_path):
     from kerasimpl.artifacts import save_model
     from kerasimpl.data import load_dataset
 
-    model = models.build_classifier("smallcnn", 10, weights=None, class_names=[f"c{i}" for i in range(10)])
+    model = models.build_classifier("smallcnn", 10, weights=None, class_names=[f"c{i}" for i in range(10)],
+                                    backbone_kwargs={"widths": (8, 16)})
     save_model(model, str(tmp_path / "m.keras"))
     out = tmp_path / "out"
     code = cli.main(["--model", str(tmp_path / "m.keras"), "--data", subset_path, "--num-images", "6",

@@ -8,24 +8,10 @@ import pytest
 
 from kerasimpl import backbones, models, training
 from kerasimpl.torch_inference import compile_frozen
+from tiny import TINY_ALEXNET, TINY_KWARGS, randomize_batchnorm, registry
 
-TINY = {"mobilenetv2": {"alpha": 0.35}, "mobilenetv3large": {"alpha": 0.75}, "smallcnn": {"widths": (8, 16)}}
 ON_JAX = keras.backend.backend() == "jax"
 ON_TORCH = keras.backend.backend() == "torch"
-
-
-def randomize_batchnorm(model, seed=0):
-    """Non-trivial BN statistics, so folding them is really exercised."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape
-            layer.moving_mean.assign(rng.normal(0, 0.1, n).astype("float32"))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype("float32"))
-            if layer.scale:
-                layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
-            if layer.center:
-                layer.beta.assign(rng.normal(0, 0.1, n).astype("float32"))
 
 
 # Families compile_frozen does not cover (their layers are named in the error);
@@ -38,14 +24,14 @@ def extractor(name, input_size=40, image_size=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         model = models.build_classifier(name, 10, input_shape=(input_size, input_size, 3), image_size=image_size,
-                                        weights=None, backbone_kwargs=TINY.get(name, {}))
+                                        weights=None, backbone_kwargs=TINY_KWARGS.get(name, {}))
     randomize_batchnorm(model)
     return model
 
 
-@pytest.mark.parametrize("name", backbones.list_backbones())
-def test_compiled_extractor_equals_keras(name):
-    model = extractor(name)
+@pytest.mark.parametrize("name", registry())
+def test_compiled_extractor_equals_keras(name, backbone_model):
+    model = backbone_model(name)
     fe = models.feature_extractor(model)
     if not ON_TORCH:
         with pytest.raises(NotImplementedError, match="torch backend"):
@@ -63,8 +49,8 @@ def test_compiled_extractor_equals_keras(name):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
 
 
-def test_extract_features_native_path_equals_predict():
-    model = extractor("smallcnn")
+def test_extract_features_native_path_equals_predict(backbone_model):
+    model = backbone_model("smallcnn")
     x = np.random.default_rng(2).integers(0, 256, (10, 40, 40, 3), dtype=np.uint8)
     idx = np.array([7, 1, 3, 9, 0])
     fast = training.extract_features(model, x, idx, batch_size=2, verbose=0, native=True)
@@ -124,6 +110,87 @@ def test_a_layer_class_converts_once_registered_and_subclasses_do_not_inherit(mo
         compile_frozen(keras.Model(inp, Relu6(6.0)(inp)))
 
 
+def toy_graph(seed=0):
+    """Every layer type compile_frozen converts, in the arrangements the
+    registry's families use them (EfficientNet's Rescaling, Normalization and
+    squeeze-excite, MobileNetV3's hard-swish as raw `keras.ops` nodes,
+    Xception's separable convolutions, ResNetV2/DenseNet's BatchNorm after an
+    Add, Inception's 'same' average pool, odd sizes for asymmetric 'same'
+    padding), on a 20 px image: what `make test` compiles in place of the
+    full-width backbones (the slow set compiles those). Random weights,
+    non-trivial BatchNorm statistics; outputs: probabilities, a second
+    softmax, a spatial map."""
+    from kerasimpl.layers import MODES, AdaptiveAveragePooling2D, LabeledSoftmax, Preprocess
+
+    L = keras.layers
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((20, 20, 3))
+    x = L.Resizing(23, 23)(inp)  # odd: 'same' convolutions below pad unevenly
+    norm = L.Normalization(mean=[100.0, 110.0, 120.0], variance=[900.0, 1600.0, 2500.0])
+    x = L.Concatenate()([Preprocess(m)(x) for m in MODES] + [norm(L.Rescaling(0.5, offset=-10.0)(x))])
+    x = L.SpatialDropout2D(0.3)(L.GaussianDropout(0.2)(L.GaussianNoise(0.5)(L.ZeroPadding2D(((1, 0), (0, 1)))(x))))
+    x = L.Activation("swish")(L.BatchNormalization()(L.Conv2D(12, 3, strides=2, padding="same", use_bias=False)(x)))
+    y = L.ReLU(6.0)(L.BatchNormalization()(L.DepthwiseConv2D(3, strides=2, padding="same")(x)))
+    s = L.Reshape((1, 1, 12))(L.GlobalAveragePooling2D()(y))  # squeeze-excite
+    s = L.Conv2D(12, 1, activation="sigmoid")(L.Conv2D(3, 1, activation="swish")(s))
+    y = L.Multiply()([y, s])
+    h = L.Multiply()([y, L.ReLU(6.0)(y + 3.0) * (1.0 / 6.0)])  # hard-swish as keras.ops nodes
+    h = (h - 0.5) / 2.0
+    z = L.BatchNormalization()(L.SeparableConv2D(12, 3, padding="same", activation="relu")(h))  # not foldable
+    z = L.BatchNormalization()(L.Add()([z, y]))  # after an Add: not foldable either
+    acts = [L.Activation(a)(z) for a in ("relu", "relu6", "sigmoid", "silu", "hard_sigmoid", "hard_swish", "tanh",
+                                         "gelu", "linear")]
+    p = L.Identity()(L.Concatenate()(acts))
+    p = L.Concatenate()([L.MaxPooling2D(3, 2, padding="same")(L.AveragePooling2D(3, 1, padding="same")(p)),
+                         L.MaxPooling2D(2)(p), L.AveragePooling2D(2)(p)])
+    flat = L.Flatten()(AdaptiveAveragePooling2D((2, 2))(L.ReLU()(p)))
+    logits = L.Dense(10)(L.Dense(16, activation="relu")(L.Dropout(0.5)(flat)))
+    probs = LabeledSoftmax([str(i) for i in range(10)])(logits)
+    other = L.Softmax()(L.Dense(4)(L.Reshape((p.shape[-1],))(L.GlobalAveragePooling2D(keepdims=True)(p))))
+    model = keras.Model(inp, [probs, other, p])
+    for w in model.weights:  # biases and BN statistics too
+        if "variance" in w.path:
+            w.assign(np.random.default_rng(seed).uniform(0.5, 2.0, w.shape).astype("float32"))
+        elif "kernel" not in w.path:
+            w.assign(np.random.default_rng(seed).normal(0, 0.2, w.shape).astype("float32"))
+    return model
+
+
+# The layer types (and raw keras.ops node types) compile_frozen converts.
+CONVERTED = {"Activation", "AdaptiveAveragePooling2D", "Add", "AveragePooling2D", "BatchNormalization",
+             "Concatenate", "Conv2D", "Dense", "DepthwiseConv2D", "Dropout", "Flatten", "GaussianDropout",
+             "GaussianNoise", "GlobalAveragePooling2D", "Identity", "LabeledSoftmax", "MaxPooling2D", "Multiply",
+             "Normalization", "Preprocess", "ReLU", "Rescaling", "Reshape", "Resizing", "SeparableConv2D", "Softmax",
+             "SpatialDropout2D", "Subtract", "TrueDivide", "ZeroPadding2D"}
+
+
+def test_the_toy_graph_holds_every_converted_layer_type():
+    from kerasimpl.torch_layers import CONVERTERS
+
+    kinds = {type(node.operation).__name__ for nodes in toy_graph()._nodes_by_depth.values() for node in nodes}
+    assert CONVERTED <= kinds, sorted(CONVERTED - kinds)
+    table = {cls.__name__ for cls in CONVERTERS} - {"InputLayer"}
+    assert table <= CONVERTED, f"converter table entries missing from the toy graph: {sorted(table - CONVERTED)}"
+
+
+def test_compiled_toy_graph_equals_keras():
+    """The toy graph through compile_frozen (torch) or compile_jax (JAX) equals Keras."""
+    model = toy_graph()
+    x = np.random.default_rng(6).integers(0, 256, (3, 20, 20, 3)).astype("float32")
+    refs = [np.asarray(r) for r in model.predict_on_batch(x)]
+    if ON_TORCH:
+        got = compile_frozen(model)(x)
+    elif ON_JAX:
+        from kerasimpl.jax_inference import compile_jax
+
+        got = [compile_jax(keras.Model(model.input, out))(x) for out in model.outputs]
+    else:
+        pytest.skip("no fast path on this backend")
+    for g, r in zip(got, refs):
+        assert g.shape == r.shape and np.abs(r).max() > 1e-3 and np.ptp(r) > 1e-3
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5 * np.abs(r).max())
+
+
 @pytest.mark.parametrize("size", [63, 64, 100])
 def test_compiled_alexnet_features_through_avgpool_and_flatten_equal_keras(size):
     """AlexNet's frozen features (ZeroPadding2D, biased convs, valid max-pools),
@@ -131,7 +198,7 @@ def test_compiled_alexnet_features_through_avgpool_and_flatten_equal_keras(size)
     from kerasimpl.alexnet import AlexNet
 
     keras.utils.set_random_seed(0)
-    net = AlexNet(weights=None, input_shape=(size, size, 3))
+    net = AlexNet(weights=None, input_shape=(size, size, 3), **TINY_ALEXNET)
     for layer in net.layers:
         if getattr(layer, "use_bias", False):
             layer.bias.assign(np.random.default_rng(1).normal(0, 0.1, layer.bias.shape).astype("float32"))
@@ -150,12 +217,12 @@ def logits_model(model):
     return keras.Model(model.input, model.get_layer(models.HEAD).output)
 
 
-@pytest.mark.parametrize("name", backbones.list_backbones())
-def test_compiled_whole_classifier_equals_keras(name):
+@pytest.mark.parametrize("name", registry())
+def test_compiled_whole_classifier_equals_keras(name, backbone_model):
     """The saved classifier, head included (nested Sequential, Dropout, Dense, LabeledSoftmax)."""
     from kerasimpl.inference import Forward
 
-    model = extractor(name)
+    model = backbone_model(name)
     x = np.random.default_rng(3).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
     ref_probs = np.asarray(model.predict_on_batch(x))
     ref_logits = np.asarray(logits_model(model).predict_on_batch(x))
@@ -208,9 +275,9 @@ def test_head_layers_known_answers():
 
 @pytest.mark.skipif(not ON_TORCH, reason="the compiled program is torch's")
 @pytest.mark.parametrize("name", ["smallcnn", "mobilenetv2"])
-def test_bfloat16_program_is_close_to_float32(name):
+def test_bfloat16_program_is_close_to_float32(name, backbone_model):
     """Autocast bfloat16: features within bfloat16's error (8 mantissa bits), and not bit-equal (it ran in bf16)."""
-    model = extractor(name)
+    model = backbone_model(name)
     fe = models.feature_extractor(model)
     x = np.random.default_rng(4).integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
     ref = compile_frozen(fe)(x)
@@ -221,9 +288,9 @@ def test_bfloat16_program_is_close_to_float32(name):
 
 
 @pytest.mark.skipif(not ON_TORCH, reason="the compiled program is torch's")
-def test_float16_on_cpu_is_refused_with_the_reason():
+def test_float16_on_cpu_is_refused_with_the_reason(backbone_model):
     with pytest.raises(ValueError, match="float16 runs on CUDA only"):
-        compile_frozen(models.feature_extractor(extractor("smallcnn")), precision="float16", device="cpu")
+        compile_frozen(models.feature_extractor(backbone_model("smallcnn")), precision="float16", device="cpu")
 
 
 def test_fast_saliency_forwards_equal_keras():
@@ -280,11 +347,11 @@ def _program_tensors(program):
 
 
 @pytest.mark.skipif(not ON_TORCH, reason="the compiled program is torch's")
-@pytest.mark.parametrize("name", ["mobilenetv3large", "efficientnetb0"])
-def test_every_program_tensor_lives_on_the_programs_device(name):
+@pytest.mark.parametrize("name", ["toy", "mobilenetv3large", *registry(["efficientnetb0"])])
+def test_every_program_tensor_lives_on_the_programs_device(name, backbone_model):
     """Built for torch's 'meta' device (shapes, no data: runs on any CPU), every weight, folded BN
     constant, preprocessing constant and head weight lands there: what moves the program to a GPU."""
-    model = extractor(name)
+    model = toy_graph() if name == "toy" else backbone_model(name)
     program = compile_frozen(model, device="meta")
     tensors = _program_tensors(program)
     assert program.device.type == "meta" and len(tensors) > 20

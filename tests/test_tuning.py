@@ -106,8 +106,9 @@ def test_compare_tune_adds_a_tuned_row(tmp_path, keras_tuner):
     from experiments import compare
 
     out = tmp_path / "run"
-    argv = ["--data", "synthetic", "--backbones", "smallcnn", "--epochs", "1", "--batch-size", "32", "--hidden",
-            "8", "--tune", "2", "--quiet", "--plots-dir", "", "--out", str(out)]
+    argv = ["--data", "synthetic", "--classes", "2", "--backbones", "smallcnn", "--epochs", "1", "--batch-size", "32",
+            "--inference-batch-size", "8", "--hidden", "8", "--tune", "2", "--quiet", "--plots-dir", "", "--out",
+            str(out)]
     assert compare.main(argv) == 0
     results = json.load(open(out / "results.json"))
     assert [r["run"] for r in results] == ["smallcnn", "smallcnn-tuned"]
