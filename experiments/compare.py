@@ -21,8 +21,10 @@ from __future__ import annotations
 import experiments  # noqa: F401  (sets the default backend before keras loads)
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 import time
 import warnings
 
@@ -105,8 +107,14 @@ def build_parser():
                    help="threads loading (and decoding) batches ahead (default: 1; image folders and Tiny "
                         "ImageNet: the CPU count)")
     p.add_argument("--distribute", action="store_true",
-                   help="data-parallel over all local devices (KERAS_BACKEND=jax; multi-host via "
-                        "KERAS_DISTRIBUTION_* variables, see README 'Scaling out')")
+                   help="data-parallel training and sharded feature extraction (README 'Scaling out'). torch: one "
+                        "process per device under torchrun --nproc_per_node=N (gloo on CPU, NCCL on CUDA; "
+                        "DistributedDataParallel); JAX: keras.distribution.DataParallel over all devices (across "
+                        "hosts: KERAS_DISTRIBUTION_* variables). Learning-rate rule: --batch-size is the GLOBAL "
+                        "batch, split evenly over the processes, at the same --lr (no scaling); only rank 0 writes")
+    p.add_argument("--distribute-timeout", type=int, default=600, metavar="SECONDS",
+                   help="torch --distribute: a collective that waits longer than this stops the run with an "
+                        "error (default 600)")
     p.add_argument("--tune", type=int, default=0, metavar="TRIALS",
                    help="per backbone: random search (KerasTuner oracle, needs the 'tune' extra) of learning rate, "
                         "dropout, head width and fine-tuning depth on VALIDATION accuracy (never test); every trial "
@@ -156,7 +164,8 @@ def resolve(args):
                          "subset's cifar-10-python-subset.tar.gz, or cifar10 to download the full set)")
     cfg.update({k: getattr(args, k) for k in (
         "finetune_epochs", "finetune_layers", "val_fraction", "seed", "seeds", "augment",
-        "hidden", "dropout", "workers", "preset", "distribute", "data_size", "test_fraction", "keep_top_hidden",
+        "hidden", "dropout", "workers", "preset", "distribute", "distribute_timeout", "data_size", "test_fraction",
+        "keep_top_hidden",
         "linear_probe", "inference_batch_size", "saliency", "saliency_method", "classes", "tune")})
     cfg["cache_features"] = not args.no_cache_features
     cfg["precision_requested"] = args.precision
@@ -184,14 +193,29 @@ def main(argv=None) -> int:
 
 
 def run(cfg, plots_dir="", verbose="auto") -> int:
-    """Run the resolved comparison `cfg`; write everything under `cfg["out"]`."""
-    from kerasimpl import comparison, runtime
-    from kerasimpl.artifacts import write_json
-    from kerasimpl.data.provenance import test_split_record
+    """Run the resolved comparison `cfg`; write everything under `cfg["out"]`.
+
+    With `--distribute` every process runs this; only rank 0 prints and
+    writes (kerasimpl.distributed).
+    """
+    from kerasimpl import distributed
 
     _validate(cfg)
     check_resume(cfg)
-    devices = [str(d) for d in runtime.configure_distribution()] if cfg["distribute"] else None
+    world = (distributed.configure(cfg.get("distribute_timeout", distributed.DEFAULT_TIMEOUT_S))
+             if cfg["distribute"] else distributed.world())
+    if world.writer:
+        return _run(cfg, world, plots_dir, verbose)
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # one log, rank 0's; errors on stderr
+        return _run(cfg, world, plots_dir, 0)
+
+
+def _run(cfg, world, plots_dir, verbose):
+    from kerasimpl import comparison, distributed, runtime
+
+    if cfg["batch_size"] % world.size:
+        raise ValueError(f"--batch-size is the global batch, split evenly over the processes. Received: "
+                         f"--batch-size {cfg['batch_size']} for {world.size} processes")
     _warn_if_slow(cfg, runtime.has_accelerator())  # after distribution: multi-host JAX initializes first
     out = cfg["out"]
     os.makedirs(out, exist_ok=True)
@@ -200,35 +224,49 @@ def run(cfg, plots_dir="", verbose="auto") -> int:
     if cfg["weights"] == RANDOM_CHECKPOINT:
         from kerasimpl.torchvision_weights import write_random_alexnet_checkpoint
 
-        cfg["weights"] = write_random_alexnet_checkpoint(os.path.join(out, "alexnet-random-init.pth"), cfg["seed"])
+        folder = out if world.writer else tempfile.mkdtemp(prefix="kerasimpl-rank-")  # the same seeded file
+        cfg["weights"] = write_random_alexnet_checkpoint(os.path.join(folder, "alexnet-random-init.pth"), cfg["seed"])
         cfg["weights_note"] = ("random weights (seeded) saved in torchvision's format stand in for torchvision's "
                                "ImageNet alexnet-owt-7be5be79.pth (offline)")
         print(f"[compare] {cfg['weights_note']}: {cfg['weights']}", flush=True)
     data = _load_data(cfg)
     split = data.split(cfg["val_fraction"], cfg["seed"])
-    write_json(os.path.join(out, "config.json"), {
-        **cfg, "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),
-        "distributed_devices": devices,
-        "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
-        "class_names": list(data.class_names), "data_notes": list(data.notes),
-        "skipped_files": [{"file": p, "reason": r} for p, r in data.skipped],
-        # which images are the test set, for experiments.saliency to reuse and check
-        "test_split": test_split_record(data, cfg["data"], cfg["seed"], cfg["test_fraction"], cfg.get("data_size")),
-    })
+    if world.writer:
+        _write_config(cfg, world, data, split)
     results = []
     for row in cfg["backbones"]:
         for kind in _kinds(row, cfg):
             seeds = range(cfg["seed"], cfg["seed"] + cfg["seeds"])
             runs = [_run_one(row, seed, cfg, data, split, verbose, kind) for seed in seeds]
-            results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
+            if world.writer:  # the other processes trained and evaluated with it; rank 0 records
+                results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
         if cfg.get("tune"):
             results.append(_tuned(row, cfg, data, split, verbose))
+    distributed.finish()  # from here rank 0 alone
+    if not world.writer:
+        return 0
     _write_outputs(cfg, results, data, plots_dir)
     if cfg.get("saliency"):
         _saliency_figure(cfg, results, data, plots_dir)
     if cfg.get("gradcam_gallery"):
         _gradcam_galleries(cfg, results, plots_dir)
     return 0
+
+
+def _write_config(cfg, world, data, split):
+    from kerasimpl import runtime
+    from kerasimpl.artifacts import write_json
+    from kerasimpl.data.provenance import test_split_record
+
+    write_json(os.path.join(cfg["out"], "config.json"), {
+        **cfg, "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),
+        **world.describe(),
+        "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
+        "class_names": list(data.class_names), "data_notes": list(data.notes),
+        "skipped_files": [{"file": p, "reason": r} for p, r in data.skipped],
+        # which images are the test set, for experiments.saliency to reuse and check
+        "test_split": test_split_record(data, cfg["data"], cfg["seed"], cfg["test_fraction"], cfg.get("data_size")),
+    })
 
 
 def _gradcam_galleries(cfg, results, plots_dir):
@@ -322,8 +360,8 @@ def _load_data(cfg):
 
 # Options that do not change a finished backbone's figures: a run folder may
 # be resumed with other values of these (any other option must match).
-RESUME_MAY_DIFFER = ("out", "preset", "backbones", "workers", "distribute", "inference_batch_size", "saliency",
-                     "saliency_method")
+RESUME_MAY_DIFFER = ("out", "preset", "backbones", "workers", "distribute", "distribute_timeout",
+                     "inference_batch_size", "saliency", "saliency_method")
 
 
 def check_resume(cfg):
@@ -392,6 +430,9 @@ def _validate(cfg):
     from kerasimpl.comparison import parse_row
 
     rows = [parse_row(b) for b in cfg["backbones"]]  # fail early, listing the accepted names and variants
+    if cfg.get("tune") and cfg["distribute"]:
+        raise ValueError("--tune runs its trials in one process: it does not combine with --distribute. Received: "
+                         f"--tune {cfg['tune']} --distribute")
     if not rows:
         raise ValueError("--backbones names no backbone. Received: an empty list")
     if len(set(rows)) != len(rows):
@@ -469,6 +510,8 @@ def _run_one(row, seed, cfg, data, split, verbose, kind="mlp", label=None):
         warnings.simplefilter("ignore", UserWarning)  # Keras' input-size notes for non-224 MobileNets
         result = comparison.run_backbone(run, data, split, config, folder, verbose=verbose,
                                          features_folder=os.path.join(cfg["out"], sub(base_label)), plan=plan)
+    if result is None:  # --distribute: a process other than rank 0
+        return None
     result["run"] = label
     print(f"[compare] {label}: test accuracy {result['test_accuracy']:.2%}, train {result['train_seconds']:.0f} s",
           flush=True)
