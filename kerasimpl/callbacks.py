@@ -151,7 +151,10 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             return
         slot = os.path.join(self.backup_dir, f"epoch-{self._current_epoch}-batch-{self._last_batch_seen}")
         os.makedirs(slot, exist_ok=True)
-        self.model.save_weights(os.path.join(slot, "model.weights.h5"), overwrite=True)
+        from kerasimpl import distributed
+
+        with distributed.alone():  # rank 0 saves by itself under any distribution
+            self.model.save_weights(os.path.join(slot, "model.weights.h5"), overwrite=True)
         states = []
         for i, cb in enumerate(self.track):
             states.append({a: _plain(getattr(cb, a, None)) for a in _state_attributes(cb)})

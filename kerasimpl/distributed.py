@@ -37,9 +37,10 @@
   the moving means equal those of the global batches).
 - The head on cached features is cheap: every process fits it, identically,
   with no communication (so a frozen-base run equals the single process).
-- Seeds: weights from the same seed everywhere (and broadcast from rank 0
-  when DDP wraps the model); shuffles from `(seed, epoch)`, the same on every
-  process; augmentation seeded per process (`rank_seed`).
+- Seeds: every process starts from rank 0's weights (`broadcast_weights`
+  when training starts; DDP broadcasts them again); shuffles from
+  `(seed, epoch)`, the same on every process; augmentation seeded per
+  process (`rank_seed`).
 
 **JAX** (`keras.distribution`, one process per host, `KERAS_DISTRIBUTION_*`
 variables, CPU collectives through gloo): `DataParallel` over every device
@@ -287,8 +288,8 @@ def local_model(model):
     Keras cannot fetch predictions that span processes, so inference-only
     passes (extraction, evaluation, throughput, saving) use each variable's
     local copy on this process's first device, with no distribution; the
-    global (replicated) arrays are put back after. Private API: a JAX
-    variable's `_value` (Keras 3.15).
+    global (replicated) arrays and their layouts are put back after. Private
+    API: a JAX variable's `_value` and `_layout` (Keras 3.15).
     """
     dist = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
     if dist is None or world().size == 1:
@@ -297,16 +298,54 @@ def local_model(model):
     import jax
 
     device = jax.local_devices()[0]
-    saved = [(v, v._value) for v in model.variables]
+    saved = [(v, v._value, v._layout) for v in model.variables]
     try:
-        for v, value in saved:
-            v._value = jax.device_put(value.addressable_data(0), device)
+        for v, value, _ in saved:
+            # A copy: Keras' jitted steps may donate the buffers they are given, and the global array keeps its own.
+            v._value, v._layout = jax.device_put(value.addressable_data(0), device, may_alias=False), None
         keras.distribution.set_distribution(None)
         yield model
     finally:
         keras.distribution.set_distribution(dist)
-        for v, value in saved:
-            v._value = value
+        for v, value, layout in saved:
+            v._value, v._layout = value, layout
+
+
+def broadcast_weights(model):
+    """Every torch process takes rank 0's weights (the same start, however the model was built).
+
+    A no-op with one process and on JAX (whose replicated variables are
+    created equal on every process, or not at all).
+    """
+    w = world()
+    if w.backend != "torch" or w.size == 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for v in model.variables:
+            dist.broadcast(v.value.data, src=0)
+
+
+@contextlib.contextmanager
+def alone():
+    """Within the block this process may build Keras objects by itself (rank 0 saving a model).
+
+    Under a JAX distribution across processes a new variable is laid out on
+    every process's devices, which all processes must do together; saving
+    builds some (Keras' saver makes a scratch optimizer), so rank 0's saves
+    run with the distribution unset. Elsewhere a no-op.
+    """
+    dist = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
+    if dist is None or world().size == 1:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(dist)
 
 
 @contextlib.contextmanager

@@ -183,6 +183,7 @@ def train_classifier(model, data, split, config, folder, verbose="auto", extra_c
                          f"{derived.stages} (frozen_base={derived.frozen_base}, train_top={derived.train_top}). "
                          "Build the model from the plan (comparison.build_model)")
     keras.utils.set_random_seed(config.seed)
+    distributed.broadcast_weights(model)  # across processes: all start from rank 0's weights
     return _StagedRun(model, data, split, config, folder, verbose, extra_callbacks, features_folder).run(
         plan or derived)
 
