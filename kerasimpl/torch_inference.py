@@ -442,18 +442,23 @@ def _reshape(layer):
 
 
 def _preprocess(mode, torch):
-    from kerasimpl.layers import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_MEAN_BGR, IMAGENET_STD
+    from kerasimpl.layers import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_MEAN_BGR, IMAGENET_STD,
+                                  LITE_MEAN, LITE_STD)
 
     if mode == "caffe":
         mean = _per_channel(IMAGENET_MEAN_BGR, torch)
         return lambda x: x.flip(1) - mean
     if mode == "tf":
         return lambda x: x / 127.5 - 1.0
+    if mode == "lite":
+        return lambda x: (x - LITE_MEAN) / LITE_STD
     if mode in ("torch", "cifar"):
         m, s = (IMAGENET_MEAN, IMAGENET_STD) if mode == "torch" else (CIFAR10_MEAN, CIFAR10_STD)
         m, s = _per_channel(m, torch), _per_channel(s, torch)
         return lambda x: (x / 255.0 - m) / s
-    return lambda x: x
+    if mode == "none":
+        return lambda x: x
+    raise NotImplementedError(f"Preprocess mode {mode!r}")
 
 
 def _head_layer(layer, torch, rank):

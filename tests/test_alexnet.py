@@ -5,7 +5,6 @@ The equality with torchvision itself is in test_torchvision.py (needs torchvisio
 
 import hashlib
 import os
-import pickle
 import warnings
 
 import keras
@@ -13,10 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from kerasimpl import models, torchvision_weights
+from kerasimpl import backbones, checkpoints, models
 from kerasimpl.alexnet import AlexNet
 from kerasimpl.heads import HeadConfig
+from kerasimpl.checkpoints import torchvision_alexnet
 from kerasimpl.layers import AdaptiveAveragePooling2D
+
+SOURCE = checkpoints.get_source("torchvision-alexnet")
 
 # torchvision.models.alexnet().state_dict(): keys and shapes (its published architecture).
 TORCHVISION_SHAPES = {
@@ -75,10 +77,21 @@ def test_fc6_reorder_maps_torch_flatten_to_keras_flatten():
     w_torch = rng.normal(size=(5, 9216)).astype("float32")
     fmap = rng.normal(size=(256, 6, 6)).astype("float32")  # (C, H, W)
     expected = w_torch @ fmap.reshape(-1)
-    kernel = torchvision_weights.to_keras("fc6", "classifier.1.weight", w_torch)
+    fc6 = SOURCE.kernels["fc6"]
+    kernel = fc6.to_keras(w_torch)
     assert kernel.shape == (9216, 5)
     np.testing.assert_allclose(fmap.transpose(1, 2, 0).reshape(-1) @ kernel, expected, rtol=1e-4, atol=1e-3)
-    np.testing.assert_array_equal(torchvision_weights.to_torch("fc6", ".weight", kernel), w_torch)
+    np.testing.assert_array_equal(fc6.to_torch(kernel), w_torch)
+
+
+def _alexnet_from(weights, size=64, include_top=True):
+    """AlexNet with `weights` ported through the factory (builders load no checkpoints)."""
+    return backbones.build_backbone("alexnet", keras.Input((size, size, 3)), weights=weights, include_top=include_top,
+                                    **({"classifier_activation": None} if include_top else {}))
+
+
+def _save(model, path):
+    return checkpoints.save_state_dict(model, SOURCE, path)
 
 
 def _random_alexnet(seed, size=64):
@@ -91,79 +104,51 @@ def _random_alexnet(seed, size=64):
 
 def test_checkpoint_round_trip_has_torchvision_keys_and_loads_back(tmp_path):
     a = _random_alexnet(1)
-    path = torchvision_weights.save_alexnet_checkpoint(a, str(tmp_path / "alexnet.pth"))
+    path = _save(a, str(tmp_path / "alexnet.pth"))
     state = torch.load(path, weights_only=True)
     assert {k: tuple(v.shape) for k, v in state.items()} == TORCHVISION_SHAPES
-    b = AlexNet(weights=path, input_shape=(96, 96, 3), classifier_activation=None)  # any size: same weights
+    b = _alexnet_from(path, 96)  # any size: same weights
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(wa), keras.ops.convert_to_numpy(wb))
     x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32")
-    c = AlexNet(weights=path, input_shape=(64, 64, 3), classifier_activation=None)
+    c = _alexnet_from(path)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(c(x)), keras.ops.convert_to_numpy(a(x)), rtol=1e-5,
                                atol=1e-6)
-    no_top = AlexNet(include_top=False, weights=path, input_shape=(64, 64, 3))  # convolutions only
+    no_top = _alexnet_from(path, include_top=False)  # convolutions only
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(no_top.get_layer("conv5").kernel),
                                   keras.ops.convert_to_numpy(a.get_layer("conv5").kernel))
 
 
-class _RunsCode:
-    """Unpickling this object runs `touch marker` (a real malicious payload)."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-def test_a_checkpoint_that_runs_code_is_refused(tmp_path):
-    marker = tmp_path / "pwned"
-    path = tmp_path / "evil.pth"
-    torch.save({"features.0.weight": _RunsCode(marker)}, path)
-    with pytest.raises(ValueError, match="Refused to load .*evil.pth.*never loaded"):
-        AlexNet(weights=str(path), input_shape=(64, 64, 3))
-    assert not marker.exists()
-    torch.load(path, weights_only=False)  # the payload is real: an unrestricted load runs it
-    assert marker.exists()
-
-
-def test_wrong_keys_and_shapes_name_the_expected_ones(tmp_path):
-    state = torchvision_weights.alexnet_state_dict(_random_alexnet(2))
+def test_a_wrong_class_count_is_named_with_torchvisions_shapes(tmp_path):
+    """The generic checks (tests/test_checkpoints.py) with torchvision's keys: a 10-class file for a 1000-class top."""
+    state = checkpoints.export_state_dict(_random_alexnet(2), SOURCE)
     del state["features.3.bias"]
     state["classifier.6.weight"] = torch.zeros(10, 4096)
     path = tmp_path / "bad.pth"
     torch.save(state, path)
-    with pytest.raises(ValueError, match=r"Missing: \['features.3.bias'\]; wrong shapes: \['classifier.6.weight: "
-                                         r"\(10, 4096\), expected \(1000, 4096\)'\]. Expected: features.0.weight"):
-        AlexNet(weights=str(path), input_shape=(64, 64, 3))
-    torch.save([1, 2], tmp_path / "list.pth")
-    with pytest.raises(ValueError, match="Expected a state_dict"):
-        AlexNet(weights=str(tmp_path / "list.pth"), input_shape=(64, 64, 3))
-    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="Not a torch checkpoint|Refused"):
-        AlexNet(weights=str(tmp_path / "junk.pth"), input_shape=(64, 64, 3))
-    with pytest.raises(ValueError, match="weights file not found.*Accepted: None, 'imagenet'"):
-        AlexNet(weights=str(tmp_path / "missing.pth"), input_shape=(64, 64, 3))
+    with pytest.raises(ValueError, match=r"Missing \(1\): features.3.bias; unexpected \(0\): none; mis-shaped "
+                                         r"\(1\): classifier.6.weight \(10, 4096\) \(expected \(1000, 4096\)\)"):
+        _alexnet_from(str(path))
 
 
 def test_imagenet_download_checks_the_hash_prefix(monkeypatch, tmp_path):
-    path = str(tmp_path / torchvision_weights.FILE_NAME)
-    torchvision_weights.save_alexnet_checkpoint(_random_alexnet(3), path)
+    path = str(tmp_path / torchvision_alexnet.FILE_NAME)
+    _save(_random_alexnet(3), path)
     requested = []
 
     def fake_get_file(fname, origin, **kw):
         requested.append((fname, origin, kw.get("cache_subdir")))
         return path
 
-    monkeypatch.setattr("keras.src.utils.file_utils.get_file", fake_get_file)
+    monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
     digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    monkeypatch.setattr(torchvision_weights, "HASH_PREFIX", digest[:8])
-    model = AlexNet(weights="imagenet", input_shape=(64, 64, 3))
-    assert requested == [(torchvision_weights.FILE_NAME, torchvision_weights.URL, "models")]
+    monkeypatch.setattr(torchvision_alexnet, "HASH_PREFIX", digest[:8])
+    model = _alexnet_from("imagenet")
+    assert requested == [(torchvision_alexnet.FILE_NAME, torchvision_alexnet.URL, "models")]
     assert model.get_layer("predictions").units == 1000
-    monkeypatch.setattr(torchvision_weights, "HASH_PREFIX", "00000000" if digest[:8] != "00000000" else "11111111")
+    monkeypatch.setattr(torchvision_alexnet, "HASH_PREFIX", "00000000" if digest[:8] != "00000000" else "11111111")
     with pytest.raises(RuntimeError, match="does not start with .*deleted it"):
-        AlexNet(weights="imagenet", input_shape=(64, 64, 3))
+        _alexnet_from("imagenet")
     assert not os.path.exists(path)  # as torch.hub: a mismatching file does not stay in the cache
 
 
@@ -180,7 +165,7 @@ def test_offline_imagenet_names_the_file_and_url(monkeypatch, tmp_path):
 
 def test_keep_top_hidden_ends_at_fc7_relu_with_the_checkpoint_weights(tmp_path):
     full = _random_alexnet(4)
-    path = torchvision_weights.save_alexnet_checkpoint(full, str(tmp_path / "a.pth"))
+    path = _save(full, str(tmp_path / "a.pth"))
     keras.utils.set_random_seed(9)
     model = models.build_classifier("alexnet", 3, input_shape=(32, 32, 3), image_size=64, weights=path,
                                     keep_top_hidden=True, head=HeadConfig((), 0.0))
@@ -202,7 +187,7 @@ def test_saliency_cli_explains_an_imagenet_prediction_from_the_checkpoint(tmp_pa
 
     from experiments import saliency
 
-    path = torchvision_weights.write_random_alexnet_checkpoint(str(tmp_path / "alexnet.pth"), seed=5)
+    path = backbones.write_random_checkpoint("alexnet", str(tmp_path / "alexnet.pth"), seed=5)
     image = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8)).save(image)
     out = tmp_path / "out"
@@ -224,8 +209,10 @@ def test_saliency_cli_explains_an_imagenet_prediction_from_the_checkpoint(tmp_pa
 
 _LOGITS = """
 import sys, numpy as np
-from kerasimpl.alexnet import AlexNet
-model = AlexNet(weights=sys.argv[1], input_shape=(64, 64, 3), classifier_activation=None)
+import keras
+from kerasimpl import backbones
+model = backbones.build_backbone("alexnet", keras.Input((64, 64, 3)), weights=sys.argv[1], include_top=True,
+                                 classifier_activation=None)
 np.save(sys.argv[3], np.asarray(model.predict(np.load(sys.argv[2]), verbose=0)))
 """
 
@@ -236,7 +223,7 @@ def test_the_same_checkpoint_gives_the_same_logits_on_torch_and_jax(tmp_path):
     import sys
 
     pytest.importorskip("jax")
-    path = torchvision_weights.save_alexnet_checkpoint(_random_alexnet(6), str(tmp_path / "a.pth"))
+    path = _save(_random_alexnet(6), str(tmp_path / "a.pth"))
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32"))
     outs, root = {}, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for backend in ("torch", "jax"):

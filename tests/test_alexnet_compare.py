@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import compare
-from kerasimpl import comparison, models, training, torchvision_weights
+from kerasimpl import backbones, checkpoints, comparison, models, training
 from kerasimpl.heads import HeadConfig
 
 
@@ -46,7 +46,7 @@ def _weights(layers_):
 
 def test_lastlayer_trains_fc6_fc7_and_the_new_layer_never_the_features(tmp_path):
     keras.utils.set_random_seed(0)
-    path = torchvision_weights.write_random_alexnet_checkpoint(str(tmp_path / "a.pth"))
+    path = backbones.write_random_checkpoint("alexnet", str(tmp_path / "a.pth"))
     model = models.build_classifier("alexnet", 4, input_shape=(32, 32, 3), image_size=63, weights=path,
                                     keep_top_hidden=True, train_top_hidden=True, head=HeadConfig((), 0.0))
     convs = [model.get_layer(f"conv{i}") for i in range(1, 6)]
@@ -101,7 +101,7 @@ def test_alexnet_smoke_preset_pieces_at_tiny_scale(tmp_path):
     assert last["trained"].startswith("frozen features + pretrained top trained")
     checkpoint = os.path.join(out, "alexnet-random-init.pth")
     assert last["weights"] == checkpoint and os.path.exists(checkpoint)
-    assert {k: tuple(v.shape) for k, v in torchvision_weights.read_state_dict(checkpoint).items()}[
+    assert {k: tuple(v.shape) for k, v in checkpoints.read_state_dict(checkpoint).items()}[
         "classifier.1.weight"] == (4096, 9216)
     # torchvision's alexnet(num_classes=10): 61,100,840 - 4096 * 990 - 990 parameters, all trained
     assert scratch["params_trainable"] == scratch["params_total"] == 57_044_810

@@ -83,10 +83,10 @@ def test_features_and_adaptive_pool_equal_torchvision_at_every_size(tv, checkpoi
     at input sizes from the smallest AlexNet accepts up."""
     import torch
 
-    from kerasimpl.alexnet import AlexNet
+    from kerasimpl import backbones
 
     path, net = checkpoint
-    model = AlexNet(weights=path, input_shape=(size, size, 3))
+    model = backbones.build_backbone("alexnet", keras.Input((size, size, 3)), weights=path, include_top=True)
     ours_model = keras.Model(model.input, [model.get_layer("pool5").output, model.get_layer("avgpool").output])
     x = np.random.default_rng(size).normal(size=(2, size, size, 3)).astype("float32")
     feats, pooled = (keras.ops.convert_to_numpy(t) for t in ours_model(x))
@@ -107,12 +107,12 @@ def test_checkpoint_written_by_kerasimpl_loads_into_torchvision(tv, tmp_path):
     model with the same outputs (what the offline preset relies on)."""
     import torch
 
+    from kerasimpl import checkpoints
     from kerasimpl.alexnet import AlexNet
-    from kerasimpl.torchvision_weights import save_alexnet_checkpoint
 
     keras.utils.set_random_seed(3)
     model = AlexNet(weights=None, input_shape=(96, 96, 3), classifier_activation=None)
-    path = save_alexnet_checkpoint(model, str(tmp_path / "k.pth"))
+    path = checkpoints.save_state_dict(model, checkpoints.get_source("torchvision-alexnet"), str(tmp_path / "k.pth"))
     net = tv.models.alexnet()
     net.load_state_dict(torch.load(path, weights_only=True))  # strict: every key, every shape
     x = np.random.default_rng(2).normal(size=(2, 96, 96, 3)).astype("float32")
