@@ -179,17 +179,31 @@ def resolve(args):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     from kerasimpl.artifacts import ArtifactError
     from kerasimpl.data import DatasetError
 
-    if not args.quiet:
-        experiments.log_to_stdout()  # kerasimpl's stage and progress lines (kerasimpl.progress)
     try:
+        _join_processes(argv)
+        args = build_parser().parse_args(argv)
+        if not args.quiet:
+            experiments.log_to_stdout()  # kerasimpl's stage and progress lines (kerasimpl.progress)
         return run(resolve(args), plots_dir=args.plots_dir, verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2))
     except (DatasetError, ArtifactError, ValueError, RuntimeError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _join_processes(argv):
+    """`--distribute`: join the run's processes first, before the parser (its help reads the device, which
+    starts JAX's backend; jax.distributed must come before)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--distribute", action="store_true")
+    early.add_argument("--distribute-timeout", type=int, default=600)
+    known, _ = early.parse_known_args(argv)
+    if known.distribute:
+        from kerasimpl import distributed
+
+        distributed.configure(known.distribute_timeout)
 
 
 def run(cfg, plots_dir="", verbose="auto") -> int:

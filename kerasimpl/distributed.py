@@ -74,7 +74,7 @@ DEFAULT_TIMEOUT_S = 600  # torch collectives (gloo, NCCL): a rank that waits lon
 
 @dataclasses.dataclass(frozen=True)
 class World:
-    """The processes of a run: `backend` (`"torch"`, `"jax"` or `None`: one plain process), this one's `rank`, `size`."""
+    """The processes of a run: `backend` (`"torch"`, `"jax"`; `None`: one plain process), this one's `rank`, `size`."""
 
     backend: str | None = None
     rank: int = 0
