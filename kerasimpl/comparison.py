@@ -170,6 +170,7 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
         return _finished(done)
     the_plan = plan or plan_for(run, config)
     eval_batch = eval_batch or config.extract_batch
+    keras.utils.set_random_seed(config.seed)  # the initial weights too (else the first row's differ run to run)
     with precision.keras_policy(config.precision):  # Keras' mixed policy for training; float32 is a no-op
         model = build_model(run, data, the_plan)
     seconds = training.train_classifier(model, data, split, config, folder, verbose=verbose,

@@ -180,3 +180,20 @@ def test_distribute_on_torch_without_torchrun_is_a_clear_error(tmp_path):
                            "--out", str(tmp_path), "--quiet"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "torchrun --standalone --nproc_per_node=N" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_compare_under_torchrun_records_one_result_with_the_world_size(tmp_path):
+    """The issue's command, small: two torch processes write one run folder, one result, world_size 2."""
+    out = tmp_path / "run"
+    (proc,) = _two_torch_processes(tmp_path, "import sys\nfrom experiments import compare\n"
+                                   "sys.exit(compare.main(sys.argv[1:]))", "--preset", "smoke", "--data",
+                                   "synthetic", "--backbones", "smallcnn", "--epochs", "1", "--distribute",
+                                   "--out", str(out), "--quiet")
+    stdout, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-4000:]
+    config = json.loads((out / "config.json").read_text())
+    assert (config["world_size"], config["distributed_backend"]) == (2, "torch.distributed (gloo)")
+    results = json.loads((out / "results.json").read_text())
+    assert [r["backbone"] for r in results] == ["smallcnn"] and 0 <= results[0]["test_accuracy"] <= 1
+    assert stdout.count("# Backbone comparison") == 1  # rank 0's log only
