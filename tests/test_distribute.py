@@ -197,3 +197,52 @@ def test_compare_under_torchrun_records_one_result_with_the_world_size(tmp_path)
     results = json.loads((out / "results.json").read_text())
     assert [r["backbone"] for r in results] == ["smallcnn"] and 0 <= results[0]["test_accuracy"] <= 1
     assert stdout.count("# Backbone comparison") == 1  # rank 0's log only
+
+
+RESUME_SCRIPT = r"""
+import os, sys, numpy as np, keras
+from kerasimpl import distributed, models, training
+from kerasimpl.data import synthetic_dataset, stratified_split
+from kerasimpl.heads import HeadConfig
+world = distributed.configure()
+data = synthetic_dataset(num_train=96, num_test=30, num_classes=4, seed=0)
+split = stratified_split(data.y_train, 0.25, 0)
+cfg = training.TrainConfig(epochs=4, batch_size=16, augment=("flip", "translate"), patience=5, learning_rate=3e-3)
+
+class Kill(keras.callbacks.Callback):  # rank 1 dies at the start of epoch 2 (after epoch 1's backup)
+    def on_epoch_begin(self, epoch, logs=None):
+        if sys.argv[2] == "kill" and epoch == 2 and world.rank == 1:
+            os._exit(3)
+
+keras.utils.set_random_seed(0)
+model = models.build_classifier("smallcnn", 4, weights=None, head=HeadConfig((16,), 0.0), freeze_base=False,
+                                backbone_kwargs={"widths": (8, 16)})
+training.train_classifier(model, data, split, cfg, sys.argv[1], verbose=0, extra_callbacks=[Kill()])
+np.save(os.path.join(sys.argv[1], f"weights{world.rank}.npy"),
+        np.concatenate([np.ravel(w) for w in model.get_weights()]))
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_ddp_run_resumes_on_every_rank_and_finishes_as_uninterrupted(tmp_path):
+    """Rank 1 killed mid-stage: torchrun ends the job; the rerun restores rank 0's backup on both ranks, at the
+    same epoch, and ends with the uninterrupted run's weights and history (no row twice)."""
+    def launch(folder, mode):
+        (proc,) = _two_torch_processes(folder, RESUME_SCRIPT, str(folder), mode)
+        _, err = proc.communicate(timeout=300)
+        return proc.returncode, err
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert launch(whole, "run")[0] == 0
+    code, _ = launch(resumed, "kill")
+    assert code != 0 and (resumed / "backup_train" / "latest").read_text().strip() == "epoch-2-batch-0"
+    code, err = launch(resumed, "run")
+    assert code == 0, err[-3000:]
+    for rank in (0, 1):
+        np.testing.assert_allclose(np.load(resumed / f"weights{rank}.npy"), np.load(whole / "weights0.npy"),
+                                   atol=1e-6)
+    rows = lambda folder: [line.split(",")[:4] for line in (folder / "history.csv").read_text().splitlines()]  # noqa
+    assert [r[:2] for r in rows(resumed)] == [["stage", "epoch"]] + [["train", str(e)] for e in range(4)]
+    np.testing.assert_allclose(np.array(rows(resumed)[1:], dtype=object)[:, 2:].astype(float),
+                               np.array(rows(whole)[1:], dtype=object)[:, 2:].astype(float), atol=1e-6)
+    assert not (resumed / "backup_train").exists()
