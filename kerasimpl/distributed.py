@@ -1,60 +1,34 @@
-"""Data parallelism across processes, on each engine's own machinery (`compare --distribute`).
+"""Data parallelism across processes on each engine's own machinery (`compare --distribute`).
 
-**torch** (`torchrun --nproc_per_node=N -m experiments.compare ... --distribute`;
-`--nnodes`/`--rdzv-endpoint` across hosts): one process per device, joined by
-`torch.distributed` (gloo on CPU, NCCL on CUDA, collectives time out after
-`timeout_s`).
+torch, one process per device under `torchrun` (`torch.distributed`: gloo on
+CPU, NCCL on CUDA; collectives time out). Inference-only passes (feature
+extraction, evaluation) are `sharded`: each process runs its contiguous share
+of the rows and the outputs are gathered. Stages that update weights train
+through `torch.nn.parallel.DistributedDataParallel` wrapped around the Keras
+model, as in Keras' `examples/demo_torch_multi_gpu.py`, but inside Keras'
+own `fit` (`data_parallel`): its train step is Keras' `TorchTrainer.train_step`
+with the forward pass through DDP, which averages the gradients during
+`backward`, and each process loads its slice of every global batch
+(`loader_options`: the `DistributedSampler` pattern). Chosen over the
+example's torch loop because `fit` keeps Keras' optimizer and loss, the
+precision policies and every callback (history, best checkpoint, early
+stopping, learning-rate schedule, atomic backup and resume); the price is a
+copy of Keras' 25-line train step (private `_loss_tracker`, Keras pinned to
+3.15; tests hold it to Keras' own numbers). Learning-rate rule: the batch
+size is the GLOBAL batch, split evenly, at the same learning rate (the
+single-process step, BatchNormalization statistics aside). Every process
+sees the same logs (averaged) and the same moving statistics (averaged), so
+callbacks decide alike. The head on cached features is fitted by every
+process identically, without communication.
 
-- Inference-only passes (frozen-base feature extraction of train, validation
-  and test; evaluation's fresh extraction) are sharded: each process runs
-  its contiguous share of the rows, and the features are gathered in order
-  (`sharded`), so every process holds all of them.
-- Stages that update the base (end to end, fine-tuning, a trained kept top,
-  a frozen base re-run every epoch) train through
-  `torch.nn.parallel.DistributedDataParallel` wrapped around the Keras model,
-  as in Keras' `examples/demo_torch_multi_gpu.py`, but inside Keras' own
-  `fit`: `data_parallel` swaps in a train step that is Keras'
-  `TorchTrainer.train_step` with the forward pass through the DDP wrapper
-  (which all-reduces, averaging, the gradients during `backward`), and each
-  process loads its slice of every global batch (`loader_options`, the
-  `DistributedSampler` pattern: same shuffle on every process, each its own
-  part). Keeping `fit` keeps everything built on it: Keras' Adam and loss,
-  the mixed-precision policies, and every callback (CSV history, best
-  checkpoint, early stopping, learning-rate schedule, the atomic backup and
-  resume). Keras' example instead writes a torch loop with a torch
-  optimizer, which would need all of those written again. The cost is a
-  copy of Keras' 25-line train step (private `_loss_tracker`; Keras is
-  pinned to 3.15, and a test holds the copy equal to Keras' own).
-- Learning-rate rule: `--batch-size` stays the GLOBAL batch, split evenly
-  over the processes (each computes `batch/N` rows), with the same learning
-  rate: DDP averages the gradients, so one step is the single-process step
-  on the same global batch (BatchNormalization's batch statistics are each
-  process's own `batch/N` rows). No linear scaling.
-- Every process runs the same callbacks on the same logs (averaged over the
-  processes after every batch and epoch), so early stopping, the learning
-  rate schedule and NaN stops are decided alike; BatchNormalization's moving
-  statistics are averaged before each validation and at the end (linear, so
-  the moving means equal those of the global batches).
-- The head on cached features is cheap: every process fits it, identically,
-  with no communication (so a frozen-base run equals the single process).
-- Seeds: every process starts from rank 0's weights (`broadcast_weights`
-  when training starts; DDP broadcasts them again); shuffles from
-  `(seed, epoch)`, the same on every process; augmentation seeded per
-  process (`rank_seed`).
+JAX (`keras.distribution`, `KERAS_DISTRIBUTION_*`, gloo collectives on CPU):
+`DataParallel` over every device with `auto_shard_dataset=False`, each
+process feeding its slice of every global batch; inference runs on each
+process's local copy of the weights (`local_model`), sharded like torch's.
 
-**JAX** (`keras.distribution`, one process per host, `KERAS_DISTRIBUTION_*`
-variables, CPU collectives through gloo): `DataParallel` over every device
-of every process, `auto_shard_dataset=False`: each process loads its slice
-of every global batch (`loader_options`) and Keras assembles the global
-batch. Keras cannot return predictions that span processes, so
-inference-only passes run per process on a local copy of the weights
-(`local_model`), sharded and gathered like torch's.
-
-**Files**: every process reads the run folder (a resumed run, feature
-caches, finished stages); only rank 0 writes it (`is_writer`). On several
-hosts, resuming needs the folder on a filesystem they share; where
-processes see different states `agree` stops them with a message instead of
-letting them wait on different collectives.
+Every process reads the run folder; only rank 0 writes it (`is_writer`), and
+saves alone (`alone`). Where processes would act on different states,
+`agree` stops them with a message instead of a hang.
 """
 
 from __future__ import annotations
