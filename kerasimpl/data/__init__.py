@@ -24,7 +24,7 @@ from kerasimpl.data.base import DatasetError, ImageClassificationData, validate_
 from kerasimpl.data.classes import parse_classes, select_classes, subset_classes
 from kerasimpl.data.cifar10 import CIFAR10_SHA256, CIFAR10_URL, download_cifar10, load_cifar10
 from kerasimpl.data.folder import ImageFiles, is_image_folder, load_image_folder
-from kerasimpl.data.loaders import ArrayDataset
+from kerasimpl.data.loaders import ArrayDataset, ViewsDataset
 from kerasimpl.data.splits import Split, stratified_split
 from kerasimpl.data.synthetic import synthetic_dataset
 from kerasimpl.data.tfds import load_tfds
@@ -81,7 +81,7 @@ def load_dataset(source="cifar10", *, image_size=None, cache_dir=None, test_frac
 
 
 __all__ = [
-    "ArrayDataset", "CIFAR10_SHA256", "CIFAR10_URL", "DatasetError", "ImageClassificationData", "ImageFiles",
+    "ArrayDataset", "ViewsDataset", "CIFAR10_SHA256", "CIFAR10_URL", "DatasetError", "ImageClassificationData", "ImageFiles",
     "is_image_folder", "is_tinyimagenet", "load_image_folder", "load_tinyimagenet", "parse_classes",
     "select_classes", "subset_classes",
     "SOURCES", "Split", "download_cifar10", "load_cifar10", "load_dataset", "load_tfds",

@@ -121,3 +121,30 @@ class ArrayDataset(keras.utils.PyDataset):
             else:
                 xb, yb = self.augment(xb, yb)
         return xb, yb
+
+
+class ViewsDataset(ArrayDataset):
+    """`ArrayDataset` over `views` stacked copies of N rows (view-major: row `v * N + i`);
+    epoch e serves view `e mod views`, shuffled as `ArrayDataset` shuffles N rows.
+
+    What fine-tuning on cached activations trains on
+    (`kerasimpl.partial`): each epoch sees each image once, in one of a pool
+    of fixed augmentations.
+
+    Args:
+        x: array (views * N, ...).
+        y: labels (N,), shared by every view.
+        views: number of stacked copies.
+        **kwargs: as `ArrayDataset` (batch_size, shuffle, seed, multiple_of, ...).
+    """
+
+    def __init__(self, x, y, views, **kwargs):
+        n = len(y)
+        if views < 1 or len(x) != views * n:
+            raise ValueError(f"Expected views * len(y) = {views} * {n} rows. Received: {len(x)} rows, views={views}")
+        super().__init__(x, np.tile(np.asarray(y), views), indices=np.arange(n), **kwargs)
+        self.n, self.views = n, int(views)
+
+    def _set_epoch(self, epoch):
+        super()._set_epoch(epoch)
+        self._order = self._order % self.n + (max(epoch, 0) % self.views) * self.n

@@ -1,0 +1,100 @@
+"""Fine-tuning the top of a frozen base on cached activations.
+
+When only the top of the base is trainable (and every BatchNormalization
+frozen, so the frozen part is a fixed function of its input), the model
+splits at one tensor: the frozen *bottom* runs once per training image and
+augmented view, on the fast inference path (`kerasimpl.inference`), and
+only the trainable *top* runs with gradients, epoch after epoch. On a CPU
+this is what makes fine-tuning affordable: EfficientNet-Lite0's last stage
+and head on 7x7 maps cost a few percent of the whole network.
+
+Augmentation becomes a pool of `views` fixed augmented copies of each
+training image (view 0 unaugmented, view v drawn with key `(v, batch)` from
+the run's seed); epoch e trains on view `e mod views`. Label-mixing
+augmentations (MixUp, CutMix) change labels per batch and are not cached:
+`split_at_trainable` callers fall back to the whole model for them.
+
+The split is exact: `top(bottom(x))` is the model's own function, with the
+same layer objects (the top's variables ARE the model's).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from kerasimpl.augmentation import MIXING, augmenter
+
+
+class NoSplit(ValueError):
+    """The model has no single tensor before its first trainable layer (says why)."""
+
+
+def split_at_trainable(model):
+    """`(bottom, top, cut_layer)`: the model cut at the last single tensor before its first trainable weight.
+
+    `bottom` maps the model's input to the cut tensor; `top` maps the cut
+    tensor to the model's output and holds every trainable variable.
+
+    Raises:
+        NoSplit: nothing is trainable, or no tensor separates the frozen part.
+    """
+    layers = model.layers
+    trainable = [i for i, layer in enumerate(layers) if layer.trainable_weights]
+    if not trainable:
+        raise NoSplit(f"{model.name} has no trainable weights: nothing to fine-tune")
+    trainable_ids = {id(v) for v in model.trainable_weights}
+    for j in range(trainable[0] - 1, 0, -1):  # walk back from the first trainable layer
+        cut = layers[j].output
+        if not isinstance(cut, keras.KerasTensor):
+            continue
+        try:
+            top = keras.Model(cut, model.outputs[0], name=f"{model.name}_top")
+        except ValueError:  # "Graph disconnected": a later layer also reads an earlier tensor
+            continue
+        if {id(v) for v in top.trainable_weights} == trainable_ids:
+            bottom = keras.Model(model.inputs[0], cut, name=f"{model.name}_bottom")
+            return bottom, top, layers[j].name
+    raise NoSplit(f"{model.name}: no single tensor separates the frozen layers from the first trainable one "
+                  f"({layers[trainable[0]].name})")
+
+
+def can_split(model, augment) -> bool:
+    """Whether fine-tuning `model` with `augment` can run on cached activations."""
+    if any(a in MIXING for a in augment):
+        return False
+    try:
+        split_at_trainable(model)
+    except NoSplit:
+        return False
+    return True
+
+
+def cut_activations(bottom, x, indices, augment=(), views=1, seed=0, batch_size=64, precision="float32",
+                    verbose=0, what="extract cut"):
+    """The bottom's output for `views` copies of `x[indices]`, view-major: row `v * N + i`.
+
+    View 0 is `x[indices]` as is; view v >= 1 is augmented by
+    `augmentation.augmenter(augment, seed)` with key `(v, batch)`, so the
+    pool is a function of the seed alone. The bottom runs on the fast path
+    (`inference.Forward`: compiled torch, jitted JAX, else Keras) at
+    `precision`; batches are augmented and extracted one at a time, so no
+    augmented copy of the images is kept.
+    """
+    from kerasimpl.inference import Forward
+    from kerasimpl.progress import Progress
+
+    indices = np.asarray(indices)
+    forward, aug = Forward(bottom, precision), augmenter(augment, seed)
+    out = np.empty((views * len(indices), *bottom.output.shape[1:]), dtype=np.float32)
+    progress = Progress(len(out), what, verbose)
+    for v in range(views):
+        for b, start in enumerate(range(0, len(indices), batch_size)):
+            xb = np.asarray(x[indices[start:start + batch_size]])
+            if v and aug is not None:
+                xb, _ = aug(xb, None, key=(v, b))
+            row = v * len(indices) + start
+            out[row:row + len(xb)] = forward(np.asarray(xb))
+            progress.update(row + len(xb))
+    progress.close()
+    return out
