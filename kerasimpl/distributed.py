@@ -216,18 +216,23 @@ def _jax_allgather_text(text, width=2048):
     return [bytes(r[4:4 + int(np.frombuffer(r[:4].tobytes(), np.uint32)[0])]).decode(errors="replace") for r in rows]
 
 
-def sharded(model, fn, indices) -> np.ndarray:
+def sharded(model, fn, indices, align=1) -> np.ndarray:
     """`fn(indices)` (rows in, one output row per index out) computed in shares across the processes.
 
     Each process runs `fn` on its contiguous share of `indices` (on its own
     copy of `model`'s weights under JAX, `local_model`), and the outputs are
-    gathered in order: every process returns the whole result.
+    gathered in order: every process returns the whole result. Shares start
+    at multiples of `align` (`fn`'s batch size): every batch is then the
+    single process's own, and so are the outputs, bit for bit (a batch of
+    another size can round differently).
     """
     w = world()
     indices = np.asarray(indices)
     if w.size == 1:
         return fn(indices)
-    parts = np.array_split(indices, w.size)
+    batches = -(-len(indices) // align)
+    cuts = [min(len(indices), align * (batches * r // w.size)) for r in range(w.size + 1)]
+    parts = [indices[cuts[r]:cuts[r + 1]] for r in range(w.size)]
     mine = parts[w.rank]
     with local_model(model):
         out = np.asarray(fn(mine if len(mine) else indices[:1]))  # an empty share still learns the row shape
@@ -440,7 +445,9 @@ def finish():
     """End the processes' work together: after it rank 0 goes on alone (figures), the others stop.
 
     torch: a barrier, then the process group is destroyed. JAX: the
-    distribution is unset (what runs next on rank 0 is local).
+    distribution is unset and `jax.distributed` shut down together (a
+    process that exits first would otherwise wait in JAX's shutdown barrier
+    and abort); what runs next on rank 0 is local.
     """
     w = world()
     if w.size == 1:
@@ -451,4 +458,7 @@ def finish():
         dist.barrier()
         dist.destroy_process_group()
     else:
+        import jax
+
         keras.distribution.set_distribution(None)
+        jax.distributed.shutdown()

@@ -42,7 +42,7 @@ def extract_features(model, x, indices=None, batch_size=64, verbose="auto", nati
     return distributed.sharded(
         model, lambda part: predict_batches(extractor, x, batch_size, precision, indices=part, verbose=verbose,
                                             workers=workers, what=what, native=native),
-        np.arange(len(x)) if indices is None else indices)
+        np.arange(len(x)) if indices is None else indices, align=batch_size)
 
 
 TRIM_EVERY = 64  # batches between returns of freed memory to the OS (`runtime.release_freed_memory`)

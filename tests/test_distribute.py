@@ -34,7 +34,7 @@ for kind in ("frozen", "end_to_end"):
     model = models.build_classifier("smallcnn", 4, weights=None, head=HeadConfig((16,), 0.0),
                                     freeze_base=kind == "frozen", backbone_kwargs={"widths": (8, 16)})
     training.train_classifier(model, data, split, cfg, os.path.join(out, kind), verbose=0)
-    feats = features.extract_features(model, data.x_test, batch_size=8, verbose=0)  # 30 rows: shares 15 + 15
+    feats = features.extract_features(model, data.x_test, batch_size=8, verbose=0)  # shares 16 + 14 rows
     with distributed.local_model(model):
         found[kind] = evaluation.predict_proba(model, data.x_test, batch_size=16)
     found[kind + "_features"] = feats
