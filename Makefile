@@ -4,6 +4,8 @@
 #   make test BACKEND=jax     # the same suite on JAX
 #   make run                  # the full comparison (needs internet once; see `make run` output)
 #   make smoke                # offline smoke run on synthetic data (a few minutes on a CPU)
+#   make demo                 # offline: a real ImageNet network classifies and explains a photo (< 2 min)
+#   make gpu-check TORCH=cuda # on a CUDA machine: extraction, full-size run, fine-tuning step (< 5 min)
 #
 # Variables (make VAR=value ...):
 #   TORCH=cpu     torch build: cpu (default: a CPU wheel, never the multi-GB CUDA one),
@@ -32,7 +34,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.kerasimpl-installed-$(TORCH)-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup test run smoke clean-venv
+.PHONY: setup test run smoke demo gpu-check clean-venv
 
 setup: $(STAMP)
 
@@ -73,6 +75,12 @@ run: $(STAMP)
 
 smoke: $(STAMP)
 	KERAS_BACKEND=$(BACKEND) $(PY) -m experiments.compare --preset smoke --data synthetic $(ARGS)
+
+demo: $(STAMP)
+	KERAS_BACKEND=$(BACKEND) MPLBACKEND=Agg $(PY) -m experiments.demo $(ARGS)
+
+gpu-check: $(STAMP)
+	KERAS_BACKEND=torch $(PY) -m experiments.gpu_check --out runs/gpu-check $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -49,8 +49,14 @@ PRESETS = {
     # from-scratch CNN as the baseline. Each backbone at its own resolution (224/240/260).
     "lite-subset": dict(data=None, weights="imagenet", image_size=None, epochs=15, batch_size=64, alpha=None,
                         backbones="efficientnetlite0,efficientnetlite0:finetune,efficientnetlite1,efficientnetlite2,"
-                                  "smallcnn", linear_probe=True, finetune_layers=20, gradcam_gallery=8),
+                                  "smallcnn", linear_probe=True, finetune_layers=60, finetune_lr=3e-4, finetune_views=2,
+                        gradcam_gallery=8),
 }
+
+
+# Options a preset may set; the command line overrides both.
+OPTION_DEFAULTS = {"lr": 1e-3, "gradcam_gallery": 0, "linear_probe": False, "finetune_layers": 20, "finetune_lr": 1e-5,
+                   "finetune_views": 4}
 
 
 def build_parser():
@@ -88,11 +94,11 @@ def build_parser():
     p.add_argument("--epochs", type=int, help="epochs of the head (or end-to-end) stage")
     p.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning the top of the base")
     p.add_argument("--finetune-layers", type=int, help="backbone layers unfrozen for fine-tuning (default 20)")
-    p.add_argument("--finetune-lr", type=float, default=1e-5, help="learning rate of fine-tuning (default 1e-5)")
-    p.add_argument("--finetune-views", type=int, default=4,
+    p.add_argument("--finetune-lr", type=float, help="learning rate of fine-tuning (default 1e-5; lite-subset: 3e-4)")
+    p.add_argument("--finetune-views", type=int,
                    help="fine-tuning on cached activations (a frozen bottom, kerasimpl.partial): copies of each "
                         "training image, view 0 plain, the others augmented; epoch e uses view e mod N (default 4; "
-                        "0: fine-tune the whole model every step)")
+                        "lite-subset: 2; 0: fine-tune the whole model every step)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3; alexnet-smoke: 1e-4)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--inference-batch-size", type=int,
@@ -164,12 +170,10 @@ def resolve(args):
     from kerasimpl import precision
 
     cfg = dict(PRESETS[args.preset])
-    cfg.setdefault("lr", 1e-3)
-    cfg.setdefault("gradcam_gallery", 0)
-    cfg.setdefault("linear_probe", False)
-    cfg.setdefault("finetune_layers", 20)
+    for key, default in OPTION_DEFAULTS.items():  # where neither the preset nor the command line says
+        cfg.setdefault(key, default)
     for key in ("backbones", "data", "weights", "image_size", "alpha", "epochs", "batch_size", "lr",
-                "gradcam_gallery", "linear_probe", "finetune_layers"):
+                *OPTION_DEFAULTS):
         value = getattr(args, key)
         if value is not None:
             cfg[key] = value
@@ -177,7 +181,7 @@ def resolve(args):
         raise ValueError(f"--preset {args.preset} runs on data you name: pass --data PATH (e.g. the CIFAR-10 "
                          "subset's cifar-10-python-subset.tar.gz, or cifar10 to download the full set)")
     cfg.update({k: getattr(args, k) for k in (
-        "finetune_epochs", "finetune_lr", "finetune_views", "val_fraction", "seed", "seeds", "augment",
+        "finetune_epochs", "val_fraction", "seed", "seeds", "augment",
         "hidden", "dropout", "workers", "preset", "distribute", "distribute_timeout", "data_size", "test_fraction",
         "keep_top_hidden", "inference_batch_size", "saliency", "saliency_method", "classes", "tune")})
     cfg["cache_features"] = not args.no_cache_features

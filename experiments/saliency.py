@@ -275,7 +275,8 @@ def run_data(args) -> int:
     results = explain_all(methods, images, [int(t) for t in preds])
     rows = [caption(int(i), names, int(t), pp) for i, t, pp in zip(chosen, labels, p)]
     columns = {method_title(m): [e.importance() for e in results[m.name][0]] for m in methods}
-    title = (f"{os.path.basename(str(args.model))} on {os.path.basename(str(data.source))}: saliency of the "
+    shown = os.path.join(*[part for part in os.path.normpath(str(args.model)).split(os.sep)[-2:]])  # row/model.keras
+    title = (f"{shown} on {os.path.basename(str(data.source))}: saliency of the "
              f"predicted class" + (f"\n({short})" if short else ""))
     save_figure(plotting.saliency_gallery(images, rows, columns, title), os.path.join(args.out, "gallery.png"))
     import io

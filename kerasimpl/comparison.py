@@ -60,11 +60,11 @@ ROW_VARIANTS = {
               "(the same as NAME alone)",
     "finetune": "as NAME alone, then the top --finetune-layers layers of the base fine-tuned with augmentation "
                 "(BatchNormalization frozen; on cached activations where the base splits, kerasimpl.partial) for "
-                "--finetune-epochs epochs (default for this row: 5)",
+                "--finetune-epochs epochs (default for this row: 6)",
 }
 # Fine-tuning epochs of a NAME:finetune row when --finetune-epochs is 0 (the default, which keeps
 # every other row frozen).
-FINETUNE_ROW_EPOCHS = 5
+FINETUNE_ROW_EPOCHS = 6
 
 
 def parse_row(text):

@@ -5,8 +5,10 @@ frozen, so the frozen part is a fixed function of its input), the model
 splits at one tensor: the frozen *bottom* runs once per training image and
 augmented view, on the fast inference path (`kerasimpl.inference`), and
 only the trainable *top* runs with gradients, epoch after epoch. On a CPU
-this is what makes fine-tuning affordable: EfficientNet-Lite0's last stage
-and head on 7x7 maps cost a few percent of the whole network.
+this is what makes fine-tuning affordable: a training step of
+EfficientNet-Lite0's stages 5-7 (from 14x14 maps on, the top 60 layers)
+costs less than a forward pass of the whole network in Keras, and the
+bottom's 70% of the arithmetic runs once per view instead of every epoch.
 
 Augmentation becomes a pool of `views` fixed augmented copies of each
 training image (view 0 unaugmented, view v drawn with key `(v, batch)` from

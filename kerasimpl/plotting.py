@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def learning_curves(rows, title="") -> Figure:
@@ -31,6 +32,7 @@ def learning_curves(rows, title="") -> Figure:
                 ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
                 ax.text(i + 0.6, ax.get_ylim()[1], stages[i], va="top", fontsize=8, color="grey")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -54,6 +56,7 @@ def learning_curves_overlay(histories, title="") -> Figure:
                 vals = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
                 ax.plot(step, vals, style, ms=3, color=f"C{i % 10}", label=f"{label} {part}")
         ax.set(xlabel="epoch (all stages in sequence)", ylabel=metric, title=metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title)
@@ -155,7 +158,10 @@ def saliency_gallery(images, row_titles, columns, title="", cell_titles=None) ->
     """
     images = [np.asarray(im) for im in images]
     n, k = len(images), len(columns)
-    fig = Figure(figsize=(2.2 * (1 + k) + 0.6, 2.3 * n + 0.6))
+    lines = max([1] + [str(t).count("\n") + 1 for t in row_titles])  # caption lines above each row
+    # Constrained layout places every caption between its row and the one above (no overlap) and the
+    # title right over the first row.
+    fig = Figure(figsize=(2.2 * (1 + k) + 0.9, (2.2 + 0.16 * lines) * n + 0.5), layout="constrained")
     axes = np.asarray(fig.subplots(n, 1 + k, squeeze=False))
     im = None
     for i, image in enumerate(images):
@@ -174,6 +180,6 @@ def saliency_gallery(images, row_titles, columns, title="", cell_titles=None) ->
     for ax in axes.ravel():
         ax.axis("off")
     if im is not None:
-        fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01, label="importance (per map, 0-1)")
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=min(1.0, 3.0 / n), label="importance (per map, 0-1)")
     fig.suptitle(title, fontsize=10)
     return fig
