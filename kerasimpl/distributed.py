@@ -2,8 +2,9 @@
 
 torch, one process per device under `torchrun` (`torch.distributed`: gloo on
 CPU, NCCL on CUDA; collectives time out). Inference-only passes (feature
-extraction, evaluation) are `sharded`: each process runs its contiguous share
-of the rows and the outputs are gathered. Stages that update weights train
+extraction, evaluation: `inference.predict_batches(across_processes=True)`)
+are `sharded`: each process runs its contiguous share of the rows and the
+outputs are gathered. Stages that update weights train
 through `torch.nn.parallel.DistributedDataParallel` wrapped around the Keras
 model, as in Keras' `examples/demo_torch_multi_gpu.py`, but inside Keras'
 own `fit` (`data_parallel`): its train step is Keras' `TorchTrainer.train_step`

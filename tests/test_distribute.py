@@ -246,3 +246,22 @@ def test_a_killed_ddp_run_resumes_on_every_rank_and_finishes_as_uninterrupted(tm
     np.testing.assert_allclose(np.array(rows(resumed)[1:], dtype=object)[:, 2:].astype(float),
                                np.array(rows(whole)[1:], dtype=object)[:, 2:].astype(float), atol=1e-6)
     assert not (resumed / "backup_train").exists()
+
+
+def _resolved(*argv):
+    from experiments import compare
+
+    return compare.resolve(compare.build_parser().parse_args(["--data", "synthetic", *argv]))
+
+
+def test_tune_and_a_batch_that_does_not_split_are_refused_before_anything_runs(tmp_path, monkeypatch):
+    from kerasimpl import comparison_run, distributed
+
+    with pytest.raises(ValueError, match="--tune runs its trials in one process"):
+        comparison_run.validate(_resolved("--tune", "2", "--distribute"))
+    monkeypatch.setattr(distributed, "configure", lambda timeout_s: distributed.World("torch", 0, 3))
+    config = _resolved("--batch-size", "64", "--distribute", "--out", str(tmp_path / "r"))
+    with pytest.raises(ValueError, match="--batch-size 64 for 3 processes"):
+        comparison_run.run_comparison(config)
+    assert not (tmp_path / "r").exists()
+    assert comparison_run._distribution(_resolved("--batch-size", "63", "--distribute")).size == 3
