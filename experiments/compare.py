@@ -124,8 +124,14 @@ def build_parser():
                    help="threads loading (and decoding) batches ahead (default: 1; image folders and Tiny "
                         "ImageNet: the CPU count)")
     p.add_argument("--distribute", action="store_true",
-                   help="data-parallel over all local devices (KERAS_BACKEND=jax; multi-host via "
-                        "KERAS_DISTRIBUTION_* variables, see README 'Scaling out')")
+                   help="data-parallel training and sharded feature extraction (README 'Scaling out'). torch: one "
+                        "process per device under torchrun --nproc_per_node=N (gloo on CPU, NCCL on CUDA; "
+                        "DistributedDataParallel); JAX: keras.distribution.DataParallel over all devices (across "
+                        "hosts: KERAS_DISTRIBUTION_* variables). Learning-rate rule: --batch-size is the GLOBAL "
+                        "batch, split evenly over the processes, at the same --lr (no scaling); only rank 0 writes")
+    p.add_argument("--distribute-timeout", type=int, default=600, metavar="SECONDS",
+                   help="torch --distribute: a collective that waits longer than this stops the run with an "
+                        "error (default 600)")
     p.add_argument("--tune", type=int, default=0, metavar="TRIALS",
                    help="per backbone: random search (KerasTuner oracle, needs the 'tune' extra) of learning rate, "
                         "dropout, head width and fine-tuning depth on VALIDATION accuracy (never test); every trial "
@@ -175,8 +181,8 @@ def resolve(args):
                          "subset's cifar-10-python-subset.tar.gz, or cifar10 to download the full set)")
     cfg.update({k: getattr(args, k) for k in (
         "finetune_epochs", "val_fraction", "seed", "seeds", "augment",
-        "hidden", "dropout", "workers", "preset", "distribute", "data_size", "test_fraction", "keep_top_hidden",
-        "inference_batch_size", "saliency", "saliency_method", "classes", "tune")})
+        "hidden", "dropout", "workers", "preset", "distribute", "distribute_timeout", "data_size", "test_fraction",
+        "keep_top_hidden", "inference_batch_size", "saliency", "saliency_method", "classes", "tune")})
     cfg["cache_features"] = not args.no_cache_features
     cfg["precision_requested"] = args.precision
     cfg["precision"] = precision.resolve(args.precision)  # what ran: float32, bfloat16 or float16
@@ -189,20 +195,34 @@ def resolve(args):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     from kerasimpl.artifacts import ArtifactError
     from kerasimpl.comparison_run import run_comparison
     from kerasimpl.data import DatasetError
 
-    if not args.quiet:
-        experiments.log_to_stdout()  # kerasimpl's stage and progress lines (kerasimpl.progress)
     try:
+        _join_processes(argv)
+        args = build_parser().parse_args(argv)
+        if not args.quiet:
+            experiments.log_to_stdout()  # kerasimpl's stage and progress lines (kerasimpl.progress)
         run_comparison(resolve(args), plots_dir=args.plots_dir, say=say, on_slow=pause_if_watched,
                        verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2))
     except (DatasetError, ArtifactError, ValueError, RuntimeError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _join_processes(argv):
+    """`--distribute`: join the run's processes first, before the parser (its help reads the device, which
+    starts JAX's backend; jax.distributed must come before)."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--distribute", action="store_true")
+    early.add_argument("--distribute-timeout", type=int, default=600)
+    known, _ = early.parse_known_args(argv)
+    if known.distribute:
+        from kerasimpl import distributed
+
+        distributed.configure(known.distribute_timeout)
 
 
 def say(message):

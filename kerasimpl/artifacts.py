@@ -120,19 +120,22 @@ def save_model(model, path, keep_policy=False):
     so every file a run writes, checkpoints included, reloads and predicts
     in float32 on any backend; `keep_policy=True` saves the policy as is.
     """
-    from kerasimpl import precision
+    from kerasimpl import distributed, precision
 
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"Models are saved as .keras files. Received: {path}")
-    if not keep_policy and precision.has_low_precision(model):
-        model = precision.float32_copy(model)
-    with atomic_path(path) as tmp:
-        model.save(tmp)
+    with distributed.alone():  # rank 0 saves by itself under any distribution
+        if not keep_policy and precision.has_low_precision(model):
+            model = precision.float32_copy(model)
+        with atomic_path(path) as tmp:
+            model.save(tmp)
 
 
 def save_weights(model, path):
-    with atomic_path(path, suffix=".weights.h5") as tmp:
+    from kerasimpl import distributed
+
+    with distributed.alone(), atomic_path(path, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
 
 

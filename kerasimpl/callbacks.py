@@ -56,7 +56,8 @@ class BestCheckpoint(keras.callbacks.Callback):
     """Save the model as `.keras` whenever `monitor` improves (atomically).
 
     Args:
-        path: `.keras` destination.
+        path: `.keras` destination; `None` keeps the best score only (a
+            process that does not write, under data parallelism).
         monitor: metric to watch, e.g. `val_accuracy`.
         mode: `max` or `min`.
         saved_model: the model to save, when `fit` trains a part of it
@@ -68,7 +69,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         super().__init__()
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min'. Received: mode={mode!r}")
-        self.path, self.monitor, self.mode = os.fspath(path), monitor, mode
+        self.path, self.monitor, self.mode = None if path is None else os.fspath(path), monitor, mode
         self.saved_model = saved_model
         self.best = -math.inf if mode == "max" else math.inf
 
@@ -81,7 +82,8 @@ class BestCheckpoint(keras.callbacks.Callback):
         better = value > self.best if self.mode == "max" else value < self.best
         if better:
             self.best = float(value)
-            save_model(self.saved_model or self.model, self.path)
+            if self.path is not None:
+                save_model(self.saved_model or self.model, self.path)
 
 
 class Timer(keras.callbacks.Callback):
@@ -134,12 +136,14 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         track: callbacks whose state to keep: `EarlyStopping`,
             `ReduceLROnPlateau`, `BestCheckpoint`. Put them before this
             callback in the list, so their `on_train_begin` reset runs first.
+        save: `False`: restore from the backups, never write them (a
+            process that does not write, under data parallelism).
         **kwargs: passed to `keras.callbacks.BackupAndRestore`.
     """
 
-    def __init__(self, backup_dir, track=(), **kwargs):
+    def __init__(self, backup_dir, track=(), save=True, **kwargs):
         super().__init__(backup_dir, **kwargs)
-        self.track = list(track)
+        self.track, self.save = list(track), save
         for cb in self.track:
             _state_attributes(cb)  # fail now on a callback we cannot carry
 
@@ -147,9 +151,14 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         return os.path.join(self.backup_dir, "latest")
 
     def _save_model(self):
+        if not self.save:
+            return
         slot = os.path.join(self.backup_dir, f"epoch-{self._current_epoch}-batch-{self._last_batch_seen}")
         os.makedirs(slot, exist_ok=True)
-        self.model.save_weights(os.path.join(slot, "model.weights.h5"), overwrite=True)
+        from kerasimpl import distributed
+
+        with distributed.alone():  # rank 0 saves by itself under any distribution
+            self.model.save_weights(os.path.join(slot, "model.weights.h5"), overwrite=True)
         states = []
         for i, cb in enumerate(self.track):
             states.append({a: _plain(getattr(cb, a, None)) for a in _state_attributes(cb)})
@@ -225,8 +234,12 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
         super().on_batch_end(batch, logs)
 
 
-def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True, saved_model=None):
+def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True, saved_model=None, writes=True):
     """The callbacks every kerasimpl training stage uses.
+
+    `writes=False` (a process other than rank 0 under data parallelism):
+    the same decisions (early stopping, learning rate, the best score, the
+    backup restored on resume), no file written.
 
     Returns:
         `(callbacks, timer, nan_guard)`: the list for `fit`, plus the timer
@@ -240,14 +253,14 @@ def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True,
     tracked = [reduce_lr, early_stop]
     cbs = [timer, nan_guard, reduce_lr, early_stop]
     if checkpoint:
-        best = BestCheckpoint(os.path.join(folder, f"best_{stage}.keras"), saved_model=saved_model)
+        best = BestCheckpoint(os.path.join(folder, f"best_{stage}.keras") if writes else None, saved_model=saved_model)
         cbs.append(best)
         tracked.append(best)
-    cbs += [
-        CSVHistory(os.path.join(folder, "history.csv"), stage),
-        # Last: it restores the tracked callbacks' state after their own reset.
-        AtomicBackupAndRestore(os.path.join(folder, f"backup_{stage}"), track=tracked, delete_checkpoint=True),
-    ]
+    if writes:
+        cbs.append(CSVHistory(os.path.join(folder, "history.csv"), stage))
+    # Last: it restores the tracked callbacks' state after their own reset.
+    cbs.append(AtomicBackupAndRestore(os.path.join(folder, f"backup_{stage}"), track=tracked, save=writes,
+                                      delete_checkpoint=writes))
     if hasattr(dataset, "start_epoch"):
         cbs.insert(0, EpochSync(dataset))
     return cbs, timer, nan_guard

@@ -14,7 +14,7 @@ import time
 import keras
 import numpy as np
 
-from kerasimpl import evaluation, features, inference, models, plotting, precision, training
+from kerasimpl import distributed, evaluation, features, inference, models, plotting, precision, training
 from kerasimpl.artifacts import read_csv, save_figure, save_model, write_json
 from kerasimpl.backbones import get_spec
 from kerasimpl.heads import HeadConfig
@@ -191,22 +191,38 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
     If `folder/result.json` exists the backbone finished earlier: it is
     returned unchanged. `features_folder` holds the feature caches (default
     `folder`; a linear probe shares its MLP run's).
+
+    Across processes (`kerasimpl.distributed`) every process trains and
+    evaluates; only rank 0 saves, measures the throughput and writes, and the
+    others return None.
     """
     done = os.path.join(folder, "result.json")
-    if os.path.exists(done):
+    if distributed.agree(os.path.exists(done), f"whether {done} exists"):
         return _finished(done)
     the_plan = plan or plan_for(run, config)
     eval_batch = eval_batch or config.extract_batch
+    keras.utils.set_random_seed(config.seed)  # the initial weights too (else the first row's differ run to run)
     with precision.keras_policy(config.precision):  # Keras' mixed policy for training; float32 is a no-op
         model = build_model(run, data, the_plan)
     seconds = training.train_classifier(model, data, split, config, folder, verbose=verbose,
                                         features_folder=features_folder, plan=the_plan)
+    with distributed.local_model(model):  # JAX across processes: each process's own copy from here on
+        return _record(model, run, data, split, config, folder, seconds, the_plan, eval_batch, verbose,
+                       features_folder)
+
+
+def _record(model, run, data, split, config, folder, seconds, the_plan, eval_batch, verbose, features_folder):
+    """Save, evaluate and measure a trained model; write and return its result (None off rank 0)."""
+    writer = distributed.is_writer()
     model_path = os.path.join(folder, "model.keras")
     # The saved file is a float32 model (same weights): float32 predictions on any backend and device.
-    save_model(model, model_path)  # a float32 file whatever the training policy
+    if writer:
+        save_model(model, model_path)  # a float32 file whatever the training policy
     start = time.perf_counter()
     test_probs, val_probs, eval_path = evaluate(model, run, data, split, config, features_folder or folder,
                                                 eval_batch, verbose, plan=the_plan)
+    if not writer:
+        return None
     test = evaluation.classification_metrics(test_probs, data.y_test, data.class_names)
     val = evaluation.classification_metrics(val_probs, data.y_train[split.val])
     eval_seconds = time.perf_counter() - start
@@ -241,7 +257,7 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
         "confusion_matrix": test["confusion_matrix"],
     }
     write_plots(result, folder, data.class_names)
-    write_json(done, result)
+    write_json(os.path.join(folder, "result.json"), result)
     return result
 
 

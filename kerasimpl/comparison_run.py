@@ -3,7 +3,8 @@
 `run_comparison(config)` is what `python -m experiments.compare` runs: it
 validates the resolved options, refuses to resume a run folder started with
 other result-changing options, decides distribution (`_distribution`, the
-one place), loads the data, trains and evaluates each row (each seed, the
+one place: with `--distribute` every process runs the comparison and rank 0
+alone writes, `kerasimpl.distributed`), loads the data, trains and evaluates each row (each seed, the
 linear probe and `--tune`'s best where asked: `kerasimpl.comparison`) and
 writes `config.json`, the tables, the plot gallery and, where asked, the
 saliency figure of every model and each model's Grad-CAM gallery
@@ -18,12 +19,14 @@ nothing itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
 import warnings
 
-from kerasimpl import comparison, runtime
+from kerasimpl import comparison, distributed, runtime
 from kerasimpl.artifacts import write_json
 
 _logger = logging.getLogger("kerasimpl")
@@ -31,12 +34,17 @@ _logger = logging.getLogger("kerasimpl")
 RANDOM_CHECKPOINT = "random-checkpoint"  # weights value: a random AlexNet .pth made in the run folder
 # Options that do not change a finished backbone's figures: a run folder may
 # be resumed with other values of these (any other option must match).
-RESUME_MAY_DIFFER = ("out", "preset", "backbones", "workers", "distribute", "inference_batch_size", "saliency",
-                     "saliency_method")
+RESUME_MAY_DIFFER = ("out", "preset", "backbones", "workers", "distribute", "distribute_timeout",
+                     "inference_batch_size", "saliency", "saliency_method")
 
 
 def run_comparison(config, plots_dir="", verbose="auto", say=_logger.info, on_slow=None) -> list:
     """Run the comparison `config`; write everything under `config["out"]`; return the rows' results.
+
+    With `config["distribute"]` every process of the run calls this
+    (`kerasimpl.distributed`): all train and evaluate; rank 0 alone writes
+    and says anything (the others' standard output is discarded) and
+    returns the results, the others return `[]`.
 
     Args:
         config: the resolved options (completed in place with what the run
@@ -51,14 +59,19 @@ def run_comparison(config, plots_dir="", verbose="auto", say=_logger.info, on_sl
     Raises:
         ValueError: a bad option, or a run folder started with other options.
     """
-    from kerasimpl.data.provenance import test_split_record
-
     validate(config)
     check_resume(config)
-    devices = _distribution(config)
+    world = _distribution(config)
+    if world.writer:
+        return _run(config, world, plots_dir, verbose, say, on_slow)
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # one log, rank 0's; errors on stderr
+        return _run(config, world, plots_dir, 0, say, on_slow)
+
+
+def _run(config, world, plots_dir, verbose, say, on_slow):
     message = slow_warning(config, runtime.has_accelerator())  # after distribution: multi-host JAX initializes first
     if message:
-        (on_slow or (lambda m: warnings.warn(m, stacklevel=3)))(message)
+        (on_slow or (lambda m: warnings.warn(m, stacklevel=4)))(message)
     out = config["out"]
     os.makedirs(out, exist_ok=True)
     if config["inference_batch_size"] is None:  # record the batch used, not "default"
@@ -66,31 +79,28 @@ def run_comparison(config, plots_dir="", verbose="auto", say=_logger.info, on_sl
     if config["weights"] == RANDOM_CHECKPOINT:
         from kerasimpl.backbones import write_random_checkpoint
 
-        config["weights"] = write_random_checkpoint("alexnet", os.path.join(out, "alexnet-random-init.pth"),
+        folder = out if world.writer else tempfile.mkdtemp(prefix="kerasimpl-rank-")  # the same seeded file
+        config["weights"] = write_random_checkpoint("alexnet", os.path.join(folder, "alexnet-random-init.pth"),
                                                     config["seed"])
         config["weights_note"] = ("random weights (seeded) saved in torchvision's format stand in for torchvision's "
                                   "ImageNet alexnet-owt-7be5be79.pth (offline)")
         say(f"{config['weights_note']}: {config['weights']}")
     data = load_data(config, say)
     split = data.split(config["val_fraction"], config["seed"])
-    write_json(os.path.join(out, "config.json"), {
-        **config, "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),
-        "distributed_devices": devices,
-        "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
-        "class_names": list(data.class_names), "data_notes": list(data.notes),
-        "skipped_files": [{"file": p, "reason": r} for p, r in data.skipped],
-        # which images are the test set, for experiments.saliency to reuse and check
-        "test_split": test_split_record(data, config["data"], config["seed"], config["test_fraction"],
-                                        config.get("data_size")),
-    })
+    if world.writer:
+        _write_config(config, world, data, split)
     results = []
     for row in config["backbones"]:
         for kind in row_kinds(row, config):
             seeds = range(config["seed"], config["seed"] + config["seeds"])
             runs = [run_row(row, seed, config, data, split, verbose, kind, say=say) for seed in seeds]
-            results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
+            if world.writer:  # the other processes trained and evaluated with it; rank 0 records
+                results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
         if config.get("tune"):
             results.append(tuned_row(row, config, data, split, verbose, say))
+    distributed.finish()  # from here rank 0 alone
+    if not world.writer:
+        return []
     write_outputs(config, results, data, plots_dir, say)
     if config.get("saliency"):
         saliency_figure(config, results, data, plots_dir, say)
@@ -99,12 +109,36 @@ def run_comparison(config, plots_dir="", verbose="auto", say=_logger.info, on_sl
     return results
 
 
-def _distribution(config):
-    """`--distribute`: data parallelism over every local device (`runtime.configure_distribution`,
-    JAX); the devices as strings, or None. The one place a comparison decides distribution."""
-    if not config["distribute"]:
-        return None
-    return [str(d) for d in runtime.configure_distribution()]
+def _write_config(config, world, data, split):
+    """`config.json`: the options, what was decided, the processes (`World.describe`) and the data."""
+    from kerasimpl.data.provenance import test_split_record
+
+    write_json(os.path.join(config["out"], "config.json"), {
+        **config, "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),
+        **world.describe(),
+        "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
+        "class_names": list(data.class_names), "data_notes": list(data.notes),
+        "skipped_files": [{"file": p, "reason": r} for p, r in data.skipped],
+        # which images are the test set, for experiments.saliency to reuse and check
+        "test_split": test_split_record(data, config["data"], config["seed"], config["test_fraction"],
+                                        config.get("data_size")),
+    })
+
+
+def _distribution(config) -> distributed.World:
+    """The processes of the run (`kerasimpl.distributed.configure` with `--distribute`, else this one alone).
+
+    The one place a comparison decides distribution.
+
+    Raises:
+        ValueError: `--batch-size` (the global batch) does not split evenly over the processes.
+    """
+    world = (distributed.configure(config.get("distribute_timeout", distributed.DEFAULT_TIMEOUT_S))
+             if config["distribute"] else distributed.world())
+    if config["batch_size"] % world.size:
+        raise ValueError(f"--batch-size is the global batch, split evenly over the processes. Received: "
+                         f"--batch-size {config['batch_size']} for {world.size} processes")
+    return world
 
 
 def validate(config):
@@ -112,6 +146,9 @@ def validate(config):
     from kerasimpl.backbones import get_spec, list_backbones
 
     rows = [comparison.parse_row(b) for b in config["backbones"]]  # listing the accepted names and variants
+    if config.get("tune") and config["distribute"]:
+        raise ValueError("--tune runs its trials in one process: it does not combine with --distribute. Received: "
+                         f"--tune {config['tune']} --distribute")
     if not rows:
         raise ValueError("--backbones names no backbone. Received: an empty list")
     if len(set(rows)) != len(rows):
@@ -215,8 +252,9 @@ def row_kinds(row, config) -> tuple:
         else ("mlp",)
 
 
-def run_row(row, seed, config, data, split, verbose, kind="mlp", label=None, say=_logger.info) -> dict:
-    """Train and evaluate row `row` (`NAME` or `NAME:VARIANT`) with `seed` (head `kind`); return its result."""
+def run_row(row, seed, config, data, split, verbose, kind="mlp", label=None, say=_logger.info) -> dict | None:
+    """Train and evaluate row `row` (`NAME` or `NAME:VARIANT`) with `seed` (head `kind`); return its result
+    (None on a process other than rank 0)."""
     from kerasimpl.plan import plan_for
 
     run, train_config = comparison.row_setup(row, config, seed, kind)
@@ -230,6 +268,8 @@ def run_row(row, seed, config, data, split, verbose, kind="mlp", label=None, say
         features = comparison.row_folder(config["out"], comparison.features_label(row), config["seeds"], seed)
         result = comparison.run_backbone(run, data, split, train_config, folder, verbose=verbose,
                                          features_folder=features, plan=plan)
+    if result is None:  # --distribute: a process other than rank 0
+        return None
     result["run"] = label
     say(f"{label}: test accuracy {result['test_accuracy']:.2%}, train {result['train_seconds']:.0f} s")
     return result

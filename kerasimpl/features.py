@@ -16,7 +16,7 @@ import os
 import keras
 import numpy as np
 
-from kerasimpl import models
+from kerasimpl import distributed, models
 from kerasimpl.artifacts import atomic_path
 from kerasimpl.inference import predict_batches
 
@@ -32,10 +32,12 @@ def extract_features(model, x, indices=None, batch_size=64, verbose="auto", nati
     `precision` (`kerasimpl.precision`); `native=False`
     or an unsupported layer falls back to `model.predict`. With `workers > 1`
     that many threads load batches ahead (image files decode meanwhile).
-    Progress is reported as stage `what` (`kerasimpl.progress`).
+    Progress is reported as stage `what` (`kerasimpl.progress`). Across
+    processes (`kerasimpl.distributed`) every process must call it: each
+    extracts its share of the rows and all get all the features.
     """
     return predict_batches(models.feature_extractor(model), x, batch_size, precision, indices=indices,
-                           verbose=verbose, workers=workers, what=what, native=native)
+                           verbose=verbose, workers=workers, what=what, native=native, across_processes=True)
 
 
 def weights_fingerprint(layers_) -> str:
@@ -52,15 +54,20 @@ def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto",
     """Features from `path` if its key matches `key`, else extracted and saved.
 
     The cache is written atomically after extraction completes, so an
-    interrupted extraction leaves no file a later run could trust.
+    interrupted extraction leaves no file a later run could trust. Across
+    processes every one reads it and only rank 0 writes it.
     """
+    cached = None
     if os.path.exists(path):
         with np.load(path) as z:
             if str(z["key"]) == key and len(z["features"]) == len(indices):
-                return z["features"]
+                cached = z["features"]
+    if distributed.agree(cached is not None, f"whether {os.path.basename(path)} is cached"):
+        return cached
     feats = extract_features(model, x, indices, batch_size, verbose, workers=workers, what=what, precision=precision)
-    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, features=feats, key=np.asarray(key))
+    if distributed.is_writer():
+        with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, features=feats, key=np.asarray(key))
     return feats
 
 

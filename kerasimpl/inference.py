@@ -12,7 +12,8 @@ an order of magnitude slower), at the model's dtype policy; for an
 unsupported layer, or with `native=False`, it runs as
 `model(x, training=False)` in Keras, at the model's own dtype policy.
 
-Over a data set: `predict_batches` (the fast path, else `predict`),
+Over a data set: `predict_batches` (the fast path, else `predict`; in
+shares across processes, `kerasimpl.distributed.sharded`),
 `predict` (Keras' `model.predict`, which also splits batches over the
 devices of a distribution), and `run_batches` / `prefetch` (any function
 over a loader's batches, threads loading ahead).
@@ -115,12 +116,21 @@ class Forward:
 
 
 def predict_batches(model, x, batch_size, precision="float32", indices=None, verbose=0, workers=1, what="predict",
-                    native=True) -> np.ndarray:
+                    native=True, across_processes=False) -> np.ndarray:
     """`model` on `x[indices]` in batches, in order, as float32 (the fast path where it applies).
 
     On the Keras path this is `predict` (`model.predict`, which also
-    handles a distribution's padding).
+    handles a distribution's padding). `across_processes=True`: under
+    `kerasimpl.distributed` a collective (every process calls it): each
+    runs its share of the rows, starting at a batch boundary so every batch
+    is the single process's own, and every process returns all the outputs.
     """
+    if across_processes:
+        from kerasimpl import distributed
+
+        rows = np.arange(len(x)) if indices is None else np.asarray(indices)
+        return distributed.sharded(model, lambda part: predict_batches(
+            model, x, batch_size, precision, part, verbose, workers, what, native), rows, align=batch_size)
     fast = Forward(model, precision, native).build()
     if fast.path == KERAS_PATH:
         return predict(model, x, batch_size, indices=indices, verbose=verbose, workers=workers, what=what)

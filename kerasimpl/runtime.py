@@ -62,37 +62,6 @@ def versions() -> dict:
     return out
 
 
-def configure_distribution() -> list:
-    """Data parallelism over every local device with Keras' distribution API.
-
-    JAX only: `keras.distribution` is implemented for the JAX backend. With
-    several hosts, set `KERAS_DISTRIBUTION_JOB_ADDRESSES`,
-    `KERAS_DISTRIBUTION_NUM_PROCESSES` and `KERAS_DISTRIBUTION_PROCESS_ID`
-    on each; `keras.distribution.initialize` (which calls
-    `jax.distributed.initialize`) then joins them before the mesh is built.
-
-    Returns:
-        The devices of the data-parallel mesh.
-
-    Raises:
-        RuntimeError: on another backend, naming what to do instead.
-    """
-    name = backend()
-    if name != "jax":
-        raise RuntimeError(
-            f"--distribute needs KERAS_BACKEND=jax (keras.distribution supports JAX only); received backend "
-            f"{name!r}. On torch, run one process per GPU with torchrun and DistributedDataParallel "
-            "(README, 'Scaling out')."
-        )
-    import os
-
-    if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")) > 1:
-        keras.distribution.initialize()
-    devices = keras.distribution.list_devices()
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-    return devices
-
-
 # Images per batch for inference-only passes (feature extraction,
 # evaluation), chosen by measurement: `python -m experiments.bench_full
 # --sweep` on the 2-core CPU, compiled path, 32 px in and 224 px inside:

@@ -17,7 +17,7 @@ import time
 
 import keras
 
-from kerasimpl import models
+from kerasimpl import distributed, models, runtime
 from kerasimpl.artifacts import save_weights, write_json
 # Re-exported: these lived here before the split (`from kerasimpl.training import augmenter` keeps working).
 from kerasimpl.augmentation import AUGMENTATIONS, MIXING, Augmenter, augmenter  # noqa: F401
@@ -26,7 +26,6 @@ from kerasimpl.data import ArrayDataset
 from kerasimpl.features import (  # noqa: F401
     cached_features, extract_features, split_features, weights_fingerprint,
 )
-from kerasimpl.runtime import batch_multiple
 
 HEAD_KINDS = ("mlp", "linear-probe")
 
@@ -129,21 +128,26 @@ def compile_head(head, learning_rate):
     )
 
 
-def fit_stage(model, train, val, folder, stage, config, epochs, verbose="auto", extra_callbacks=(), saved_model=None):
+def fit_stage(model, train, val, folder, stage, config, epochs, verbose="auto", extra_callbacks=(), saved_model=None,
+              data_parallel=False):
     """`model.fit` with the standard callbacks; returns the training seconds.
 
     `saved_model`: what the best checkpoint saves when `model` is a part of
-    it (the top of a split model); default `model`.
+    it (the top of a split model); default `model`. `data_parallel`: across
+    torch processes, train through DDP (`kerasimpl.distributed.data_parallel`;
+    `train` then serves this process's slice of each batch). Only the
+    writing process (rank 0) writes the history, checkpoints and backups.
 
     Raises:
         FloatingPointError: the loss became NaN (training stopped there).
     """
     cbs, timer, nan_guard = standard_callbacks(folder, stage, dataset=train, patience=config.patience,
-                                               saved_model=saved_model)
+                                               saved_model=saved_model, writes=distributed.is_writer())
     # shuffle=False: ArrayDataset shuffles itself, by (seed, epoch); Keras would
     # also permute the batch order from the global RNG, which a resume cannot replay.
-    model.fit(train, validation_data=val, epochs=epochs, callbacks=cbs + list(extra_callbacks), verbose=verbose,
-              shuffle=False)
+    with distributed.data_parallel(model, data_parallel) as in_step:
+        model.fit(train, validation_data=val, epochs=epochs, callbacks=in_step + cbs + list(extra_callbacks),
+                  verbose=verbose, shuffle=False)
     if nan_guard.fired:
         raise FloatingPointError(
             f"{stage}: loss became NaN; training stopped. The best model so far is in "
@@ -187,6 +191,7 @@ def train_classifier(model, data, split, config, folder, verbose="auto", extra_c
                          f"{derived.stages} (frozen_base={derived.frozen_base}, train_top={derived.train_top}). "
                          "Build the model from the plan (comparison.build_model)")
     keras.utils.set_random_seed(config.seed)
+    distributed.broadcast_weights(model)  # across processes: all start from rank 0's weights
     return _StagedRun(model, data, split, config, folder, verbose, extra_callbacks, features_folder).run(
         plan or derived)
 
@@ -220,16 +225,17 @@ class _StagedRun:
 
     def stage(self, name, run):
         done = os.path.join(self.folder, f"{name}.weights.h5")
-        if os.path.exists(done) and name in self.seconds:
+        if distributed.agree(os.path.exists(done) and name in self.seconds, f"whether stage {name} is done"):
             self.model.load_weights(done)  # finished in an earlier, interrupted run
             return
         run()
-        save_weights(self.model, done)
-        write_json(self.times_path, self.seconds)
+        if distributed.is_writer():
+            save_weights(self.model, done)
+            write_json(self.times_path, self.seconds)
 
-    def fit(self, model, train, val, stage, epochs, saved_model=None):
+    def fit(self, model, train, val, stage, epochs, saved_model=None, data_parallel=False):
         self.seconds[stage] = fit_stage(model, train, val, self.folder, stage, self.config, epochs,
-                                        self.verbose, self.extra_callbacks, saved_model)
+                                        self.verbose, self.extra_callbacks, saved_model, data_parallel)
 
     def features(self):
         """Cached pooled features of the train and validation rows."""
@@ -246,10 +252,11 @@ class _StagedRun:
         feats = self.features()
         head = self.model.get_layer(models.HEAD)
         compile_head(head, cfg.learning_rate)
-        m = batch_multiple()
+        # Replicated on torch: every process fits the (cheap) head on all the gathered features, identically.
+        feed = distributed.loader_options(split_batches=False)
         train = ArrayDataset(feats["train"], data.y_train[split.train], cfg.batch_size, shuffle=True, seed=cfg.seed,
-                             multiple_of=m)
-        val = ArrayDataset(feats["val"], data.y_train[split.val], cfg.batch_size, multiple_of=m)
+                             **feed)
+        val = ArrayDataset(feats["val"], data.y_train[split.val], cfg.batch_size, **feed)
         self.fit(head, train, val, "head", cfg.epochs)
 
     def probe_on_features(self):
@@ -267,6 +274,8 @@ class _StagedRun:
                                data.num_classes)
         dense[0].set_weights([fit.kernel, fit.bias])
         self.seconds["probe"] = time.perf_counter() - start
+        if not distributed.is_writer():
+            return
         write_json(os.path.join(self.folder, "probe.json"), {"l2": fit.l2, "grid": list(fit.table)})
         write_csv(os.path.join(self.folder, "history.csv"),
                   [{"stage": "probe", "epoch": i, **row} for i, row in enumerate(fit.table)])
@@ -276,7 +285,8 @@ class _StagedRun:
         from kerasimpl import partial
 
         cfg = self.config
-        if cfg.finetune_views < 1 or not partial.can_split(self.model, cfg.augment):
+        # Across processes the whole model trains (DDP): the cached activations are not sharded (yet).
+        if cfg.finetune_views < 1 or distributed.world().size > 1 or not partial.can_split(self.model, cfg.augment):
             return self.full_model("finetune", cfg.finetune_epochs, cfg.finetune_learning_rate)
         self.top_on_activations()
 
@@ -296,7 +306,7 @@ class _StagedRun:
         val_acts = partial.cut_activations(bottom, data.x_train, split.val, what="extract cut val", **common)
         extract_seconds = time.perf_counter() - start
         compile_full(top, cfg.finetune_learning_rate)
-        m = batch_multiple()
+        m = runtime.batch_multiple()
         train = ViewsDataset(train_acts, data.y_train[split.train], views, batch_size=cfg.batch_size, shuffle=True,
                              seed=cfg.seed, multiple_of=m)
         val = ArrayDataset(val_acts, data.y_train[split.val], cfg.batch_size, multiple_of=m)
@@ -312,11 +322,11 @@ class _StagedRun:
         mixing = any(a in MIXING for a in cfg.augment)
         compile_full(self.model, learning_rate, one_hot=mixing)
         kw = {"workers": cfg.workers} if cfg.workers > 1 else {}
-        m = batch_multiple()
         classes = len(data.class_names) if mixing else None  # one-hot labels, train and val alike
+        # Across torch processes: each loads its slice of every global batch (DDP); validation is whole everywhere.
         train = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                             augment=augmenter(cfg.augment, cfg.seed), indices=split.train, multiple_of=m,
-                             num_classes=classes, **kw)
-        val = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, indices=split.val, multiple_of=m,
-                           num_classes=classes)
-        self.fit(self.model, train, val, stage, epochs)
+                             augment=augmenter(cfg.augment, distributed.rank_seed(cfg.seed)), indices=split.train,
+                             num_classes=classes, **distributed.loader_options(split_batches=True), **kw)
+        val = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, indices=split.val, num_classes=classes,
+                           **distributed.loader_options(split_batches=False))
+        self.fit(self.model, train, val, stage, epochs, data_parallel=True)

@@ -37,15 +37,25 @@ class ArrayDataset(keras.utils.PyDataset):
             off (`kerasimpl.inference.predict` does).
         num_classes: serve labels one-hot (float32, `(batch, num_classes)`)
             instead of as ints: what MixUp/CutMix and categorical losses need.
+        shard: `(index, count)`: serve only slice `index` of `count` equal
+            slices of every (padded) batch, this process's part of each
+            global batch under data parallelism across processes
+            (`kerasimpl.distributed.loader_options`). `batch_size` stays the
+            global batch; it and `multiple_of` must be multiples of `count`.
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size`, passed
             to `keras.utils.PyDataset`.
     """
 
     def __init__(self, x, y=None, batch_size=64, shuffle=False, seed=0, augment=None, indices=None, multiple_of=1,
-                 num_classes=None, **kwargs):
+                 num_classes=None, shard=None, **kwargs):
         super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+        if shard is not None and not (0 <= shard[0] < shard[1] and batch_size % shard[1] == 0
+                                      and multiple_of % shard[1] == 0):
+            raise ValueError(f"A batch splits evenly over the processes: batch_size and multiple_of must be multiples "
+                             f"of the shard count. Received: batch_size={batch_size}, multiple_of={multiple_of}, "
+                             f"shard={shard}")
         if y is not None and len(x) != len(y):
             raise ValueError(f"x and y differ in length. Received: len(x)={len(x)}, len(y)={len(y)}")
         self.x, self.y = x, y
@@ -54,6 +64,7 @@ class ArrayDataset(keras.utils.PyDataset):
         self.shuffle, self.seed, self.augment = shuffle, int(seed), augment
         self.multiple_of = max(1, int(multiple_of))
         self.num_classes = None if num_classes is None else int(num_classes)
+        self.shard = None if shard is None else (int(shard[0]), int(shard[1]))
         self.epoch = -1  # on_epoch_begin moves to 0 before the first batch.
         self._order = self.indices
         self._pinned = False
@@ -95,6 +106,9 @@ class ArrayDataset(keras.utils.PyDataset):
         short = -len(idx) % self.multiple_of
         if short:
             idx = np.concatenate([idx, np.repeat(idx[-1:], short)])
+        if self.shard is not None:
+            part = len(idx) // self.shard[1]
+            idx = idx[self.shard[0] * part : (self.shard[0] + 1) * part]
         xb = self.x[idx]
         if self.y is None:
             return (xb,)
