@@ -73,7 +73,7 @@ run: $(STAMP)
 	@echo "  download into ~/.keras (offline: README 'Without internet')."
 	@echo "  Time on a 2-core laptop-class CPU (docs/benchmarks.md): MobileNetV3-Large about 6 min,"
 	@echo "  MobileNetV2 about 11 min, VGG16 about 7.6 hours (estimated from its measured 2.2 img/s)."
-	@echo "  On a GPU: not measured here (minutes, by arithmetic). Skip VGG16 on a CPU with"
+	@echo "  On a GPU (NVIDIA H200, docs/benchmarks.md): MobileNetV3-Large 34 s. Skip VGG16 on a CPU with"
 	@echo "  make run ARGS=\"--backbones mobilenetv2,mobilenetv3large\""
 	KERAS_BACKEND=$(BACKEND) $(PY) -m experiments.compare $(ARGS)
 
