@@ -7,6 +7,7 @@ safe in any thread. Every function returns the figure; `save_figure` in
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -88,11 +89,12 @@ def comparison(results, title="") -> Figure:
     """Test accuracy against training time; marker area ~ parameter count.
 
     Both axes start at zero, so a 7% difference in time looks like 7%; when
-    the times span more than 30x the time axis is logarithmic instead.
-    Point labels point inwards (left of points in the right half, below
-    points near the top), so they stay inside the frame.
+    the times span more than 30x the time axis is logarithmic instead. Each
+    point carries its row's number; the legend beside the axes names the rows
+    (run, parameters, accuracy, seconds), so close points never hide each
+    other's labels.
     """
-    fig = Figure(figsize=(7, 5), layout="constrained")
+    fig = Figure(figsize=(9, 5), layout="constrained")
     ax = fig.subplots()
     params = np.array([_mean(r["params_total"]) for r in results], dtype=float)
     sizes = 60 + 600 * params / max(params.max(), 1)
@@ -106,14 +108,15 @@ def comparison(results, title="") -> Figure:
     else:
         ax.set_xlim(0, max(xs.max(), 1e-9) * 1.1)
     ax.set_ylim(0, min(100.0, max(ys.max(), 1.0) * 1.1) if ys.max() < 95 else 100.0)
-    x_mid = np.sqrt(np.prod(ax.get_xlim())) if log else np.mean(ax.get_xlim())
-    for r, x, y, s in zip(results, xs, ys, sizes):
-        ax.scatter(x, y, s=s, alpha=0.6)
-        right = x > x_mid
-        high = y > 0.8 * ax.get_ylim()[1]
-        ax.annotate(f"{r.get('run', r['backbone'])}\n{_mean(r['params_total']) / 1e6:.1f}M params", (x, y),
-                    textcoords="offset points", xytext=(-10 if right else 10, -6 if high else 6),
-                    ha="right" if right else "left", va="top" if high else "bottom", fontsize=8)
+    colors = matplotlib.colormaps["tab10" if len(results) <= 10 else "tab20"].colors
+    for i, (r, x, y, s) in enumerate(zip(results, xs, ys, sizes)):
+        color = colors[i % len(colors)]
+        label = (f"{i + 1}  {r.get('run', r['backbone'])}: {y:.1f}%, {x:.0f} s, "
+                 f"{_mean(r['params_total']) / 1e6:.1f}M params")
+        ax.scatter(x, y, s=s, alpha=0.55, color=color, edgecolors="black", linewidths=0.5, label=label)
+        ax.annotate(str(i + 1), (x, y), ha="center", va="center", fontsize=8, fontweight="bold")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False, markerscale=0.5,
+              title="row: test acc, train s, size", title_fontsize=8)
     ax.set_xlabel("training time (s)" + (", log scale" if log else ""))
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)

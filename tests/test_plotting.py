@@ -17,7 +17,8 @@ def _labels_inside(fig):
     canvas.draw()
     renderer = canvas.get_renderer()
     frame = fig.bbox
-    for text in fig.axes[0].texts:
+    legend = fig.axes[0].get_legend()
+    for text in [*fig.axes[0].texts, *(legend.get_texts() if legend else [])]:
         box = text.get_window_extent(renderer)
         assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, \
             (text.get_text(), box, frame)
@@ -30,6 +31,19 @@ def _labels_inside(fig):
 ])
 def test_comparison_labels_stay_inside_the_figure(results):
     _labels_inside(plotting.comparison(results, "a title"))
+
+
+def test_comparison_numbers_the_points_and_its_legend_names_every_row():
+    results = [_result("efficientnetlite0", 73.0, 0.86, 3.7e6),
+               _result("efficientnetlite0-linear-probe", 9.6, 0.854, 3.4e6),
+               _result("efficientnetlite1", 72.0, 0.85, 4.5e6)]  # close points: the run that overlapped its labels
+    ax = plotting.comparison(results).axes[0]
+    assert [t.get_text() for t in ax.texts] == ["1", "2", "3"]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["1  efficientnetlite0: 86.0%, 73 s, 3.7M params",
+                      "2  efficientnetlite0-linear-probe: 85.4%, 10 s, 3.4M params",
+                      "3  efficientnetlite1: 85.0%, 72 s, 4.5M params"]
+    np.testing.assert_allclose(ax.texts[1].xy, (9.6, 85.4))
 
 
 def test_comparison_axes_start_at_zero_unless_times_differ_by_orders_of_magnitude():

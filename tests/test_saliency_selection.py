@@ -141,6 +141,25 @@ def test_saliency_data_chooses_right_and_wrong_images_through_the_library(tmp_pa
     assert shown == spy.result.indices.tolist()
 
 
+def test_candidates_predict_at_the_inference_batch_with_the_same_answers(tiny_model, monkeypatch):
+    """The candidates' predictions run at the device's inference batch (not Keras' 128, which
+    peaked at 10.5 GB for EfficientNet-Lite0 at 224 px) and equal Keras' own."""
+    from kerasimpl import inference, runtime
+    from kerasimpl.artifacts import load_model
+    from kerasimpl.data import synthetic_dataset
+    from kerasimpl.saliency.selection import candidates
+
+    model = load_model(tiny_model)
+    data = synthetic_dataset(num_train=8, num_test=40, num_classes=10, image_size=32, seed=0)
+    batches, real = [], inference.predict_batches
+    monkeypatch.setattr(inference, "predict_batches", lambda m, x, b, **kw: batches.append(b) or real(m, x, b, **kw))
+    pool, probs = candidates(model, data.x_test, data.y_test, 4, seed=1)
+    assert batches and set(batches) == {runtime.inference_batch_size()}
+    np.testing.assert_allclose(probs, model.predict(data.x_test[pool], verbose=0), rtol=1e-5, atol=1e-6)
+    candidates(model, data.x_test, data.y_test, 4, seed=1, batch_size=7)
+    assert batches[-1] == 7
+
+
 def test_compare_saliency_figure_chooses_one_image_per_class_through_the_library(tmp_path, tiny_model, monkeypatch):
     from kerasimpl import comparison_run
     from kerasimpl.data import load_dataset
