@@ -1,6 +1,6 @@
 """Benchmarks: frozen-base extraction vs native PyTorch, feature caching, saliency.
 
-    python -m experiments.bench --quick            # < 10 min on 2 CPU cores
+    python -m experiments.bench --quick            # < 10 min on 2 CPU cores (68 s measured, idle machine)
     python -m experiments.bench --json bench.json  # full settings
     python -m experiments.bench --sections saliency --saliency-size 160
 
@@ -51,8 +51,8 @@ SECTIONS = {"extraction": extraction, "accuracy": accuracy, "training": training
             "occlusion": occlusion, "saliency": saliency}
 DEFAULT_SECTIONS = ("extraction", "cache", "occlusion", "saliency")
 QUICK = ("small batch, few repeats, float32 only, saliency at 64 px without the masked-forward references: "
-         "< 10 min on 2 CPU cores (measured 2026-11-27 on 2 AMD EPYC cores shared with other jobs, about 7 min "
-         "of CPU time; each section prints its wall time)")
+         "< 10 min on 2 CPU cores (measured 2026-11-27 on 2 AMD EPYC cores: 68 s wall with nothing else running, "
+         "about 7 min shared with other jobs; each section prints its wall time)")
 
 
 def build_parser():
