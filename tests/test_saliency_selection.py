@@ -160,6 +160,28 @@ def test_candidates_predict_at_the_inference_batch_with_the_same_answers(tiny_mo
     assert batches[-1] == 7
 
 
+def test_candidates_fall_back_to_every_image_predicting_only_the_rest(tiny_model, monkeypatch):
+    """A sample of 500 without a wrong answer: all of x becomes the pool, in index
+    order, and only the 20 images outside the sample are predicted again."""
+    from kerasimpl import inference
+    from kerasimpl.artifacts import load_model
+    from kerasimpl.data import synthetic_dataset
+    from kerasimpl.saliency.selection import candidates
+
+    model = load_model(tiny_model)
+    x = synthetic_dataset(num_train=8, num_test=520, num_classes=10, image_size=32, seed=0).x_test
+    expected = np.asarray(model.predict(x, verbose=0))
+    labels = expected.argmax(1)  # every answer right: the sample has no wrong one to show
+    rows, real = [], inference.predict_batches
+    monkeypatch.setattr(inference, "predict_batches",
+                        lambda m, x, b, indices=None, **kw: rows.append(len(indices)) or real(m, x, b, indices=indices,
+                                                                                              **kw))
+    pool, probs = candidates(model, x, labels, 4, seed=3)
+    assert rows == [500, 20]
+    np.testing.assert_array_equal(pool, np.arange(520))
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_compare_saliency_figure_chooses_one_image_per_class_through_the_library(tmp_path, tiny_model, monkeypatch):
     from kerasimpl import comparison_run
     from kerasimpl.data import load_dataset

@@ -163,6 +163,9 @@ def candidates(model, x, labels, n, seed=0, batch_size=None):
     probs = predict_batches(model, x, batch_size, indices=pool)
     wrong = probs.argmax(1) != labels[pool]
     if len(pool) < len(order) and (wrong.sum() < n // 2 or (~wrong).sum() < n - n // 2):
-        pool = np.arange(len(order))
-        probs = predict_batches(model, x, batch_size, indices=pool)
+        rest = np.setdiff1d(np.arange(len(order)), pool)  # the sample's predictions are kept, not rerun
+        pool = np.concatenate([pool, rest])
+        probs = np.concatenate([probs, predict_batches(model, x, batch_size, indices=rest)])
+        ordered = np.argsort(pool, kind="stable")  # all of x, in index order
+        pool, probs = pool[ordered], probs[ordered]
     return pool, probs
