@@ -23,16 +23,19 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 SUBSET_ENV = "KERASIMPL_CIFAR10_SUBSET"
+# Where the workplace keeps it, beside the clone (the place .ci/run looks too).
+SUBSET_BESIDE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared",
+                             "data", "cifar10-subset", "cifar-10-python-subset.tar.gz")
 
 
 @pytest.fixture(scope="session")
 def subset_path():
-    """Path of the real CIFAR-10 subset archive (set by .ci/run)."""
-    path = os.environ.get(SUBSET_ENV)
-    if not path or not os.path.exists(path):
+    """Path of the real CIFAR-10 subset archive: $KERASIMPL_CIFAR10_SUBSET, else ../shared/... beside the clone."""
+    path = os.environ.get(SUBSET_ENV) or SUBSET_BESIDE
+    if not os.path.exists(path):
         if os.environ.get("KERASIMPL_REQUIRE_SUBSET"):
             pytest.fail(f"{SUBSET_ENV}={path!r} does not exist, and KERASIMPL_REQUIRE_SUBSET is set (CI)")
-        pytest.skip(f"real CIFAR-10 subset not found: set {SUBSET_ENV} to cifar-10-python-subset.tar.gz")
+        pytest.skip(f"real CIFAR-10 subset not found at {path}: set {SUBSET_ENV} to cifar-10-python-subset.tar.gz")
     return path
 
 
