@@ -112,6 +112,10 @@ def build_parser():
     p.add_argument("--no-cache-features", action="store_true",
                    help="re-run the frozen base every epoch (the reference experiment's way) instead of caching "
                         "features")
+    p.add_argument("--precise-bn", type=int, default=2048, metavar="IMAGES",
+                   help="rows trained with BatchNormalization (from scratch): before every validation and at the "
+                        "end, re-estimate its statistics over this many training images instead of Keras' moving "
+                        "averages (kerasimpl.precise_bn; default 2048; 0: off)")
     p.add_argument("--hidden", default="256", help="hidden widths of the dense head, e.g. 512,256 or '' for none")
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--keep-top-hidden", action="store_true",
@@ -182,7 +186,7 @@ def resolve(args):
     cfg.update({k: getattr(args, k) for k in (
         "finetune_epochs", "val_fraction", "seed", "seeds", "augment",
         "hidden", "dropout", "workers", "preset", "distribute", "distribute_timeout", "data_size", "test_fraction",
-        "keep_top_hidden", "inference_batch_size", "saliency", "saliency_method", "classes", "tune")})
+        "keep_top_hidden", "inference_batch_size", "saliency", "saliency_method", "classes", "tune", "precise_bn")})
     cfg["cache_features"] = not args.no_cache_features
     cfg["precision_requested"] = args.precision
     cfg["precision"] = precision.resolve(args.precision)  # what ran: float32, bfloat16 or float16

@@ -138,8 +138,8 @@ def row_setup(row, options, seed, kind="mlp"):
             `alpha` (MobileNets), `keep_top_hidden`, `epochs`, `batch_size`,
             `lr`, `finetune_epochs`, `finetune_layers`, `cache_features`,
             optionally `finetune_lr` and `finetune_views`,
-            `augment`, `workers`, and optionally `inference_batch_size` and
-            `precision`.
+            `augment`, `workers`, and optionally `inference_batch_size`,
+            `precision` and `precise_bn`.
         seed: the run's seed.
         kind: `"mlp"` (the configured head) or `"linear-probe"` (one Dense
             layer fitted by `kerasimpl.probe`).
@@ -162,7 +162,8 @@ def row_setup(row, options, seed, kind="mlp"):
         finetune_learning_rate=options.get("finetune_lr", 1e-5), finetune_views=options.get("finetune_views", 4),
         cache_features=options["cache_features"], augment=tuple(options["augment"]), seed=seed,
         workers=options["workers"], head_kind=kind, inference_batch_size=options.get("inference_batch_size"),
-        precision=options.get("precision", "float32"))
+        precision=options.get("precision", "float32"),
+        precise_bn=options.get("precise_bn", training.PRECISE_BN_IMAGES))
     if variant == "finetune" and not probe:
         config = dataclasses.replace(config, finetune_epochs=options["finetune_epochs"] or FINETUNE_ROW_EPOCHS)
     return run, row_config(run, config)

@@ -240,6 +240,16 @@ def sharded(model, fn, indices, align=1) -> np.ndarray:
     return _gather(out[: len(mine)], [len(p) for p in parts], w)
 
 
+def sum_over_processes(array) -> np.ndarray:
+    """The element-wise sum of every process's `array` (the same shape on each), the same on every process;
+    `array` itself with one process. Added in rank order, so every process gets the same bits."""
+    w = world()
+    local = np.asarray(array)
+    if w.size == 1:
+        return local
+    return _gather(local[None], [1] * w.size, w).sum(axis=0)
+
+
 def _gather(local, sizes, w):
     """Every process's `local` rows (`sizes[r]` of them on rank r), concatenated in rank order."""
     longest = max(sizes)

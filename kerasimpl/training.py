@@ -17,7 +17,8 @@ import time
 
 import keras
 
-from kerasimpl import distributed, models, runtime
+from kerasimpl import distributed, models, precise_bn, runtime
+from kerasimpl.precise_bn import DEFAULT_IMAGES as PRECISE_BN_IMAGES
 from kerasimpl.artifacts import save_weights, write_json
 # Re-exported: these lived here before the split (`from kerasimpl.training import augmenter` keeps working).
 from kerasimpl.augmentation import AUGMENTATIONS, MIXING, Augmenter, augmenter  # noqa: F401
@@ -64,6 +65,12 @@ class TrainConfig:
             softmax regression fitted on the cached features with the
             strength chosen on validation (stage `probe`,
             `kerasimpl.probe`; frozen base and cached features only).
+        precise_bn: training images (a fixed sample of the split, unaugmented)
+            over which the statistics of trainable BatchNormalization layers
+            are re-estimated before every validation and at the end of a
+            stage that updates them (`kerasimpl.precise_bn`); `0` keeps
+            Keras' moving averages. Frozen BatchNormalization (frozen bases,
+            fine-tuning) is never touched.
         precision: `float32`, `bfloat16` or `float16` (resolved, see
             `kerasimpl.precision`): feature extraction runs the compiled
             program under autocast at it; the model is built and trained
@@ -86,6 +93,7 @@ class TrainConfig:
     head_kind: str = "mlp"
     inference_batch_size: int | None = None
     precision: str = "float32"
+    precise_bn: int = PRECISE_BN_IMAGES
 
     @property
     def extract_batch(self) -> int:
@@ -105,6 +113,8 @@ class TrainConfig:
                              f"{self.precision!r}. Accepted: float32, bfloat16, float16")
         if self.inference_batch_size is not None and self.inference_batch_size < 1:
             raise ValueError(f"inference_batch_size must be >= 1 or None. Received: {self.inference_batch_size}")
+        if self.precise_bn < 0:
+            raise ValueError(f"precise_bn must be >= 0 (images; 0: off). Received: {self.precise_bn}")
         if self.epochs < 0 or self.finetune_epochs < 0 or self.batch_size < 1:
             raise ValueError(f"epochs, finetune_epochs must be >= 0 and batch_size >= 1. Received: {self}")
 
@@ -233,9 +243,9 @@ class _StagedRun:
             save_weights(self.model, done)
             write_json(self.times_path, self.seconds)
 
-    def fit(self, model, train, val, stage, epochs, saved_model=None, data_parallel=False):
-        self.seconds[stage] = fit_stage(model, train, val, self.folder, stage, self.config, epochs,
-                                        self.verbose, self.extra_callbacks, saved_model, data_parallel)
+    def fit(self, model, train, val, stage, epochs, saved_model=None, data_parallel=False, own_callbacks=()):
+        self.seconds[stage] = fit_stage(model, train, val, self.folder, stage, self.config, epochs, self.verbose,
+                                        [*own_callbacks, *self.extra_callbacks], saved_model, data_parallel)
 
     def features(self):
         """Cached pooled features of the train and validation rows."""
@@ -329,4 +339,12 @@ class _StagedRun:
                              num_classes=classes, **distributed.loader_options(split_batches=True), **kw)
         val = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, indices=split.val, num_classes=classes,
                            **distributed.loader_options(split_batches=False))
-        self.fit(self.model, train, val, stage, epochs, data_parallel=True)
+        self.fit(self.model, train, val, stage, epochs, data_parallel=True, own_callbacks=self.precise_statistics())
+
+    def precise_statistics(self):
+        """`[PreciseBatchNorm]` when this stage trains BatchNormalization statistics and `precise_bn` > 0."""
+        cfg = self.config
+        if not cfg.precise_bn or not precise_bn.trainable_batchnorms(self.model):
+            return []
+        rows = precise_bn.sample(self.split.train, cfg.precise_bn, cfg.seed)
+        return [precise_bn.PreciseBatchNorm(self.data.x_train, rows, cfg.batch_size)]

@@ -39,6 +39,15 @@ for kind in ("frozen", "end_to_end"):
         found[kind] = inference.predict(model, data.x_test, batch_size=16)
     found[kind + "_features"] = feats
     found[kind + "_weights"] = np.concatenate([np.ravel(w) for w in model.get_weights()])
+# Precise BatchNormalization statistics of one fresh model: each process runs its share of the batches, the sums
+# are added up, so every process holds the single process's statistics.
+from kerasimpl import precise_bn
+keras.utils.set_random_seed(0)
+fresh = models.build_classifier("smallcnn", 4, weights=None, head=HeadConfig((16,), 0.0), freeze_base=False,
+                                backbone_kwargs={"widths": (8, 16)})
+distributed.broadcast_weights(fresh)
+found["population"] = np.concatenate([np.concatenate(pair) for pair in precise_bn.population_statistics(
+    fresh, data.x_train, 16, indices=split.train)])  # 72 rows: 4 batches of 16, 2 on each of 2 processes
 # A model without BatchNormalization or dropout: data parallelism is exactly the single process's math.
 keras.utils.set_random_seed(0)
 plain = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
@@ -104,6 +113,7 @@ def _assert_like_single(single, multi, end_to_end_atol):
     np.testing.assert_allclose(m["plain_weights"], s["plain_weights"], atol=2e-5)
     np.testing.assert_allclose(m["plain_history"], s["plain_history"], atol=2e-5)
     np.testing.assert_allclose(m["end_to_end"], s["end_to_end"], atol=end_to_end_atol)
+    np.testing.assert_allclose(m["population"], s["population"], rtol=1e-5, atol=1e-6)
     return info
 
 
@@ -140,7 +150,7 @@ def test_two_processes_match_one(tmp_path):
     _check(launch(out, SCRIPT, str(out), "1", OMP_NUM_THREADS="1"))
     (r0, info0), (r1, info1) = _load(out, 0), _load(out, 1)
     assert (info0["size"], info0["backend"], info1["rank"]) == (2, BACKEND, 1)
-    for key in ("end_to_end_weights", "plain_weights", "frozen_features"):
+    for key in ("end_to_end_weights", "plain_weights", "frozen_features", "population"):
         np.testing.assert_allclose(r1[key], r0[key], atol=1e-6)  # in step; features gathered on both
     _assert_like_single(single, (r0, info0), end_to_end_atol=1e-4 if BACKEND == "jax" else 0.25)
     assert info1["writes"] == []
