@@ -18,8 +18,10 @@ copy of Keras' 25-line train step (private `_loss_tracker`, Keras pinned to
 3.15; tests hold it to Keras' own numbers). Learning-rate rule: the batch
 size is the GLOBAL batch, split evenly, at the same learning rate (the
 single-process step, BatchNormalization statistics aside). Every process
-sees the same logs (averaged) and the same moving statistics (averaged), so
-callbacks decide alike. The head on cached features is fitted by every
+sees the same logs (averaged) and the same moving statistics (averaged, or
+the precise population statistics of `kerasimpl.precise_bn`, whose batches
+are shared out and summed with `sum_over_processes`), so callbacks decide
+alike. The head on cached features is fitted by every
 process identically, without communication.
 
 JAX (`keras.distribution`, `KERAS_DISTRIBUTION_*`, gloo collectives on CPU):

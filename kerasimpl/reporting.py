@@ -66,10 +66,17 @@ def write_tables(folder, results, title="Backbone comparison", note=None):
     write_text(os.path.join(folder, "results.md"), markdown_table(results, title, note))
 
 
+# What a row's model is, not what a run measured: one value when every seed agrees ("32", not "32.0 ± 0.0").
+MODEL_FIELDS = ("image_size", "params_total", "params_trainable", "model_mb")
+
+
 def aggregate_seeds(runs) -> dict:
-    """Mean and standard deviation of every numeric field over seed runs."""
+    """Mean and standard deviation of every numeric field over seed runs (`MODEL_FIELDS` that every run
+    shares stay one number)."""
     out = dict(runs[0])
     for k, v in runs[0].items():
+        if k in MODEL_FIELDS and all(r[k] == v for r in runs):
+            continue
         if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seed":
             vals = np.array([r[k] for r in runs], dtype=float)
             out[k] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0}

@@ -130,6 +130,7 @@ def test_compare_seeds_report_mean_and_std(compare_run):
     assert r["seeds"] == [0, 1]
     assert r["test_accuracy"]["mean"] == pytest.approx(np.mean(accs))
     assert r["test_accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert (r["image_size"], r["params_total"]) == (per_seed[0]["image_size"], per_seed[0]["params_total"])  # shared
     assert "±" in open(os.path.join(out, "results.md")).read()
     row = next(csv.DictReader(open(os.path.join(out, "results.csv"))))
     assert float(row["test_accuracy_std"]) == pytest.approx(r["test_accuracy"]["std"])
