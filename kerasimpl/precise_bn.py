@@ -9,19 +9,27 @@ epoch to epoch and seed to seed, and `ReduceLROnPlateau` and early stopping,
 which watch validation, react to that noise.
 
 "Precise BN" re-estimates them from the current weights instead: a forward
-pass in training mode over a fixed sample of training images, averaging the
-batches' statistics into the population's. We follow the paper's
-population formula (mean of the batch means; mean of the batch variances plus
-the variance of the batch means, i.e. E[x^2] - E[x]^2 over every position of
-every image), not the mean of batch variances of `torch.optim.swa_utils.update_bn`
-and detectron2's `update_bn_stats`, which leaves out the spread of the batch
-means. The sample is unaugmented, as validation and test images are.
+pass over a fixed sample of training images, the BatchNormalization layers
+normalising with batch statistics as in training and every other layer in
+inference mode (dropout off, as evaluation runs it), averaging the batches'
+statistics into the population's. We take the
+population's variance (mean of the batch variances plus the variance of the
+batch means, i.e. E[x^2] - E[x]^2 over every position of every image), where
+`torch.optim.swa_utils.update_bn` and detectron2's `update_bn_stats` average
+the batch variances and so leave out the spread of the batch means; and,
+unlike them, we keep dropout off (a BatchNormalization after a dropout then
+sees the variances evaluation will) and take no random draw from the
+generators training uses. The sample is unaugmented, as validation and test
+images are.
 
 Reference: Wu & Johnson, "Rethinking 'Batch' in BatchNorm" (2021), Sec. 3
 ("Precise BatchNorm"); detectron2's `PreciseBN` hook.
 """
 
 from __future__ import annotations
+
+import contextlib
+import functools
 
 import keras
 import numpy as np
@@ -54,7 +62,8 @@ def sample(indices, images, seed) -> np.ndarray:
 def population_statistics(model, x, batch_size, indices=None, layers=None) -> list:
     """Population mean and variance of the inputs of `layers` (default: every trainable
     BatchNormalization of `model`) over the images `x[indices]` (default: all of
-    `x`), the model in training mode.
+    `x`), the BatchNormalization layers normalising with batch statistics
+    and every other layer in inference mode.
 
     `x` may be an array or anything indexed by an integer array (image files
     decoded batch by batch). The rows are cut into batches of `batch_size` (a last partial batch is dropped
@@ -100,24 +109,44 @@ def population_statistics(model, x, batch_size, indices=None, layers=None) -> li
 
 def _batch_moments(model, layers):
     """A function `(trainable, non_trainable, batch) -> (means, variances)`, float64 vectors of every layer's
-    batch statistics, concatenated. Read off `stateless_call` with momentum 0, where a layer's new moving
-    statistics are its batch's; nothing is assigned."""
+    batch statistics, concatenated. The model runs in inference mode except `layers`, which normalise with
+    their batch's statistics (`_batch_mode`); their new moving statistics, read off `stateless_call` with
+    momentum 0, are the batch's. Nothing is assigned."""
     position = {id(v): i for i, v in enumerate(model.non_trainable_variables)}
     picks = [(position[id(layer.moving_mean)], position[id(layer.moving_variance)]) for layer in layers]
 
     def moments(trainable, non_trainable, batch):
-        saved = [layer.momentum for layer in layers]
-        try:
-            for layer in layers:
-                layer.momentum = 0.0
-            _, new = model.stateless_call(trainable, non_trainable, batch, training=True)
-        finally:
-            for layer, momentum in zip(layers, saved):
-                layer.momentum = momentum
+        with _batch_mode(layers):
+            _, new = model.stateless_call(trainable, non_trainable, batch, training=False)
         cat = lambda k: np.concatenate([np.ravel(keras.ops.convert_to_numpy(new[p[k]])) for p in picks])  # noqa
         return cat(0).astype(np.float64), cat(1).astype(np.float64)
 
     return moments
+
+
+@contextlib.contextmanager
+def _batch_mode(layers):
+    """Within the block `layers` normalise with batch statistics whatever `training` they are called with,
+    and move their moving statistics all the way to the batch's (momentum 0).
+
+    The rest of the model stays in inference mode: dropout and stochastic depth off, as evaluation runs
+    them (a BatchNormalization after a dropout would otherwise see inflated variances), and no random
+    draw taken from the generators training uses.
+    """
+    saved = [(layer, layer.momentum) for layer in layers]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0
+            layer.call = functools.partial(_call_in_training_mode, type(layer).call, layer)
+        yield
+    finally:
+        for layer, momentum in saved:
+            layer.momentum = momentum
+            layer.__dict__.pop("call", None)
+
+
+def _call_in_training_mode(call, layer, *args, training=None, **kwargs):
+    return call(layer, *args, training=True, **kwargs)
 
 
 def set_population_statistics(model, x, batch_size, indices=None) -> int:

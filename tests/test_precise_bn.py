@@ -50,7 +50,8 @@ def _values(model):
 
 
 def test_population_statistics_are_the_populations_of_the_training_mode_inputs():
-    model = _two_bn_model()
+    """Known answer: BatchNormalization with batch statistics, dropout off (the reference has none)."""
+    model = _two_bn_model(dropout=0.5)
     x = np.random.default_rng(0).normal(3.0, 2.0, (44, 4)).astype("float32")  # 5 whole batches of 8, 4 rows left
     before = _values(model)
     got = precise_bn.population_statistics(model, x, 8)
@@ -66,6 +67,22 @@ def test_population_statistics_are_the_populations_of_the_training_mode_inputs()
     for a, b in zip(before, _values(model)):
         np.testing.assert_array_equal(a, b)
     assert model.get_layer("bn1").momentum == 0.99
+
+
+def test_the_training_random_stream_is_untouched():
+    """Dropout in training mode draws from the backend's generator (torch: the global one); the statistics
+    pass takes no draw from it, so training goes on as it would have without the pass."""
+    x = np.random.default_rng(4).normal(size=(16, 4)).astype("float32")
+    out = []
+    for with_pass in (False, True):
+        keras.utils.set_random_seed(5)  # torch: the global generator; JAX: the layer's own generator, made next
+        model = _two_bn_model(dropout=0.5)
+        if with_pass:
+            precise_bn.population_statistics(model, x, 8)
+        out.append(keras.ops.convert_to_numpy(model(x, training=True)))
+    again = keras.ops.convert_to_numpy(model(x, training=True))
+    assert not np.allclose(again, out[1])  # the stream is random: a draw taken would show
+    np.testing.assert_array_equal(out[1], out[0])
 
 
 def test_indices_choose_the_rows_and_one_short_batch_is_used_when_it_is_all_there_is():
