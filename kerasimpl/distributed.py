@@ -435,8 +435,9 @@ class _InStep(keras.callbacks.Callback):
         import torch
         import torch.distributed as dist
 
-        stats = [v.value for layer in _layers(self.model)
-                 if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+        from kerasimpl.layers import trainable_batchnorms
+
+        stats = [v.value for layer in trainable_batchnorms(self.model)
                  for v in (layer.moving_mean, layer.moving_variance)]
         if not stats:
             return
@@ -446,12 +447,6 @@ class _InStep(keras.callbacks.Callback):
             flat /= self.size
             for s, chunk in zip(stats, torch.split(flat, [s.numel() for s in stats])):
                 s.copy_(chunk.view_as(s).to(s.dtype))
-
-
-def _layers(model):
-    for layer in getattr(model, "layers", ()):
-        yield layer
-        yield from _layers(layer)
 
 
 def finish():

@@ -1,5 +1,6 @@
 """The Keras layers kerasimpl adds: in-model preprocessing, labelled softmax,
-and torch's adaptive average pooling (AlexNet).
+and torch's adaptive average pooling (AlexNet); and `trainable_batchnorms`,
+the BatchNormalization layers of a model that training updates.
 
 All are registered serializable layers, so a saved classifier reloads with
 `safe_mode=True` on any backend once `kerasimpl` is imported.
@@ -168,3 +169,14 @@ def adaptive_pool_matrix(size, out):
         start, end = (i * size) // out, -(-((i + 1) * size) // out)
         m[i, start:end] = 1.0 / (end - start)
     return m
+
+
+def trainable_batchnorms(model) -> list:
+    """The BatchNormalization layers of `model` (nested models included) whose moving statistics training
+    updates (`trainable`)."""
+    found = []
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+            found.append(layer)
+        found += trainable_batchnorms(layer)
+    return found

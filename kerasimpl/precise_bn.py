@@ -35,20 +35,14 @@ import keras
 import numpy as np
 
 from kerasimpl import distributed
+from kerasimpl.layers import trainable_batchnorms as _trainable
 
 DEFAULT_IMAGES = 2048  # Wu & Johnson: a few thousand samples make the estimate precise
 
 
 def trainable_batchnorms(model) -> list:
-    """BatchNormalization layers of `model` (nested models included) whose statistics training updates."""
-    return [layer for layer in _layers(model)
-            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable and not layer.renorm]
-
-
-def _layers(model):
-    for layer in getattr(model, "layers", ()):
-        yield layer
-        yield from _layers(layer)
+    """`kerasimpl.layers.trainable_batchnorms` without batch renormalization (its statistics follow another rule)."""
+    return [layer for layer in _trainable(model) if not layer.renorm]
 
 
 def sample(indices, images, seed) -> np.ndarray:
@@ -98,8 +92,7 @@ def population_statistics(model, x, batch_size, indices=None, layers=None) -> li
             batch = np.asarray(x[rows[start:start + batch_size]], dtype="float32")
             mean, variance = moments(trainable, non_trainable, batch)
             sums += len(batch) * np.stack([np.ones_like(mean), mean, variance + mean ** 2])
-    if w.size > 1:
-        sums = distributed.sum_over_processes(sums)
+    sums = distributed.sum_over_processes(sums)
     mean = sums[1] / sums[0]
     variance = np.maximum(sums[2] / sums[0] - mean ** 2, 0.0)
     cuts = np.cumsum([int(np.prod(layer.moving_mean.shape)) for layer in layers])[:-1]
