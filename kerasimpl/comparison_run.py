@@ -334,16 +334,25 @@ def saliency_figure(config, results, data, plots_dir="", say=_logger.info):
 
 def gradcam_galleries(config, results, data, plots_dir="", say=_logger.info):
     """Per model: Grad-CAM of N test images, half misclassified (the "right-wrong" rule of
-    `kerasimpl.saliency.choose_images`), in `<row folder>/gradcam/` and `plots/<row>_gradcam_gallery.png`."""
+    `kerasimpl.saliency.choose_images`), in `<row folder>/gradcam/` and `plots/<row>_gradcam_gallery.png`.
+    With `config["gallery_occlusion"]`: the reference experiment's occlusion study beside it (a black
+    square, 30 px with stride 20 at 224 px, scaled to the model's input) and both maps explain the TRUE
+    class, as that study recorded the true class's probability."""
     from kerasimpl.artifacts import copy_file, load_model
-    from kerasimpl.saliency import GradCAM
+    from kerasimpl.saliency import GradCAM, Occlusion
+    from kerasimpl.saliency.occlusion import scaled_window
     from kerasimpl.saliency.report import explain_test_images
 
+    occlusion = bool(config.get("gallery_occlusion"))
     for label, path in _model_paths(config, results).items():
         target = os.path.join(os.path.dirname(path), "gradcam")
         model = load_model(path)
-        explain_test_images(model, data, [GradCAM(model)], int(config["gradcam_gallery"]), target,
-                            seed=config["seed"], model_path=path, say=say)
+        methods = [GradCAM(model)]
+        if occlusion:
+            patch, stride = scaled_window(model.input_shape[1])
+            methods.append(Occlusion(model, patch=patch, stride=stride, fill=0.0))
+        explain_test_images(model, data, methods, int(config["gradcam_gallery"]), target, seed=config["seed"],
+                            model_path=path, explain="true" if occlusion else "predicted", say=say)
         gallery = os.path.join(config["out"], "plots", f"{label}_gradcam_gallery.png")
         copy_file(os.path.join(target, "gallery.png"), gallery)
         if plots_dir:

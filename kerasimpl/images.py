@@ -13,8 +13,13 @@ class ImageError(ValueError):
     """An image file is missing, unreadable, or not an image."""
 
 
-def read_image(path, size=None) -> np.ndarray:
+def read_image(path, size=None, crop=None) -> np.ndarray:
     """Read `path` as uint8 RGB (H, W, 3), optionally resized to `size=(h, w)`.
+
+    `crop`: keep only the central square whose side is this fraction of the
+    shorter side, then resize it (ImageNet evaluation: 0.875, torchvision's
+    resize 256 / crop 224 and the TF EfficientNet-Lite authors' crop of
+    224 / (224 + 32)), so a photo is never squashed out of its aspect ratio.
 
     Grayscale, palette and CMYK images become RGB; an alpha channel is
     dropped (the colour kept); 16-bit and float images are scaled from their
@@ -28,10 +33,17 @@ def read_image(path, size=None) -> np.ndarray:
     """
     from PIL import Image
 
+    if crop is not None and not 0 < crop <= 1:
+        raise ValueError(f"crop is the kept fraction of the shorter side, in (0, 1]. Received: crop={crop!r}")
     with _open(path) as im:
-        if size is not None:
+        if size is not None and crop is None:
             im.draft("RGB", (int(size[1]), int(size[0])))
         rgb = _load_rgb(im, path)
+    if crop is not None:
+        w, h = rgb.size
+        side = max(1, int(round(min(w, h) * crop)))
+        left, top = (w - side) // 2, (h - side) // 2
+        rgb = rgb.crop((left, top, left + side, top + side))
     if size is not None and rgb.size != (size[1], size[0]):
         rgb = rgb.resize((int(size[1]), int(size[0])), Image.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)

@@ -105,6 +105,8 @@ class _Program:
                 fn = convert(layer, torch, len(inputs[0].shape))
             else:
                 fn = _convert_op(node, torch)
+            if type(fn) is Conv and fn.padding == "valid":
+                self._fold_padding(fn, inputs[0], producer, consumers)
             if type(layer) in (layers.ReLU, layers.Activation) and self._fresh_and_private(inputs[0], producer,
                                                                                             consumers):
                 fn = inplace(layer, torch) or fn  # nothing else reads its input: skip an allocation
@@ -117,6 +119,21 @@ class _Program:
         idx = producer.get(id(tensor))
         return (idx is not None and isinstance(self.steps[idx]["fn"], (Conv, SeparableConv))
                 and consumers.get(id(tensor), 0) == 1 and id(tensor) not in self.output_ids)
+
+    def _fold_padding(self, conv, tensor, producer, consumers):
+        """Let a 'valid' `conv` pad inside `F.conv2d` when `tensor` is a symmetric ZeroPadding2D's private
+        output (torch-style `padding=1` nets: torchvision's MobileNetV2, AlexNet): the pad step becomes a
+        pass-through instead of a copy of the whole map."""
+        idx = producer.get(id(tensor))
+        if idx is None or consumers.get(id(tensor), 0) != 1 or id(tensor) in self.output_ids:
+            return
+        step = self.steps[idx]
+        if type(step["layer"]) is not layers.ZeroPadding2D:
+            return
+        (top, bottom), (left, right) = step["layer"].padding
+        if top == bottom and left == right:
+            conv.explicit_pad = (top, left)
+            step["fn"] = _pass_through
 
     def _fold_bn(self, bn, tensor, producer, consumers):
         """Fold `bn` into the convolution producing `tensor`, when that is exact."""
@@ -152,6 +169,10 @@ class _Program:
             outs = self.run(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
             outs = [_to_keras_layout(t) for t in (outs if isinstance(outs, list) else [outs])]
         return outs[0] if len(outs) == 1 else outs
+
+
+def _pass_through(x):
+    return x
 
 
 def _to_keras_layout(t):

@@ -106,6 +106,7 @@ class Conv:
         self.bias = _tensor(torch, _np(layer.bias)) if layer.use_bias else None
         self.stride, self.dilation = tuple(layer.strides), tuple(layer.dilation_rate)
         self.padding = layer.padding
+        self.explicit_pad = (0, 0)  # a symmetric ZeroPadding2D before a 'valid' conv, folded in (torch_inference)
         act = layer.activation.__name__ if layer.activation is not None else "linear"
         self.activation = None if act == "linear" else _activation(act, torch)
 
@@ -117,6 +118,7 @@ class Conv:
         conv.weight = _tensor(torch, np.ascontiguousarray(weight)).contiguous(memory_format=torch.channels_last)
         conv.bias = None if bias is None else _tensor(torch, bias)
         conv.stride, conv.dilation, conv.padding = tuple(strides), tuple(dilation), padding
+        conv.explicit_pad = (0, 0)
         return conv
 
     def fold(self, scale, shift):
@@ -135,7 +137,7 @@ class Conv:
                 x = F.pad(x, (left, right, top, bottom))
                 y = F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
         else:
-            y = F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.explicit_pad, self.dilation, self.groups)
         return self.activation(y) if self.activation is not None else y
 
 

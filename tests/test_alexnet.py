@@ -3,6 +3,7 @@
 The equality with torchvision itself is in test_torchvision.py (needs torchvision).
 """
 
+import dataclasses
 import hashlib
 import os
 import warnings
@@ -153,7 +154,8 @@ def test_a_wrong_class_count_is_named_with_torchvisions_shapes(tmp_path):
 
 
 def test_imagenet_download_checks_the_hash_prefix(monkeypatch, tmp_path):
-    path = str(tmp_path / torchvision_alexnet.FILE_NAME)
+    hosted = torchvision_alexnet.HOSTED
+    path = str(tmp_path / hosted.file_name)
     _save(_random_alexnet(3), path)
     requested = []
 
@@ -163,11 +165,13 @@ def test_imagenet_download_checks_the_hash_prefix(monkeypatch, tmp_path):
 
     monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
     digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
-    monkeypatch.setattr(torchvision_alexnet, "HASH_PREFIX", digest[:8])
+    named = dataclasses.replace(hosted, file_name=f"alexnet-owt-{digest[:8]}.pth")
+    monkeypatch.setattr(torchvision_alexnet, "HOSTED", named)
     model = _alexnet_from("imagenet")
-    assert requested == [(torchvision_alexnet.FILE_NAME, torchvision_alexnet.URL, "models")]
+    assert requested == [(named.file_name, f"https://download.pytorch.org/models/{named.file_name}", "models")]
     assert model.get_layer("predictions").units == 1000
-    monkeypatch.setattr(torchvision_alexnet, "HASH_PREFIX", "00000000" if digest[:8] != "00000000" else "11111111")
+    wrong = "00000000" if digest[:8] != "00000000" else "11111111"
+    monkeypatch.setattr(torchvision_alexnet, "HOSTED", dataclasses.replace(hosted, file_name=f"alexnet-owt-{wrong}.pth"))
     with pytest.raises(RuntimeError, match="does not start with .*deleted it"):
         _alexnet_from("imagenet")
     assert not os.path.exists(path)  # as torch.hub: a mismatching file does not stay in the cache

@@ -261,3 +261,36 @@ def test_random_baseline_row_and_which_methods_beat_it():
     assert "| random map (baseline) |" in saliency.quality_markdown(table) and "n/a" in saliency.quality_markdown(table)
     with pytest.raises(ValueError, match="no 'random map \\(baseline\\)' row"):
         saliency.beats_baseline({"gradcam": table["gradcam"]})
+
+
+def test_a_report_explains_the_true_class_when_asked(tmp_path):
+    """explain="true" (the reference's occlusion study: the true class's probability): each map is the
+    label's, which differs from the prediction's on the misclassified images; anything else is refused."""
+    import types
+
+    import keras
+
+    from kerasimpl import models
+    from kerasimpl.saliency import GradCAM, Occlusion
+    from kerasimpl.saliency.report import explain_test_images
+
+    keras.utils.set_random_seed(0)
+    model = models.build_classifier("smallcnn", 3, input_shape=(16, 16, 3), image_size=16, weights=None,
+                                    freeze_base=False, backbone_kwargs={"widths": (8, 16)})
+    rng = np.random.default_rng(0)
+    data = types.SimpleNamespace(x_test=rng.integers(0, 256, (40, 16, 16, 3)).astype(np.uint8),
+                                 y_test=rng.integers(0, 3, 40), source="synthetic")
+    methods = [GradCAM(model), Occlusion(model, patch=4, stride=4)]
+    report = explain_test_images(model, data, methods, 4, str(tmp_path), explain="true")
+    saved = np.load(tmp_path / "maps.npz")
+    labels, predictions = saved["labels"], saved["predictions"]
+    assert report["explained_class"] == "true" and (labels != predictions).any()
+    for method in methods:
+        truth = np.stack([e.map for e in method.explain(saved["images"].astype("float32"), [int(t) for t in labels])])
+        np.testing.assert_allclose(saved[method.name], truth, atol=1e-6)
+    wrong = labels != predictions
+    asked = np.stack([e.map for e in methods[1].explain(saved["images"][wrong].astype("float32"),
+                                                        [int(t) for t in predictions[wrong]])])
+    assert np.abs(saved["occlusion"][wrong] - asked).max() > 1e-4  # the label's map, not the prediction's
+    with pytest.raises(ValueError, match="explain must be 'predicted' or 'true'. Received: explain='label'"):
+        explain_test_images(model, data, methods, 4, str(tmp_path / "x"), explain="label")

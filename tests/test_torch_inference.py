@@ -373,3 +373,29 @@ def test_autocast_dtype_per_device(precision_, device, capability, expected):
     from kerasimpl.precision import autocast_precision
 
     assert autocast_precision(precision_, device, capability) == expected
+
+
+def test_a_symmetric_zero_padding_before_a_valid_conv_pads_inside_the_conv():
+    """torch-style `padding=1` graphs (torchvision's MobileNetV2, AlexNet): the ZeroPadding2D step becomes
+    a pass-through and the conv pads; an asymmetric pad, or one whose output another layer reads, stays."""
+    if not ON_TORCH:
+        pytest.skip("the compiled torch program")
+    from kerasimpl.torch_layers import Conv
+
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((9, 9, 4))
+    a = L.DepthwiseConv2D(3, 2, padding="valid", name="dw")(L.ZeroPadding2D(1, name="sym")(inp))
+    b = L.Conv2D(5, 3, 2, padding="valid", name="asym_conv")(L.ZeroPadding2D(((0, 1), (0, 1)), name="asym")(inp))
+    shared = L.ZeroPadding2D(2, name="shared")(inp)
+    c = L.Conv2D(5, 5, padding="valid", name="c1")(shared)
+    d = L.Conv2D(5, 3, 2, padding="valid", name="c2")(L.MaxPooling2D(3, 1, name="pool")(shared))
+    model = keras.Model(inp, [a, b, c, d])
+    program = compile_frozen(model)
+    steps = {s["layer"].name: s for s in program.steps}
+    assert steps["dw"]["fn"].explicit_pad == (1, 1) and steps["sym"]["fn"].__name__ == "_pass_through"
+    assert steps["asym_conv"]["fn"].explicit_pad == (0, 0) and steps["asym"]["fn"].__name__ != "_pass_through"
+    assert isinstance(steps["c1"]["fn"], Conv) and steps["c1"]["fn"].explicit_pad == (0, 0)
+    x = np.random.default_rng(0).normal(size=(2, 9, 9, 4)).astype("float32")
+    for g, r in zip(program(x), model.predict_on_batch(x)):
+        np.testing.assert_allclose(g, np.asarray(r), rtol=1e-5, atol=1e-5)

