@@ -3,8 +3,8 @@
 One row per backbone and precision: the fast path's img/s of the base
 (`kerasimpl.inference.Forward`, the one place that chooses it), the whole
 saved classifier's at the same batch and precision (and its ratio to the
-base), plain Keras' `predict_on_batch`, torchvision's twin where it
-imports, the pooled features' relative error against float32, and the
+base), plain Keras' `predict_on_batch`, the native PyTorch twin where it
+imports (at the row's precision: bfloat16 under `torch.autocast`), the pooled features' relative error against float32, and the
 achieved multiply-adds/s (published counts x img/s) next to this CPU's
 float32 peak. Every timing of a backbone runs in one interleaved loop.
 """
@@ -105,37 +105,41 @@ def bench_extraction(names, batch, size, repeats, precisions=("float32",)):
         for p in done:
             fns += [lambda f=base[p]: f(x), lambda f=whole[p]: f(x)]
         native = native_extractor(name)
-        if native is not None:
-            fns.append(_native_run(native, x))
+        native_precisions = [p for p in (done or ["float32"]) if p in ("float32", "bfloat16")] if native else []
+        for p in native_precisions:  # the native twin at the same precision (torch.autocast for bfloat16)
+            fns.append(_native_run(native, x, p))
         secs = interleaved(fns, repeats)
+        native_secs = dict(zip(native_precisions, secs[len(secs) - len(native_precisions):]))
         ref = base["float32"](x) if base.get("float32") is not None else None
         for i, p in enumerate(done or ["float32"]):
-            rows.append(_row(name, p, batch, size, secs, i, bool(done), native is not None,
+            rows.append(_row(name, p, batch, size, secs, i, bool(done), native_secs.get(p),
                              base[p](x) if done and ref is not None else None, ref))
     return rows
 
 
-def _native_run(native, x):
+def _native_run(native, x, precision="float32"):
     import torch
 
     xt = torch.from_numpy(x).permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
+    low = precision == "bfloat16"
 
     def run_native():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
             native(xt)
 
     return run_native
 
 
-def _row(name, p, batch, size, secs, i, compiled, with_native, features, ref):
-    """One extraction row from the interleaved seconds: [plain, (base, whole) per precision, native]."""
+def _row(name, p, batch, size, secs, i, compiled, native_seconds, features, ref):
+    """One extraction row from the interleaved seconds: [plain, (base, whole) per precision, natives];
+    `native_seconds`: the native twin's at precision `p` (None: not run)."""
     import numpy as np
 
     from kerasimpl import runtime
 
     peak, _ = cpu_peak_macs()
     plain_ips = batch / secs[0]
-    native_ips = batch / secs[-1] if with_native else None
+    native_ips = batch / native_seconds if native_seconds else None
     ips = batch / secs[1 + 2 * i] if compiled else plain_ips
     saved = batch / secs[2 + 2 * i] if compiled else None
     err = (float(np.linalg.norm(features - ref) / np.linalg.norm(ref))
