@@ -21,7 +21,10 @@
 #                 end-to-end CLI runs, cross-backend subprocesses, "it learns" runs) is CI's; MARKERS= runs all
 #   PYTEST_ARGS=  more pytest options, e.g. PYTEST_ARGS="-x --durations=30"
 #   ARGS=         options of `python -m experiments.compare` for make run / make smoke,
-#                 e.g. ARGS="--backbones mobilenetv2,mobilenetv3large" (skips VGG16)
+#                 e.g. ARGS="--backbones mobilenetv2,mobilenetv3large" (skips VGG16); of
+#                 experiments.demo for make demo, of experiments.gpu_check for make gpu-check
+#   DEMO_BACKBONE=efficientnetlite0  the ImageNet network of make demo (mobilenetv2_tv: torchvision's
+#                 MobileNetV2; both ship offline with the pretrained extra / make's install)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -50,7 +53,7 @@ setup: $(STAMP)
 # never resolves it to a CUDA build. TORCH=cpu: the +cpu wheel from pip's
 # usual sources (a local wheel folder, if pip is configured with one), else
 # from PyTorch's CPU index.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@case "$(TORCH)" in \
 	  cpu) $(PIP) install -q "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \

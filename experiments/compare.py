@@ -157,10 +157,10 @@ def build_parser():
                    help="after training: per model, Grad-CAM of N test images, half of them misclassified "
                         "(experiments.saliency --data), as plots/<row>_gradcam_gallery.png (default 0; "
                         "alexnet-smoke: 8)")
-    p.add_argument("--gallery-occlusion", action="store_true", default=None,
+    p.add_argument("--gallery-occlusion", action=argparse.BooleanOptionalAction, default=None,
                    help="with --gradcam-gallery: the reference's occlusion study beside Grad-CAM (a black square, "
                         "30 px with stride 20 at 224 px, scaled to the model input), both maps of the TRUE class "
-                        "(default off; mobilenetv2-subset: on)")
+                        "(default off; mobilenetv2-subset: on, --no-gallery-occlusion turns it off)")
     p.add_argument("--saliency-method", default="gradcam",
                    help="the method of --saliency, from kerasimpl.saliency.list_methods() (default gradcam)")
     p.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
@@ -197,6 +197,9 @@ def resolve(args):
     if cfg["data"] is None:
         raise ValueError(f"--preset {args.preset} runs on data you name: pass --data PATH (e.g. the CIFAR-10 "
                          "subset's cifar-10-python-subset.tar.gz, or cifar10 to download the full set)")
+    if cfg["gallery_occlusion"] and not cfg["gradcam_gallery"]:
+        raise ValueError(f"--gallery-occlusion draws beside the Grad-CAM gallery: it needs --gradcam-gallery N "
+                         f"(N > 0). Received: --gradcam-gallery {cfg['gradcam_gallery']}")
     cfg.update({k: getattr(args, k) for k in (
         "finetune_epochs", "val_fraction", "seed", "seeds", "augment",
         "hidden", "dropout", "workers", "preset", "distribute", "distribute_timeout", "data_size", "test_fraction",

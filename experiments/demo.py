@@ -11,8 +11,9 @@ others download once) classifies matplotlib's own sample photo of Grace
 Hopper (or `--image`), prints the top 5 with their names, and explains the
 top class two ways, as the reference experiment did: Grad-CAM on the last
 convolutional activation, and occlusion sensitivity (a black 30x30 square
-sliding with stride 20 over the 224x224 input, the class's probability
-recorded at each position, drawn as that probability with its colour bar).
+sliding with stride 20 over the 224x224 input, scaled with other input
+sizes, the class's probability recorded at each position, drawn as that
+probability with its colour bar).
 
 The photo is read as ImageNet evaluation reads it: the central square of
 87.5% of its shorter side (torchvision's resize 256 / crop 224, the TF
@@ -84,26 +85,30 @@ def main(argv=None) -> int:
     target = top[0][0]
     for rank, (i, name, p) in enumerate(top, 1):
         print(f"{rank}. {name} (ImageNet class {i}): {p:.1%}")
+    from kerasimpl.saliency.occlusion import scaled_window
+
+    patch, stride = scaled_window(size)  # 30 / 20 at 224 px
     explained, layer = {}, None
-    for method, options in (("gradcam", {}), ("occlusion", {"patch": 30, "stride": 20})):
+    for method, options in (("gradcam", {}), ("occlusion", {"patch": patch, "stride": stride})):
         explainer = saliency.get_method(method, model, **options)
         (explained[method],) = explainer.explain(image[None], targets=[target])
         layer = getattr(explainer, "layer", layer)
     seconds = time.perf_counter() - start
     occlusion = explained["occlusion"]
-    figure(image, top, explained["gradcam"].importance(), np.asarray(occlusion.map), args.out, args.backbone)
+    figure(image, top, explained["gradcam"].importance(), np.asarray(occlusion.map), args.out, args.backbone,
+           (patch, stride))
     write_json(os.path.splitext(args.out)[0] + ".json", {
         "image": os.path.basename(path), "backbone": args.backbone, "crop": args.crop, "input_size": size,
         "top": [{"index": i, "name": n, "probability": p} for i, n, p in top],
         "explained_class": target, "gradcam_layer": layer,
-        "occlusion": {"patch": 30, "stride": 20, "fill": "black", "positions": list(occlusion.map.shape),
+        "occlusion": {"patch": patch, "stride": stride, "fill": "black", "positions": list(occlusion.map.shape),
                       "probability_min": float(occlusion.map.min()), "probability_max": float(occlusion.map.max()),
                       "probability_unoccluded": float(occlusion.score)}, "seconds": seconds})
     print(f"wrote {args.out} ({seconds:.0f} s)")
     return 0
 
 
-def figure(image, top, gradcam, occlusion, path, title):
+def figure(image, top, gradcam, occlusion, path, title, window=(30, 20)):
     """The photo, the top classes as bars, Grad-CAM and the occlusion probabilities over the photo, each
     map with a colour bar that says what its colours mean."""
     from matplotlib.figure import Figure
@@ -130,7 +135,7 @@ def figure(image, top, gradcam, occlusion, path, title):
     axes[3].imshow(shown)
     occ = axes[3].imshow(occlusion, cmap="jet_r", alpha=0.5, vmin=0.0, vmax=max(p, float(occlusion.max())),
                          extent=(0, w, h, 0), interpolation="nearest")
-    axes[3].set_title(f"occlusion: black 30x30 square, stride 20", fontsize=10)
+    axes[3].set_title(f"occlusion: black {window[0]}x{window[0]} square, stride {window[1]}", fontsize=10)
     fig.colorbar(occ, ax=axes[3], fraction=0.046,
                  label=f"P({name}) with the square there\n(unoccluded {p:.2f}; red: the square hurts most)")
     for ax in (axes[0], axes[2], axes[3]):

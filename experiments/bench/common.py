@@ -16,8 +16,8 @@ import warnings
 # keras.applications' documentation; not measured here). Convolutional cost
 # scales with the pixel count, so other sizes use (size / 224) ** 2.
 # AlexNet: torchvision's published 0.71 G for the whole network (its convolutions are about 0.66 G).
-MACS_224 = {"vgg16": 15.5e9, "mobilenetv2": 0.30e9, "mobilenetv2_tv": 0.30e9, "mobilenetv3large": 0.22e9, "efficientnetb0": 0.39e9,
-            "alexnet": 0.71e9,
+MACS_224 = {"vgg16": 15.5e9, "mobilenetv2": 0.30e9, "mobilenetv2_tv": 0.30e9, "mobilenetv3large": 0.22e9,
+            "efficientnetb0": 0.39e9, "alexnet": 0.71e9,
             # EfficientNet-Lite: counted from the Keras graph at 224 px (convolutions and Dense, the same
             # count gives MobileNetV2's published 0.30 G)
             "efficientnetlite0": 0.385e9, "efficientnetlite1": 0.502e9, "efficientnetlite2": 0.577e9}

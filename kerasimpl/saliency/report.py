@@ -60,7 +60,7 @@ def explain_test_images(model, data, methods, num_images, out, seed=0, model_pat
     Args:
         model: the classifier the methods explain (raw images in).
         data: its data set (`kerasimpl.data`), the test split that trained it.
-        methods: saliency methods on `model` (each explains the predicted class).
+        methods: saliency methods on `model` (each explains the class `explain` names).
         num_images: images to explain: half correct, half misclassified
             where the test set has them (a note says when it has not).
         out: folder of `gallery.png`, `maps.npz`, `notes/` and `saliency.json`.

