@@ -34,6 +34,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kerasimpl import builders
 from kerasimpl.layers import AdaptiveAveragePooling2D
 
 MIN_SIZE = 63  # smallest input whose last max-pool still has a 1x1 window
@@ -65,7 +66,7 @@ def AlexNet(include_top=True, weights=None, input_tensor=None, input_shape=None,
             256, 256). Smaller ones make keras-hub-style tiny test models.
         dense: units of fc6 and fc7; default torchvision's (4096, 4096).
     """
-    _validate(include_top, weights, input_shape, pooling, classes)
+    builders.validate("AlexNet", weights, input_shape, pooling, classes)
     widths = _widths("widths", widths, tuple(c[1] for c in CONVS))
     dense = _widths("dense", dense, tuple(d[1] for d in DENSES))
     if input_tensor is None:
@@ -76,15 +77,7 @@ def AlexNet(include_top=True, weights=None, input_tensor=None, input_shape=None,
     x = features(input_tensor, widths)
     if include_top:
         x = classifier(x, classes, classifier_activation, dropout, dense)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-    source = keras.utils.get_source_inputs(input_tensor)
-    model = keras.Model(source[0] if len(source) == 1 else source, x, name=name)
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+    return builders.finish(input_tensor, x, None if include_top else pooling, name, weights)
 
 
 def features(x, widths=None):
@@ -121,13 +114,3 @@ def _widths(name, value, default):
     if not ok:
         raise ValueError(f"{name} must be {len(default)} integers >= 1 (default {default}). Received: {name}={value!r}")
     return tuple(value)
-
-
-def _validate(include_top, weights, input_shape, pooling, classes):
-    if not (weights is None or (isinstance(weights, str) and weights.endswith(".h5"))):
-        raise ValueError(f"The AlexNet builder takes weights=None or a Keras .weights.h5 path; torchvision's "
-                         f"checkpoints load through kerasimpl.backbones.build_backbone. Received: weights={weights!r}")
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
-    if input_shape is not None and (len(input_shape) != 3 or input_shape[-1] != 3):
-        raise ValueError(f"input_shape must be (H, W, 3). Received: input_shape={input_shape}")

@@ -33,6 +33,8 @@ import math
 import keras
 from keras import layers
 
+from kerasimpl import builders
+
 # (repeats, kernel, stride, expand ratio, input filters, output filters): the builder's
 # 'r1_k3_s11_e1_i32_o16', ... strings for every Lite variant.
 BLOCKS = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
@@ -108,15 +110,8 @@ def EfficientNetLite(variant, include_top=True, weights=None, input_tensor=None,
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dropout(top_dropout if dropout is None else dropout, name="top_dropout")(x)
         x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-    source = keras.utils.get_source_inputs(input_tensor)
-    model = keras.Model(source[0] if len(source) == 1 else source, x, name=name or f"efficientnet{variant}")
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+    return builders.finish(input_tensor, x, None if include_top else pooling, name or f"efficientnet{variant}",
+                           weights)
 
 
 def mbconv(x, name, kernel, stride, expand, cin, cout, drop_rate):
@@ -145,15 +140,7 @@ def _conv_bn(x, filters, kernel, stride, prefix, conv="conv", bn="bn", act="acti
 def _validate(variant, include_top, weights, input_shape, pooling, classes):
     if variant not in VARIANTS:
         raise ValueError(f"Unknown EfficientNet-Lite variant. Received: {variant!r}. Accepted: {sorted(VARIANTS)}")
-    if not (weights is None or (isinstance(weights, str) and weights.endswith(".h5"))):
-        raise ValueError(f"The EfficientNet-Lite builder takes weights=None or a Keras .weights.h5 path; ImageNet "
-                         f"checkpoints load through kerasimpl.backbones.build_backbone. Received: weights={weights!r}")
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
-    if not (isinstance(classes, int) and classes >= 1):
-        raise ValueError(f"classes must be a positive int. Received: classes={classes!r}")
-    if input_shape is not None and (len(input_shape) != 3 or input_shape[-1] != 3):
-        raise ValueError(f"input_shape must be (H, W, 3). Received: input_shape={input_shape}")
+    builders.validate("EfficientNet-Lite", weights, input_shape, pooling, classes)
 
 
 def EfficientNetLite0(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,

@@ -35,6 +35,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kerasimpl import builders
+
 # torchvision's inverted_residual_setting: (expand ratio t, channels c, repeats n, first stride s).
 SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
            (6, 320, 1, 1))
@@ -99,19 +101,12 @@ def MobileNetV2Torchvision(include_top=True, weights=None, input_tensor=None, in
     for block, expand, stride, cin, cout in block_plan(alpha):
         x = inverted_residual(x, block, expand, stride, cin, cout)
     x = _conv_bn_relu(x, head_width(alpha), 1, 1, "Conv_1", "Conv_1_bn", "out_relu")
+    pool_names = ("global_average_pooling2d", "global_max_pooling2d")  # keras.applications.MobileNetV2's
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="global_average_pooling2d")(x)
+        x = layers.GlobalAveragePooling2D(name=pool_names[0])(x)
         x = layers.Dropout(dropout, name="predictions_dropout")(x)
         x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="global_average_pooling2d")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="global_max_pooling2d")(x)
-    source = keras.utils.get_source_inputs(input_tensor)
-    model = keras.Model(source[0] if len(source) == 1 else source, x, name=name)
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+    return builders.finish(input_tensor, x, None if include_top else pooling, name, weights, pool_names)
 
 
 def inverted_residual(x, name, expand, stride, cin, cout):
@@ -145,15 +140,6 @@ def _bn(x, name):
 
 
 def _validate(weights, input_shape, pooling, classes, alpha):
-    if not (weights is None or (isinstance(weights, str) and weights.endswith(".h5"))):
-        raise ValueError(f"The MobileNetV2 (torchvision) builder takes weights=None or a Keras .weights.h5 path; "
-                         f"torchvision checkpoints load through kerasimpl.backbones.build_backbone. "
-                         f"Received: weights={weights!r}")
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max'. Received: pooling={pooling!r}")
-    if not (isinstance(classes, int) and classes >= 1):
-        raise ValueError(f"classes must be a positive int. Received: classes={classes!r}")
-    if not (isinstance(alpha, (int, float)) and alpha > 0):
+    builders.validate("MobileNetV2 (torchvision)", weights, input_shape, pooling, classes)
+    if not (isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha > 0):
         raise ValueError(f"alpha must be a positive number. Received: alpha={alpha!r}")
-    if input_shape is not None and (len(input_shape) != 3 or input_shape[-1] != 3):
-        raise ValueError(f"input_shape must be (H, W, 3). Received: input_shape={input_shape}")
