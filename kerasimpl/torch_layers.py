@@ -108,7 +108,8 @@ class Conv:
         self.padding = layer.padding
         self.explicit_pad = (0, 0)  # a symmetric ZeroPadding2D before a 'valid' conv, folded in (torch_inference)
         act = layer.activation.__name__ if layer.activation is not None else "linear"
-        self.activation = None if act == "linear" else _activation(act, torch)
+        # in place: the convolution's own fresh output, which nothing else reads (torchvision's ReLU(inplace=True))
+        self.activation = None if act == "linear" else (_inplace_activation(act, torch) or _activation(act, torch))
 
     @classmethod
     def from_arrays(cls, torch, weight, bias, strides, dilation, padding, groups):
@@ -154,7 +155,7 @@ class SeparableConv:
         bias = _np(layer.bias) if layer.use_bias else None
         self.pointwise = Conv.from_arrays(torch, pk.transpose(3, 2, 0, 1), bias, (1, 1), (1, 1), "valid", 1)
         act = layer.activation.__name__ if layer.activation is not None else "linear"
-        self.activation = None if act == "linear" else _activation(act, torch)
+        self.activation = None if act == "linear" else (_inplace_activation(act, torch) or _activation(act, torch))
 
     def fold(self, scale, shift):
         self.pointwise.fold(scale, shift)
@@ -185,6 +186,15 @@ def _activation(name, torch):
     if name not in table:
         raise NotImplementedError(f"activation {name!r} is not supported by compile_frozen")
     return table[name]
+
+
+def _inplace_activation(name, torch):
+    """The in-place twin of activation `name` (same values, no new tensor), or None."""
+    F = torch.nn.functional
+    return {"relu": torch.relu_, "relu6": lambda x: x.clamp_(0.0, 6.0), "sigmoid": torch.sigmoid_,
+            "swish": lambda x: F.silu(x, inplace=True), "silu": lambda x: F.silu(x, inplace=True),
+            "hard_swish": lambda x: F.hardswish(x, inplace=True), "hard_silu": lambda x: F.hardswish(x, inplace=True),
+            "tanh": torch.tanh_}.get(name)
 
 
 def _per_channel(values, torch):
@@ -351,18 +361,10 @@ def _flat_input(layer, rank):
 
 def inplace(layer, torch):
     """The in-place twin of a ReLU / Activation layer, or None."""
-    F = torch.nn.functional
     if type(layer) is layers.ReLU:
         top = layer.max_value
         return torch.relu_ if top is None else (lambda x: x.clamp_(0.0, float(top)))
-    return {
-        "relu": torch.relu_,
-        "hard_swish": lambda x: F.hardswish(x, inplace=True),
-        "hard_silu": lambda x: F.hardswish(x, inplace=True),
-        "swish": lambda x: F.silu(x, inplace=True),
-        "silu": lambda x: F.silu(x, inplace=True),
-        "sigmoid": torch.sigmoid_,
-    }.get(layer.activation.__name__)
+    return _inplace_activation(layer.activation.__name__, torch)
 
 
 # kerasimpl's own layers (`kerasimpl.layers`): their torch twins.

@@ -408,3 +408,22 @@ def test_a_symmetric_zero_padding_before_a_valid_conv_pads_inside_the_conv():
     x = np.random.default_rng(0).normal(size=(2, 9, 9, 4)).astype("float32")
     for g, r in zip(program(x), model.predict_on_batch(x)):
         np.testing.assert_allclose(g, np.asarray(r), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6", "sigmoid", "swish", "hard_swish", "tanh"])
+def test_a_convolutions_own_activation_runs_in_place_and_equals_keras(activation):
+    """VGG16-style Conv2D(activation=...): applied in place on the convolution's fresh output (no second
+    feature map allocated, as torchvision's ReLU(inplace=True)); the values are Keras'."""
+    if not ON_TORCH:
+        pytest.skip("the compiled torch program")
+    import torch
+
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((9, 9, 3))
+    model = keras.Model(inp, keras.layers.Conv2D(4, 3, padding="same", activation=activation, name="c")(inp))
+    program = compile_frozen(model)
+    (step,) = program.steps
+    x = torch.randn(2, 4, 5, 5)
+    assert step["fn"].activation(x) is x  # the same tensor, overwritten
+    images = np.random.default_rng(1).normal(size=(2, 9, 9, 3)).astype("float32")
+    np.testing.assert_allclose(program(images), model.predict_on_batch(images), rtol=1e-5, atol=1e-5)
