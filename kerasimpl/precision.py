@@ -46,10 +46,13 @@ def cpu_flags(path="/proc/cpuinfo") -> set:
 
 
 def accelerator():
-    """`("cuda", (major, minor))` when the Keras backend computes on a CUDA GPU, else `("cpu", None)`."""
-    import os
+    """`("cuda", (major, minor))` when the Keras backend computes on a CUDA GPU, else `("cpu", None)`.
 
-    if os.environ.get("KERAS_BACKEND") == "jax":
+    The backend is Keras' own (`keras.backend.backend()`), wherever it was chosen: the environment or
+    `~/.keras/keras.json`."""
+    import keras
+
+    if keras.backend.backend() == "jax":
         import jax
 
         dev = jax.devices()[0]

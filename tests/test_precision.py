@@ -192,3 +192,20 @@ def test_infer_precision_flag(tmp_path, capsys):
     if precision.accelerator()[0] != "cuda":
         assert infer.main(["--model", path, "--precision", "float16", str(tmp_path)]) == 2
         assert "error: precision 'float16' needs a CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend,environment", [("jax", "torch"), ("jax", None)])
+def test_the_accelerator_is_asked_of_kerass_own_backend_not_the_environment(monkeypatch, backend, environment):
+    """A backend chosen in ~/.keras/keras.json leaves KERAS_BACKEND unset (or another value): the device
+    is still the one Keras computes on (here a fake JAX GPU, compute capability 9.0)."""
+    import sys
+    import types
+
+    gpu = types.SimpleNamespace(platform="gpu", compute_capability="9.0")
+    monkeypatch.setitem(sys.modules, "jax", types.SimpleNamespace(devices=lambda: [gpu]))
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
+    if environment is None:
+        monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("KERAS_BACKEND", environment)
+    assert precision.accelerator() == ("cuda", (9, 0))
