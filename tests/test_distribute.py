@@ -274,4 +274,6 @@ def test_tune_and_a_batch_that_does_not_split_are_refused_before_anything_runs(t
     with pytest.raises(ValueError, match="--batch-size 64 for 3 processes"):
         comparison_run.run_comparison(config)
     assert not (tmp_path / "r").exists()
-    assert comparison_run._distribution(_resolved("--batch-size", "63", "--distribute")).size == 3
+    accepted = comparison_run._distribution(_resolved("--batch-size", "63", "--distribute"))  # 3 x 21: no error
+    alone = comparison_run._distribution(_resolved("--batch-size", "64"))  # 64 on 1 process, configure() unused
+    assert (accepted.size, alone.size, alone.rank) == (3, 1, 0)
