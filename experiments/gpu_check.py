@@ -34,7 +34,6 @@ import experiments  # noqa: F401  (sets the default backend before keras loads)
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -126,17 +125,15 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def _median_seconds(fn, x, repeats, warmup=3):
-    for _ in range(warmup):
-        fn(x)
-    _sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x)
-        _sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _median_seconds(fns, x, repeats, warmup=3):
+    """Median seconds of each `fn(x)`, the callables interleaved (A, B, A, B ...: `bench.common.interleaved`),
+    each call waited for on the GPU."""
+    from experiments.bench.common import interleaved
+
+    def synced(fn):
+        return lambda: (fn(x), _sync())
+
+    return interleaved([synced(fn) for fn in fns], repeats, warmup=warmup)
 
 
 # --- extraction ----------------------------------------------------------------------------------
@@ -161,14 +158,14 @@ def extraction(args):
             if precision == "float16" and not _on_cuda():
                 continue
             ours = Forward(extractor, precision)
-            ours_s = _median_seconds(ours, x, args.repeats)
+            fns = [ours] if isinstance(native, str) else [ours, lambda b, p=precision: native(b, p)]
+            seconds = _median_seconds(fns, x, args.repeats)
             row = {"backbone": name, "precision": precision, "batch": args.batch, "path": ours.path,
-                   "kerasimpl_img_s": args.batch / ours_s}
+                   "kerasimpl_img_s": args.batch / seconds[0]}
             if isinstance(native, str):
                 row["native"] = native
             else:
-                native_s = _median_seconds(lambda b: native(b, precision), x, args.repeats)
-                row.update(native=NATIVE[name], native_img_s=args.batch / native_s, ratio=native_s / ours_s)
+                row.update(native=NATIVE[name], native_img_s=args.batch / seconds[1], ratio=seconds[1] / seconds[0])
             rows.append(row)
             print(f"[gpu-check] extraction {name} {precision}: {row['kerasimpl_img_s']:.0f} img/s "
                   f"(native {row.get('native_img_s', float('nan')):.0f})", flush=True)
@@ -273,7 +270,7 @@ def finetune(args, names=("mobilenetv3large", "efficientnetlite0")):
                                                 weights=None, head=HeadConfig((256,), 0.3))
             models.unfreeze(model, top_layers=20)
             training.compile_full(model, 1e-5)
-            seconds = _median_seconds(lambda b: model.train_on_batch(b, y), x, max(1, args.repeats // 2))
+            (seconds,) = _median_seconds([lambda b: model.train_on_batch(b, y)], x, max(1, args.repeats // 2))
             rows.append({"backbone": name, "precision": p, "batch": batch, "trainable_layers": 20,
                          "step_s": seconds, "img_s": batch / seconds,
                          "trainable_params": models.parameter_counts(model)["trainable"]})
