@@ -53,10 +53,9 @@ def depthwise_conv_shifted(inputs, kernel, strides=1, padding="valid", data_form
     kh, kw = kernel.shape[:2]
     n, h, w, c = inputs.shape
     if str(padding).lower() == "same":
-        pads = []
-        for size, k, s in ((h, kh, stride[0]), (w, kw, stride[1])):
-            total = max((-(-size // s) - 1) * s + k - size, 0)
-            pads.append((total // 2, total - total // 2))
+        from kerasimpl.layers import same_padding
+
+        pads = [same_padding(size, k, s) for size, k, s in ((h, kh, stride[0]), (w, kw, stride[1]))]
         inputs = jnp.pad(inputs, ((0, 0), pads[0], pads[1], (0, 0)))
     hp, wp = inputs.shape[1], inputs.shape[2]
     out_h, out_w = (hp - kh) // stride[0] + 1, (wp - kw) // stride[1] + 1

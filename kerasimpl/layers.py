@@ -160,6 +160,19 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
         return {**super().get_config(), "output_size": list(self.output_size)}
 
 
+def same_padding(size, kernel, stride=1, dilation=1) -> tuple:
+    """`(before, after)` pixels of Keras' / TensorFlow's `padding="same"` along one axis of `size` pixels.
+
+    The output has ceil(size / stride) pixels; the padding that needs is
+    split with the odd pixel AFTER (torch's `padding=k // 2` pads both sides
+    equally, so the two agree only when the total is even). The fast paths
+    (`torch_layers`, `jax_inference`) use this one rule.
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
 def adaptive_pool_matrix(size, out):
     """(out, size) float32 matrix whose row i averages torch's i-th adaptive bin."""
     import numpy as np

@@ -83,12 +83,6 @@ def bn_affine(bn, torch):
     return _tensor(torch, scale), _tensor(torch, beta - mean * scale)
 
 
-def _same_pads(size, k, s, d):
-    out = -(-size // s)
-    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
 class Conv:
     """Conv2D / DepthwiseConv2D in NCHW with TF-style 'same' padding."""
 
@@ -130,8 +124,8 @@ class Conv:
         F = self.torch.nn.functional
         if self.padding == "same":
             kh, kw = self.weight.shape[2:]
-            top, bottom = _same_pads(x.shape[2], kh, self.stride[0], self.dilation[0])
-            left, right = _same_pads(x.shape[3], kw, self.stride[1], self.dilation[1])
+            top, bottom = ki_layers.same_padding(x.shape[2], kh, self.stride[0], self.dilation[0])
+            left, right = ki_layers.same_padding(x.shape[3], kw, self.stride[1], self.dilation[1])
             if (top, left) == (bottom, right):
                 y = F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
             else:
@@ -317,8 +311,8 @@ def _pool(layer, torch, rank):
         return lambda x: F.avg_pool2d(x, k, s, (k[0] // 2, k[1] // 2), count_include_pad=False)
 
     def run(x):
-        top, bottom = _same_pads(x.shape[2], k[0], s[0], 1)
-        left, right = _same_pads(x.shape[3], k[1], s[1], 1)
+        top, bottom = ki_layers.same_padding(x.shape[2], k[0], s[0], 1)
+        left, right = ki_layers.same_padding(x.shape[3], k[1], s[1], 1)
         return pool(F.pad(x, (left, right, top, bottom), value=float("-inf")), k, s)
 
     return run

@@ -427,3 +427,21 @@ def test_a_convolutions_own_activation_runs_in_place_and_equals_keras(activation
     assert step["fn"].activation(x) is x  # the same tensor, overwritten
     images = np.random.default_rng(1).normal(size=(2, 9, 9, 3)).astype("float32")
     np.testing.assert_allclose(program(images), model.predict_on_batch(images), rtol=1e-5, atol=1e-5)
+
+
+def test_same_padding_known_answers_and_keras_agreement():
+    """Keras' 'same': ceil(size / stride) outputs, the odd pixel after. 224 px, 3x3, stride 2: (0, 1) (why
+    torchvision's MobileNetV2 needs an explicit symmetric pad); odd sizes and dilation pad evenly."""
+    from kerasimpl.layers import same_padding
+
+    assert same_padding(224, 3, 2) == (0, 1) and same_padding(225, 3, 2) == (1, 1)
+    assert same_padding(7, 3, 1) == (1, 1) and same_padding(8, 5, 1, dilation=2) == (4, 4)
+    assert same_padding(10, 1, 2) == (0, 0) and same_padding(5, 4, 1) == (1, 2)
+    for size, k, s in ((9, 3, 2), (10, 5, 3), (6, 2, 1)):
+        x = np.random.default_rng(size).normal(size=(1, size, size, 1)).astype("float32")
+        conv = keras.layers.Conv2D(1, k, s, padding="same", use_bias=False, kernel_initializer="ones")
+        before, after = same_padding(size, k, s)
+        padded = np.pad(x, ((0, 0), (before, after), (before, after), (0, 0)))
+        valid = keras.layers.Conv2D(1, k, s, padding="valid", use_bias=False, kernel_initializer="ones")
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(conv(x)), keras.ops.convert_to_numpy(valid(padded)),
+                                   rtol=1e-5, atol=1e-5)
