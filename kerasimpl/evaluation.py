@@ -48,6 +48,25 @@ def classification_metrics(probs, labels, class_names=None) -> dict:
     }
 
 
+def wilson_interval(accuracy, n, z=1.96) -> tuple:
+    """The 95% (z = 1.96) Wilson score interval of an accuracy measured on `n` images: `(low, high)`.
+
+    The test set's own sampling noise: two models whose intervals overlap
+    widely are not told apart by these `n` images. It does not shrink by
+    averaging training seeds on the same test images. Better than the
+    normal approximation near 0 and 1 and for small `n`.
+
+    Reference: Wilson, "Probable inference, the law of succession, and
+    statistical inference", JASA 1927; Brown, Cai & DasGupta, "Interval
+    estimation for a binomial proportion", Statistical Science 2001.
+    """
+    if not (n >= 1 and 0.0 <= accuracy <= 1.0):
+        raise ValueError(f"Need n >= 1 images and an accuracy in [0, 1]. Received: accuracy={accuracy}, n={n}")
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def throughput(model, input_shape, batch_size=64, repeats=5, warmup=1, precision="float32", with_path=False):
     """Median images/s of the whole model on one random uint8 batch.
 

@@ -15,6 +15,7 @@ COLUMNS = (
     ("trained", "trained", "{}"),
     ("image_size", "px", "{}"),
     ("test_accuracy", "test acc", "{:.2%}"),
+    ("test_accuracy_ci95", "test 95% CI", "{:.1%}"),
     ("test_loss", "test loss", "{:.3f}"),
     ("top5_accuracy", "top-5", "{:.2%}"),
     ("val_accuracy", "val acc", "{:.2%}"),
@@ -32,7 +33,24 @@ def _cell(value, fmt):
         return "-"
     if isinstance(value, dict):  # mean +- std over seeds
         return f"{fmt.format(value['mean'])} ± {fmt.format(value['std'])}"
+    if isinstance(value, (list, tuple)):  # an interval
+        return "-".join(fmt.format(v) for v in value)
     return fmt.format(value)
+
+
+def _value(v):
+    return v["mean"] if isinstance(v, dict) else v
+
+
+def with_interval(result) -> dict:
+    """`result` with `test_accuracy_ci95`: the Wilson 95% interval of its (mean) test accuracy over its
+    `num_test` images (`kerasimpl.evaluation.wilson_interval`), where both are known."""
+    from kerasimpl.evaluation import wilson_interval
+
+    accuracy, n = _value(result.get("test_accuracy")), _value(result.get("num_test"))
+    if accuracy is None or not n:
+        return dict(result)
+    return {**result, "test_accuracy_ci95": list(wilson_interval(float(accuracy), int(n)))}
 
 
 def markdown_table(results, title=None, note=None) -> str:
@@ -54,20 +72,24 @@ def flat_row(result) -> dict:
     for k, v in result.items():
         if isinstance(v, dict) and set(v) == {"mean", "std"}:
             row[k], row[f"{k}_std"] = v["mean"], v["std"]
+        elif k.endswith("_ci95") and isinstance(v, (list, tuple)) and len(v) == 2:
+            row[f"{k}_low"], row[f"{k}_high"] = v
         elif not isinstance(v, (list, dict)):
             row[k] = v
     return row
 
 
 def write_tables(folder, results, title="Backbone comparison", note=None):
-    """Write `results.json`, `results.csv` and `results.md` into `folder`."""
+    """Write `results.json`, `results.csv` and `results.md` into `folder` (each row with its test
+    accuracy's 95% interval, `with_interval`)."""
+    results = [with_interval(r) for r in results]
     write_json(os.path.join(folder, "results.json"), results)
     write_csv(os.path.join(folder, "results.csv"), [flat_row(r) for r in results])
     write_text(os.path.join(folder, "results.md"), markdown_table(results, title, note))
 
 
 # What a row's model is, not what a run measured: one value when every seed agrees ("32", not "32.0 ± 0.0").
-MODEL_FIELDS = ("image_size", "params_total", "params_trainable", "model_mb")
+MODEL_FIELDS = ("image_size", "params_total", "params_trainable", "model_mb", "num_test")
 
 
 def aggregate_seeds(runs) -> dict:

@@ -134,6 +134,28 @@ def test_compare_seeds_report_mean_and_std(compare_run):
     assert "±" in open(os.path.join(out, "results.md")).read()
     row = next(csv.DictReader(open(os.path.join(out, "results.csv"))))
     assert float(row["test_accuracy_std"]) == pytest.approx(r["test_accuracy"]["std"])
+    # The test set's own 95% interval, at the mean accuracy over its num_test images (the same on every seed).
+    from kerasimpl.evaluation import wilson_interval
+
+    assert r["num_test"] == per_seed[0]["num_test"]
+    assert r["test_accuracy_ci95"] == pytest.approx(list(wilson_interval(np.mean(accs), r["num_test"])))
+    assert float(row["test_accuracy_ci95_low"]) == pytest.approx(r["test_accuracy_ci95"][0])
+    assert float(row["test_accuracy_ci95_high"]) == pytest.approx(r["test_accuracy_ci95"][1])
+
+
+def test_wilson_interval_known_answers():
+    """Wilson (1927): 414 of 500 right (82.8%) -> 79.25-85.85%; 0 of 10 -> 0-27.75%; 10 of 10 -> 72.25-100%."""
+    from kerasimpl.evaluation import wilson_interval
+    from kerasimpl.reporting import markdown_table, with_interval
+
+    assert wilson_interval(0.828, 500) == pytest.approx((0.79245, 0.85855), abs=5e-5)
+    assert wilson_interval(0.0, 10) == pytest.approx((0.0, 0.27754), abs=5e-5)
+    assert wilson_interval(1.0, 10) == pytest.approx((0.72246, 1.0), abs=5e-5)
+    with pytest.raises(ValueError, match="Received: accuracy=1.5, n=10"):
+        wilson_interval(1.5, 10)
+    row = with_interval({"backbone": "b", "test_accuracy": 0.828, "num_test": 500})
+    assert "| 82.80% | 79.2%-85.9% |" in markdown_table([row])
+    assert "test_accuracy_ci95" not in with_interval({"backbone": "b", "test_accuracy": 0.5})  # n unknown
 
 
 @pytest.mark.slow
