@@ -94,6 +94,12 @@ def get_spec(name) -> BackboneSpec:
     return _REGISTRY[key]
 
 
+def accepts(name, argument) -> bool:
+    """Whether backbone `name`'s builder takes keyword `argument` (e.g. `alpha`, the MobileNets' width):
+    the builder's own signature is the one source of that fact."""
+    return argument in inspect.signature(get_spec(name).builder).parameters
+
+
 def build_backbone(name, input_tensor, weights="imagenet", include_top=False, keep_top_hidden=False,
                    **kwargs) -> keras.Model:
     """Build backbone `name` on `input_tensor` (a flat graph, no nested model).

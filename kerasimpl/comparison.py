@@ -16,7 +16,7 @@ import numpy as np
 
 from kerasimpl import distributed, evaluation, features, inference, models, plotting, precision, training
 from kerasimpl.artifacts import read_csv, save_figure, save_model, write_json
-from kerasimpl.backbones import get_spec
+from kerasimpl.backbones import accepts, get_spec
 from kerasimpl.heads import HeadConfig
 from kerasimpl.plan import CACHED_EVAL, plan_for, row_config
 
@@ -153,7 +153,7 @@ def row_setup(row, options, seed, kind="mlp"):
     run = row_run(
         name, variant, options["weights"], options["image_size"] if spec.pretrained else None,
         HeadConfig((), 0.0) if probe else HeadConfig(tuple(options["hidden"]), options["dropout"]),
-        {"alpha": options["alpha"]} if options["alpha"] and name.startswith("mobilenet") else {},
+        {"alpha": options["alpha"]} if options["alpha"] and accepts(name, "alpha") else {},
         keep_top_hidden=options["keep_top_hidden"],
     )
     config = training.TrainConfig(

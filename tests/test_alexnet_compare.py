@@ -141,3 +141,4 @@ def test_saved_alexnet_with_its_top_gets_conv5_relu_for_gradcam_without_naming_t
     loaded = load_model(str(tmp_path / "m.keras"))
     assert saliency_layers.gradcam_layer_name(loaded) == "conv5_relu"  # not fc7_relu, a flat vector
     assert len(saliency_layers.feature_map(loaded, saliency_layers.gradcam_layer_name(loaded)).shape) == 4
+

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import compare
-from kerasimpl import evaluation, inference, models
+from kerasimpl import comparison, evaluation, inference, models
 from kerasimpl.artifacts import load_model, read_csv
 from kerasimpl.data import load_dataset, stratified_split
 
@@ -251,3 +251,18 @@ def test_finetune_row_shares_its_bases_features_and_fine_tunes_on_cached_activat
     assert not any(f.startswith("features_") for f in os.listdir(os.path.join(out, "mobilenetv2-finetune")))
     config = json.load(open(os.path.join(out, "config.json")))
     assert (config["finetune_lr"], config["finetune_views"], config["finetune_layers"]) == (1e-4, 2, 10)
+
+
+def test_the_width_option_reaches_exactly_the_backbones_whose_builder_takes_it():
+    """--alpha goes to the MobileNets (keras.applications' and torchvision's) because their builders take
+    `alpha`, not because of their names; the others never see it."""
+    from kerasimpl.backbones import accepts, list_backbones
+
+    takers = sorted(n for n in list_backbones() if accepts(n, "alpha"))
+    assert takers == ["mobilenetv2", "mobilenetv2_tv", "mobilenetv3large", "mobilenetv3small"]
+    options = {"weights": None, "image_size": 32, "hidden": [8], "dropout": 0.0, "alpha": 0.35,
+               "keep_top_hidden": False, "epochs": 1, "batch_size": 8, "lr": 1e-3, "finetune_epochs": 0,
+               "finetune_layers": 0, "cache_features": True, "augment": [], "workers": 1}
+    for name in ("mobilenetv2_tv", "vgg16"):
+        run, _ = comparison.row_setup(name, options, 0)
+        assert run.backbone_kwargs == ({"alpha": 0.35} if name == "mobilenetv2_tv" else {})
