@@ -114,10 +114,8 @@ def inverted_residual(x, name, expand, stride, cin, cout):
     inputs = x
     if expand != 1:
         x = _conv_bn_relu(x, cin * expand, 1, 1, f"{name}_expand", f"{name}_expand_BN", f"{name}_expand_relu")
-    if stride == 2:  # torch's padding=1 on every side, then a valid window
-        x = layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
-    x = layers.DepthwiseConv2D(3, stride, padding="same" if stride == 1 else "valid", use_bias=False,
-                               name=f"{name}_depthwise")(x)
+    x, padding = _torch_padding(x, 3, stride, f"{name}_pad")
+    x = layers.DepthwiseConv2D(3, stride, padding=padding, use_bias=False, name=f"{name}_depthwise")(x)
     x = _bn(x, f"{name}_depthwise_BN")
     x = layers.ReLU(6.0, name=f"{name}_depthwise_relu")(x)
     x = layers.Conv2D(cout, 1, use_bias=False, name=f"{name}_project")(x)
@@ -128,11 +126,18 @@ def inverted_residual(x, name, expand, stride, cin, cout):
 
 
 def _conv_bn_relu(x, filters, kernel, stride, conv, bn, act):
-    if stride == 2:  # the stem: torch's padding=1 on every side
-        x = layers.ZeroPadding2D(kernel // 2, name=f"{conv}_pad")(x)
-    x = layers.Conv2D(filters, kernel, stride, padding="same" if stride == 1 else "valid", use_bias=False,
-                      name=conv)(x)
+    x, padding = _torch_padding(x, kernel, stride, f"{conv}_pad")
+    x = layers.Conv2D(filters, kernel, stride, padding=padding, use_bias=False, name=conv)(x)
     return layers.ReLU(6.0, name=act)(_bn(x, bn))
+
+
+def _torch_padding(x, kernel, stride, name):
+    """torch's `padding=kernel // 2` on every side, as `(x, Keras padding)`: at stride 1 (odd kernels)
+    Keras' "same" pads exactly that; at stride 2 "same" would pad 0 before and 1 after at even sizes,
+    so the pad is an explicit symmetric `ZeroPadding2D` and the window "valid"."""
+    if stride == 1:
+        return x, "same"
+    return layers.ZeroPadding2D(kernel // 2, name=name)(x), "valid"
 
 
 def _bn(x, name):
