@@ -101,9 +101,7 @@ class Conv:
         self.stride, self.dilation = tuple(layer.strides), tuple(layer.dilation_rate)
         self.padding = layer.padding
         self.explicit_pad = (0, 0)  # a symmetric ZeroPadding2D before a 'valid' conv, folded in (torch_inference)
-        act = layer.activation.__name__ if layer.activation is not None else "linear"
-        # in place: the convolution's own fresh output, which nothing else reads (torchvision's ReLU(inplace=True))
-        self.activation = None if act == "linear" else (_inplace_activation(act, torch) or _activation(act, torch))
+        self.activation = _own_activation(layer, torch)
 
     @classmethod
     def from_arrays(cls, torch, weight, bias, strides, dilation, padding, groups):
@@ -148,8 +146,7 @@ class SeparableConv:
                                            layer.strides, layer.dilation_rate, layer.padding, cin)
         bias = _np(layer.bias) if layer.use_bias else None
         self.pointwise = Conv.from_arrays(torch, pk.transpose(3, 2, 0, 1), bias, (1, 1), (1, 1), "valid", 1)
-        act = layer.activation.__name__ if layer.activation is not None else "linear"
-        self.activation = None if act == "linear" else (_inplace_activation(act, torch) or _activation(act, torch))
+        self.activation = _own_activation(layer, torch)
 
     def fold(self, scale, shift):
         self.pointwise.fold(scale, shift)
@@ -180,6 +177,13 @@ def _activation(name, torch):
     if name not in table:
         raise NotImplementedError(f"activation {name!r} is not supported by compile_frozen")
     return table[name]
+
+
+def _own_activation(layer, torch):
+    """A convolution layer's own activation (None: linear), in place where it has an in-place twin: it
+    runs on the convolution's fresh output, which nothing else reads (torchvision's ReLU(inplace=True))."""
+    act = layer.activation.__name__ if layer.activation is not None else "linear"
+    return None if act == "linear" else (_inplace_activation(act, torch) or _activation(act, torch))
 
 
 def _inplace_activation(name, torch):
