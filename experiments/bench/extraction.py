@@ -5,8 +5,8 @@ One row per backbone and precision: the fast path's img/s of the base
 saved classifier's at the same batch and precision (and its ratio to the
 base), plain Keras' `predict_on_batch`, the native PyTorch twin where it
 imports (at the row's precision: bfloat16 under `torch.autocast`), the
-pooled features' relative error against float32, and the achieved multiply-adds/s (published counts x img/s) next to this CPU's
-float32 peak. Every timing of a backbone runs in one interleaved loop.
+pooled features' relative error against float32, and the achieved
+multiply-adds/s (published counts x img/s) next to this CPU's float32 peak. Every timing of a backbone runs in one interleaved loop.
 """
 
 from __future__ import annotations
