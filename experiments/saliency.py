@@ -25,8 +25,13 @@ OUT/saliency.json. With --data: OUT/gallery.png (rows: images with true and
 predicted labels; columns: methods), OUT/maps.npz and OUT/saliency.json.
 --quality adds, per method, the deletion/insertion areas, average drop and
 increase in confidence, and the rank correlation with the same method on a
-weight-randomized model (should be low): printed, and written as
-OUT/quality.md and OUT/quality.csv.
+weight-randomized model (should be low), each a mean over the images with
+its 95% bootstrap interval, beside a random-map baseline row; with several
+images, each method's paired difference from the random maps and from every
+other method, with its interval (* where it excludes 0). Printed, and
+written as OUT/quality.md, OUT/quality.csv, OUT/quality_differences.csv and
+OUT/quality_per_image.csv. Its forward passes run on the fast path,
+32 perturbed images at a time, at --precision.
 
 Occlusion defaults (30 px patch, stride 20) are for a 224 px input: 10
 positions per axis, the last 14 rows and columns never masked (Captum adds
@@ -189,8 +194,11 @@ def run(args) -> int:
     if "gradcam" in results:
         report["gradcam"] = {"layer": report["methods"]["gradcam"]["options"]["layer"]}
     if args.quality:
-        report["quality"] = quality(model, image[None], methods, results, args.fill)
-        write_quality(args.out, report["quality"])
+        from kerasimpl.saliency.quality_tables import without_per_image
+
+        table = quality(model, image[None], methods, results, args.fill)
+        write_quality(args.out, table)
+        report["quality"] = without_per_image(table)
     title = f"{names[target]} ({target}): p = {probs[target]:.3f}"
     save_figure(plotting.saliency_overlay(display_image(args.image, h, w), maps, title),
                 os.path.join(args.out, "overlay.png"))
@@ -243,7 +251,7 @@ def load_test_data(args):
 
 
 def run_data(args) -> int:
-    from kerasimpl.saliency.quality import quality_markdown
+    from kerasimpl.saliency.quality_tables import quality_markdown
     from kerasimpl.saliency.report import explain_test_images
 
     if args.num_images < 1:
@@ -253,9 +261,13 @@ def run_data(args) -> int:
     if tuple(data.image_shape) != tuple(model.input_shape[1:]):
         raise ValueError(f"The model takes {tuple(model.input_shape[1:])} images; {args.data} has "
                          f"{tuple(data.image_shape)} (use --data-size to match)")
+    import experiments
+
+    experiments.log_to_stdout()  # kerasimpl's progress lines (kerasimpl.progress)
     report = explain_test_images(model, data, make_methods(args, model), args.num_images, args.out, seed=args.seed,
                                  model_path=args.model, note=split_note,
-                                 quality_fill=args.fill if args.quality else None, say=say)
+                                 quality_fill=args.fill if args.quality else None, say=say,
+                                 verbose="auto" if sys.stdout.isatty() else 2)
     if args.quality:
         print(quality_markdown(report["quality"]).rstrip("\n"))
     print(f"wrote {args.out}")

@@ -219,12 +219,20 @@ def test_quality_table_is_the_quality_measures_averaged_per_method():
     assert table["gradcam"]["average_drop"] < 5.0  # the red square alone keeps the class
     assert (table["gradcam"]["seconds_per_image"], table["occlusion"]["seconds_per_image"]) == (0.5, 1.5)
     md, csv = saliency.quality_markdown(table), saliency.quality_csv(table)
-    assert md.count("\n") == 4 and "| s / image |" in md and md.splitlines()[2].startswith("| gradcam | ")
-    assert csv.splitlines()[0] == ("method,deletion_auc,insertion_auc,average_drop,increase_in_confidence,"
-                                   "randomized_model_rank_correlation,seconds_per_image")
+    lines = md.splitlines()
+    assert "| s / image |" in lines[0] and lines[2].startswith("| gradcam | ") and lines[4] == ""
+    lo, hi = table["gradcam"]["deletion_auc_ci95"]
+    assert lo <= table["gradcam"]["deletion_auc"] <= hi and f"[{lo:.3f}, {hi:.3f}]" in lines[2]
+    assert "2 images; [a, b]: 95% percentile-bootstrap" in md and "not marked below 10 images" in md
+    assert "**Pairwise deletion AUC differences** (row minus column):" in md and "| method | occlusion |" in md
+    assert csv.splitlines()[0].startswith("method,deletion_auc,insertion_auc,average_drop,increase_in_confidence,"
+                                          "randomized_model_rank_correlation,seconds_per_image,deletion_auc_low,"
+                                          "deletion_auc_high,")
     untimed = saliency.quality_table(model, x, methods[:1], explanations)
     assert "seconds_per_image" not in untimed["gradcam"] and "s / image" not in saliency.quality_markdown(untimed)
-    assert untimed["gradcam"] == pytest.approx({k: v for k, v in table["gradcam"].items() if k != "seconds_per_image"})
+    keep = ("deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence",
+            "randomized_model_rank_correlation")
+    assert {k: untimed["gradcam"][k] for k in keep} == pytest.approx({k: table["gradcam"][k] for k in keep})
 
 
 @pytest.mark.parametrize("seed", [0, 1])

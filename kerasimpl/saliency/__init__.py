@@ -19,7 +19,7 @@ Families (each class names its paper and equation under `Reference:`):
 - perturbation: occlusion, rise (black box, forward passes only).
 
 Around the methods: `quality_table` (deletion/insertion, average drop,
-randomization check per method) and `choose_images` (which test images to
+randomization check per method, with bootstrap intervals over images) and `choose_images` (which test images to
 explain: one per class, or the model's right and wrong answers).
 """
 
@@ -36,9 +36,12 @@ from kerasimpl.saliency.linear_cam import CAM
 from kerasimpl.saliency.scorecam import ISCAM, SSCAM, ScoreCAM
 from kerasimpl.saliency.smooth_cam import SmoothGradCAMPlusPlus
 from kerasimpl.saliency.occlusion import Occlusion, occluded_batch, positions
+from kerasimpl.saliency.notes import mass_shares
 from kerasimpl.saliency.quality import (
-    QUALITY_COLUMNS, RANDOM_BASELINE, average_drop_increase, beats_baseline, deletion_insertion, mass_shares,
-    quality_csv, quality_markdown, quality_table, random_baseline, randomized_copy, rank_correlation,
+    Scorer, average_drop_increase, deletion_insertion, deletion_insertion_curves, randomized_copy, rank_correlation,
+)
+from kerasimpl.saliency.quality_tables import (
+    QUALITY_COLUMNS, RANDOM_BASELINE, beats_baseline, quality_csv, quality_markdown, quality_table, random_baseline,
 )
 from kerasimpl.saliency.rise import RISE, rise_masks
 from kerasimpl.saliency.selection import Selection, choose_images
@@ -114,8 +117,8 @@ def _lookup(name):
 __all__ = [
     "CAM", "CLASS_DISCRIMINATIVE", "EigenCAM", "Explanation", "GradCAM", "GradCAMPlusPlus", "Gradients", "HiResCAM",
     "ISCAM", "InputGradientMethod", "IntegratedGradients", "LayerCAM", "LayerMethod", "METHODS", "NotApplicable",
-    "Occlusion", "QUALITY_COLUMNS", "RANDOM_BASELINE", "RISE", "SSCAM", "SaliencyMethod", "ScoreCAM", "Selection", "SmoothGrad",
-    "SmoothGradCAMPlusPlus", "XGradCAM", "average_drop_increase", "beats_baseline", "choose_images", "deletion_insertion", "get_method",
+    "Occlusion", "QUALITY_COLUMNS", "RANDOM_BASELINE", "RISE", "SSCAM", "SaliencyMethod", "ScoreCAM", "Scorer", "Selection", "SmoothGrad",
+    "SmoothGradCAMPlusPlus", "XGradCAM", "average_drop_increase", "beats_baseline", "choose_images", "deletion_insertion", "deletion_insertion_curves", "get_method",
     "image_rng", "list_methods", "mass_shares", "method_options", "occluded_batch", "parse_methods", "positions",
     "quality_csv", "quality_markdown", "quality_table", "randomized_copy", "random_baseline", "rank_correlation", "resolve_targets",
     "rise_masks", "score_tensor",

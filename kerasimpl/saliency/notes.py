@@ -3,7 +3,7 @@
 What a reader needs to comment on a classifier's right and wrong answers:
 the true class, the prediction and its probability (and, when wrong, the
 second choice), and where each saliency map puts its importance, read from
-the map itself (`quality.mass_shares`).
+the map itself (`mass_shares`).
 """
 
 from __future__ import annotations
@@ -68,3 +68,37 @@ def reading(m) -> str:
     if m["border_share"] >= 1.5 * m["border_area"]:
         return "mostly on the border (background?)"
     return "spread over the image"
+
+
+def mass_shares(importance, centre=0.5, border=0.125) -> dict:
+    """Where a map puts its mass: shares of the total importance in the
+    central box and in the border ring, beside those regions' shares of the
+    area (a map spread evenly has share == area).
+
+    Args:
+        importance: (H, W) map, high = important, >= 0.
+        centre: side of the central box, a fraction of each side (0.5: the
+            middle half of the rows and of the columns, a quarter of the area).
+        border: width of the border ring, a fraction of each side.
+
+    Returns:
+        dict with `central_share`, `central_area`, `border_share`,
+        `border_area` (fractions in [0, 1]) and `peak` ((row, column) of the
+        maximum, as fractions of the height and width).
+    """
+    m = np.asarray(importance, np.float64)
+    if m.ndim != 2 or m.min() < 0:
+        raise ValueError(f"importance must be a non-negative (H, W) map. Received: shape {m.shape}, min {m.min()}")
+    h, w = m.shape
+    central = np.zeros((h, w), bool)
+    r0, c0 = round(h * (1 - centre) / 2), round(w * (1 - centre) / 2)
+    central[r0:h - r0, c0:w - c0] = True
+    ring = np.ones((h, w), bool)
+    bh, bw = round(h * border), round(w * border)
+    ring[bh:h - bh, bw:w - bw] = False
+    total = m.sum()
+    share = (lambda region: float(m[region].sum() / total)) if total > 0 else (lambda region: 0.0)
+    i, j = np.unravel_index(int(np.argmax(m)), m.shape)
+    return {"central_share": share(central), "central_area": float(central.mean()),
+            "border_share": share(ring), "border_area": float(ring.mean()),
+            "peak": [float((i + 0.5) / h), float((j + 0.5) / w)]}

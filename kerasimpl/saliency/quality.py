@@ -1,4 +1,4 @@
-"""Quality measures for saliency maps.
+"""Quality measures for saliency maps, batched on the fast inference path.
 
 - Deletion / insertion curves (Petsiuk et al., "RISE", BMVC 2018): remove
   (or reveal) pixels from most to least important and record the target
@@ -9,22 +9,162 @@
 - Model randomization (Adebayo et al., "Sanity Checks for Saliency Maps",
   NeurIPS 2018): maps of a model with randomized weights should differ from
   the trained model's; a method that gives the same map fails the check.
+
+Every forward pass goes through `Scorer`: the fast inference path
+(`kerasimpl.inference.Forward`, compiled once per model), `batch_size`
+perturbed images at a time, drawn lazily across images and steps, so memory
+is bounded by the batch and not by the number of images. What every method
+shares is computed once per table: each image's own probability (the
+curves' unperturbed end, average drop's Y) and the all-`fill` image's (the
+other end). `quality_table` keeps every image's value (`per_image`) and adds
+95% bootstrap intervals over images, and each method's paired difference
+from the random maps and from every other method
+(`kerasimpl.saliency.intervals`).
 """
 
 from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import ops
 
-from kerasimpl.runtime import no_grad
+from kerasimpl.progress import Progress
+
+DEFAULT_BATCH = 32  # perturbed images per forward pass (memory: one batch at the model's internal size)
+# Per-image metrics of `quality_table` (means in the row, values in `per_image`).
+METRICS = ("deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence",
+           "randomized_model_rank_correlation")
 
 
-def deletion_insertion(model, image, importance, target, steps=20, fill=0.0, batch_size=64):
-    """Deletion and insertion curves with their areas (trapezoid, x in [0, 1]).
+class Scorer:
+    """Class probabilities of many images on the fast path, `batch_size` at a time.
 
     Args:
         model: classifier (raw images in, probabilities out).
+        precision: of the forward passes (`kerasimpl.precision`; only the
+            compiled torch program applies it).
+        batch_size: images per forward pass.
+    """
+
+    def __init__(self, model, precision="float32", batch_size=DEFAULT_BATCH):
+        from kerasimpl.inference import Forward
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1. Received: batch_size={batch_size!r}")
+        self.model, self.batch_size = model, int(batch_size)
+        self.forward = Forward(model, precision)
+        self._blank = {}
+
+    def target_probabilities(self, items, progress=None) -> np.ndarray:
+        """The probability of each item's target, in order, as float64.
+
+        Args:
+            items: iterable of `(image (H, W, C), target)`; consumed lazily,
+                one batch at a time.
+            progress: optional `kerasimpl.progress.Progress`, advanced per batch.
+        """
+        out, batch, targets = [], [], []
+        done = 0
+        for x, t in items:
+            batch.append(x)
+            targets.append(int(t))
+            if len(batch) == self.batch_size:
+                out.append(self._targets(batch, targets))
+                done += len(batch)
+                batch, targets = [], []
+                if progress is not None:
+                    progress.update(done)
+        if batch:
+            out.append(self._targets(batch, targets))
+            if progress is not None:
+                progress.update(done + len(batch))
+        return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+    def _targets(self, batch, targets):
+        probs = self.forward(np.stack(batch).astype(np.float32))
+        return np.asarray(probs)[np.arange(len(targets)), targets]
+
+    def blank(self, shape, fill) -> np.ndarray:
+        """Probabilities of the image that is `fill` everywhere (one forward, cached)."""
+        key = (tuple(shape), float(fill))
+        if key not in self._blank:
+            self._blank[key] = np.asarray(self.forward(np.full((1, *shape), fill, np.float32)))[0].astype(np.float64)
+        return self._blank[key]
+
+
+def _scorer(model, batch_size):
+    return model if isinstance(model, Scorer) else Scorer(model, batch_size=batch_size)
+
+
+def _area(curves, fractions):
+    area = getattr(np, "trapezoid", None) or np.trapz
+    return area(curves, fractions, axis=-1)
+
+
+def removal_ranks(importance) -> np.ndarray:
+    """Each pixel's place in the removal order (0 = most important; ties keep
+    row-major order), as the (H, W, 1) array `ranks < k` masks k pixels with."""
+    flat = np.asarray(importance).ravel()
+    ranks = np.empty(flat.size, np.int64)
+    ranks[np.argsort(-flat, kind="stable")] = np.arange(flat.size)
+    return ranks.reshape(*np.shape(importance), 1)
+
+
+def deletion_insertion_curves(model, images, importances, targets, steps=20, fill=0.0, batch_size=DEFAULT_BATCH,
+                              original=None, progress=None) -> dict:
+    """Deletion and insertion curves of N images at once.
+
+    Step k removes (deletion) or reveals (insertion, from an all-`fill`
+    image) the round(k H W / steps) most important pixels. The perturbed
+    images of all images and steps are scored `batch_size` at a time; the
+    curves' ends (the image itself, the all-`fill` image) are shared.
+
+    Args:
+        model: classifier, or a `Scorer` (its path, precision and batch).
+        images: (N, H, W, C), in the model's input units.
+        importances: (N, H, W) maps, high = important.
+        targets: N class indices.
+        steps: number of equal pixel fractions from 0 to all (>= 1).
+        fill: value of removed pixels (and the start of insertion).
+        original: optional (N,) target probabilities of the images (computed if absent).
+        progress: optional `Progress` over the N * 2 * (steps - 1) perturbed images.
+
+    Returns:
+        dict with `fractions` (steps + 1,), `deletion`, `insertion`
+        (N, steps + 1), `deletion_auc`, `insertion_auc` (N,) (trapezoid,
+        x in [0, 1]).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1. Received: steps={steps!r}")
+    scorer = _scorer(model, batch_size)
+    images = np.asarray(images, np.float32)
+    n, h, w = images.shape[:3]
+    targets = np.asarray(targets, int)
+    fractions = np.linspace(0, 1, steps + 1)
+    counts = np.round(fractions * h * w).astype(int)[1:-1]
+    if original is None:
+        original = scorer.target_probabilities(zip(images, targets))
+    blank = scorer.blank(images.shape[1:], fill)[targets]
+
+    def perturbed():
+        for x, m, t in zip(images, importances, targets):
+            ranks = removal_ranks(m)
+            for c in counts:
+                removed = ranks < c
+                yield np.where(removed, np.float32(fill), x), t
+                yield np.where(removed, x, np.float32(fill)), t
+
+    inner = scorer.target_probabilities(perturbed(), progress).reshape(n, len(counts), 2)
+    deletion = np.column_stack([original, inner[:, :, 0], blank])
+    insertion = np.column_stack([blank, inner[:, :, 1], original])
+    return {"fractions": fractions, "deletion": deletion, "insertion": insertion,
+            "deletion_auc": _area(deletion, fractions), "insertion_auc": _area(insertion, fractions)}
+
+
+def deletion_insertion(model, image, importance, target, steps=20, fill=0.0, batch_size=64):
+    """Deletion and insertion curves of one image, with their areas (trapezoid, x in [0, 1]).
+
+    Args:
+        model: classifier (raw images in, probabilities out), or a `Scorer`.
         image: (H, W, C) input, in the model's input units.
         importance: (H, W) map, high = important (`Explanation.importance()`).
         target: class index.
@@ -35,31 +175,48 @@ def deletion_insertion(model, image, importance, target, steps=20, fill=0.0, bat
         dict with `fractions`, `deletion`, `insertion` (lists) and
         `deletion_auc`, `insertion_auc`.
     """
-    image = np.asarray(image, np.float32)
-    h, w = image.shape[:2]
-    order = np.argsort(-np.asarray(importance).ravel(), kind="stable")
-    fractions = np.linspace(0, 1, steps + 1)
-    ranks = np.empty(h * w, np.int64)
-    ranks[order] = np.arange(h * w)
-    counts = np.round(fractions * h * w).astype(int)
-    masks = (ranks[None] < counts[:, None]).reshape(-1, h, w, 1)  # True = already removed/revealed
-    blank = np.full_like(image, fill)
-    deleted = np.where(masks, blank[None], image[None])
-    inserted = np.where(masks, image[None], blank[None])
-    curves = {}
-    for name, batch in (("deletion", deleted), ("insertion", inserted)):
-        with no_grad():
-            probs = [ops.convert_to_numpy(model(batch[i:i + batch_size], training=False))[:, target]
-                     for i in range(0, len(batch), batch_size)]
-        curves[name] = np.concatenate(probs).astype(float)
-    area = getattr(np, "trapezoid", None) or np.trapz
-    return {
-        "fractions": fractions.tolist(),
-        "deletion": curves["deletion"].tolist(),
-        "insertion": curves["insertion"].tolist(),
-        "deletion_auc": float(area(curves["deletion"], fractions)),
-        "insertion_auc": float(area(curves["insertion"], fractions)),
-    }
+    c = deletion_insertion_curves(model, np.asarray(image)[None], np.asarray(importance)[None], [target], steps,
+                                  fill, batch_size)
+    return {"fractions": c["fractions"].tolist(), "deletion": c["deletion"][0].tolist(),
+            "insertion": c["insertion"][0].tolist(), "deletion_auc": float(c["deletion_auc"][0]),
+            "insertion_auc": float(c["insertion_auc"][0])}
+
+
+def masked_probabilities(model, images, importances, targets, fill=0.0, batch_size=DEFAULT_BATCH):
+    """Target probabilities of each image seen through its map, `x * E + fill * (1 - E)` (E in [0, 1])."""
+    images = np.asarray(images, np.float32)
+    items = ((x * e[..., None] + fill * (1.0 - e[..., None]), t)
+             for x, e, t in zip(images, np.asarray(importances, np.float32), targets))
+    return _scorer(model, batch_size).target_probabilities(items)
+
+
+def drop_and_increase(original, masked) -> tuple:
+    """Per image: the drop `max(0, Y - O) / Y` and whether confidence increased (O > Y), both in percent."""
+    y, o = np.asarray(original, np.float64), np.asarray(masked, np.float64)
+    return np.maximum(0.0, y - o) / np.maximum(y, 1e-12) * 100, (o > y) * 100.0
+
+
+def average_drop_increase(model, images, importances, targets, fill=0.0, batch_size=64):
+    """Average drop and increase in confidence of images shown through their maps.
+
+    Each image is multiplied by its importance map (`x * E + fill * (1 - E)`,
+    E in [0, 1]: what the map calls unimportant fades to `fill`); Y is the
+    target probability on the image, O on the masked image. Average drop =
+    mean(max(0, Y - O) / Y) (lower is better); increase in confidence =
+    share of images with O > Y (higher is better); both in percent.
+    Reference: Chattopadhyay et al., "Grad-CAM++", WACV 2018, section 5.1.1.
+
+    Returns:
+        dict with `average_drop`, `increase_in_confidence` (percent) and
+        the per-image `original`, `masked` probabilities.
+    """
+    scorer = _scorer(model, batch_size)
+    images = np.asarray(images, np.float32)
+    y = scorer.target_probabilities(zip(images, targets))
+    o = masked_probabilities(scorer, images, importances, targets, fill)
+    drop, increase = drop_and_increase(y, o)
+    return {"average_drop": float(drop.mean()), "increase_in_confidence": float(increase.mean()),
+            "original": y.tolist(), "masked": o.tolist()}
 
 
 def randomized_copy(model, seed=0):
@@ -91,182 +248,9 @@ def _ranks(x):
     return (starts + (counts - 1) / 2.0)[inverse]
 
 
-def average_drop_increase(model, images, importances, targets, fill=0.0, batch_size=64):
-    """Average drop and increase in confidence of images shown through their maps.
-
-    Each image is multiplied by its importance map (`x * E + fill * (1 - E)`,
-    E in [0, 1]: what the map calls unimportant fades to `fill`); Y is the
-    target probability on the image, O on the masked image. Average drop =
-    mean(max(0, Y - O) / Y) (lower is better); increase in confidence =
-    share of images with O > Y (higher is better); both in percent.
-    Reference: Chattopadhyay et al., "Grad-CAM++", WACV 2018, section 5.1.1.
-
-    Returns:
-        dict with `average_drop`, `increase_in_confidence` (percent) and
-        the per-image `original`, `masked` probabilities.
-    """
-    images = np.asarray(images, np.float32)
-    e = np.asarray(importances, np.float32)[..., None]
-    masked = images * e + fill * (1.0 - e)
-    t = np.asarray(targets, int)
-
-    def probs(x):
-        with no_grad():
-            out = [ops.convert_to_numpy(model(x[i:i + batch_size], training=False))
-                   for i in range(0, len(x), batch_size)]
-        return np.concatenate(out)[np.arange(len(x)), t].astype(float)
-
-    y, o = probs(images), probs(masked)
-    return {"average_drop": float(np.mean(np.maximum(0.0, y - o) / np.maximum(y, 1e-12)) * 100),
-            "increase_in_confidence": float(np.mean(o > y) * 100),
-            "original": y.tolist(), "masked": o.tolist()}
-
-
-def mass_shares(importance, centre=0.5, border=0.125) -> dict:
-    """Where a map puts its mass: shares of the total importance in the
-    central box and in the border ring, beside those regions' shares of the
-    area (a map spread evenly has share == area).
-
-    Args:
-        importance: (H, W) map, high = important, >= 0.
-        centre: side of the central box, a fraction of each side (0.5: the
-            middle half of the rows and of the columns, a quarter of the area).
-        border: width of the border ring, a fraction of each side.
-
-    Returns:
-        dict with `central_share`, `central_area`, `border_share`,
-        `border_area` (fractions in [0, 1]) and `peak` ((row, column) of the
-        maximum, as fractions of the height and width).
-    """
-    m = np.asarray(importance, np.float64)
-    if m.ndim != 2 or m.min() < 0:
-        raise ValueError(f"importance must be a non-negative (H, W) map. Received: shape {m.shape}, min {m.min()}")
-    h, w = m.shape
-    central = np.zeros((h, w), bool)
-    r0, c0 = round(h * (1 - centre) / 2), round(w * (1 - centre) / 2)
-    central[r0:h - r0, c0:w - c0] = True
-    ring = np.ones((h, w), bool)
-    bh, bw = round(h * border), round(w * border)
-    ring[bh:h - bh, bw:w - bw] = False
-    total = m.sum()
-    share = (lambda region: float(m[region].sum() / total)) if total > 0 else (lambda region: 0.0)
-    i, j = np.unravel_index(int(np.argmax(m)), m.shape)
-    return {"central_share": share(central), "central_area": float(central.mean()),
-            "border_share": share(ring), "border_area": float(ring.mean()),
-            "peak": [float((i + 0.5) / h), float((j + 0.5) / w)]}
-
-
-def quality_table(model, images, methods, explanations, fill=0.0, seconds=None, seed=0, baseline=False) -> dict:
-    """Every quality measure above, per method, averaged over the images.
-
-    For each method: the deletion and insertion areas
-    (`deletion_insertion`), the average drop and increase in confidence
-    (`average_drop_increase`), and the mean rank correlation between each
-    image's map and the same method's map on a weight-randomized copy of the
-    model (`randomized_copy`, `rank_correlation`; should be low). Each map
-    is measured for the class it explains (`Explanation.target`).
-
-    Args:
-        model: classifier (raw images in, probabilities out).
-        images: (N, H, W, C) the explained images.
-        methods: the `SaliencyMethod`s that explained them (rebuilt on the
-            randomized copy with `rebuild`, precision included).
-        explanations: method name -> the N `Explanation`s of `images`.
-        fill: value of removed pixels (deletion/insertion, average drop).
-        seconds: optional method name -> seconds its explanations took; adds
-            `seconds_per_image`.
-        seed: seed of the randomized copy's weights (and of the baseline's maps).
-        baseline: also a last row, `RANDOM_BASELINE`, of random maps
-            (`random_baseline`; no randomization check, no timing).
-
-    Returns:
-        dict method name -> dict with `deletion_auc`, `insertion_auc`,
-        `average_drop`, `increase_in_confidence`,
-        `randomized_model_rank_correlation` (and `seconds_per_image`).
-    """
-    images = np.asarray(images, np.float32)
-    random_model = randomized_copy(model, seed=seed)
-    out = {}
-    for method in methods:
-        exps = explanations[method.name]
-        targets = [e.target for e in exps]
-        imp = [e.importance() for e in exps]
-        curves = [deletion_insertion(model, x, m, t, fill=fill) for x, m, t in zip(images, imp, targets)]
-        drop = average_drop_increase(model, images, np.stack(imp), targets, fill=fill)
-        random_exps = method.rebuild(random_model).explain(images, targets)
-        out[method.name] = {
-            "deletion_auc": float(np.mean([c["deletion_auc"] for c in curves])),
-            "insertion_auc": float(np.mean([c["insertion_auc"] for c in curves])),
-            "average_drop": drop["average_drop"],
-            "increase_in_confidence": drop["increase_in_confidence"],
-            "randomized_model_rank_correlation": float(np.mean(
-                [rank_correlation(m, r.importance()) for m, r in zip(imp, random_exps)])),
-        }
-        if seconds is not None:
-            out[method.name]["seconds_per_image"] = float(seconds[method.name]) / len(exps)
-    if baseline and methods:
-        out[RANDOM_BASELINE] = random_baseline(model, images, [e.target for e in explanations[methods[0].name]],
-                                               fill=fill, seed=seed)
+def explain_in_chunks(method, images, targets, chunk=DEFAULT_BATCH) -> list:
+    """`method.explain` over `chunk` images at a time (a backward pass's memory grows with the batch)."""
+    out = []
+    for s in range(0, len(images), chunk):
+        out += method.explain(images[s:s + chunk], list(targets[s:s + chunk]))
     return out
-
-
-RANDOM_BASELINE = "random map (baseline)"
-
-
-def random_baseline(model, images, targets, fill=0.0, seed=0) -> dict:
-    """The deletion/insertion areas and average drop/increase of seeded i.i.d.
-    uniform random maps on the same images and classes: what a method must
-    beat (lower deletion, higher insertion) before its map says anything
-    about the model. A row of `quality_table` with `baseline=True`.
-    """
-    images = np.asarray(images, np.float32)
-    rng = np.random.default_rng(seed)
-    maps = rng.random(images.shape[:3]).astype(np.float32)
-    curves = [deletion_insertion(model, x, m, t, fill=fill) for x, m, t in zip(images, maps, targets)]
-    drop = average_drop_increase(model, images, maps, list(targets), fill=fill)
-    return {"deletion_auc": float(np.mean([c["deletion_auc"] for c in curves])),
-            "insertion_auc": float(np.mean([c["insertion_auc"] for c in curves])),
-            "average_drop": drop["average_drop"], "increase_in_confidence": drop["increase_in_confidence"]}
-
-
-def beats_baseline(table) -> list:
-    """The methods of a `quality_table` (with its baseline row) whose deletion area is lower AND
-    insertion area higher than the random maps'."""
-    base = table.get(RANDOM_BASELINE)
-    if base is None:
-        raise ValueError(f"The table has no {RANDOM_BASELINE!r} row: build it with quality_table(..., baseline=True)")
-    return [name for name, row in table.items() if name != RANDOM_BASELINE
-            and row["deletion_auc"] < base["deletion_auc"] and row["insertion_auc"] > base["insertion_auc"]]
-
-
-# quality_table's columns, with their headings (and which way is better).
-QUALITY_COLUMNS = (("deletion_auc", "deletion AUC (lower better)"), ("insertion_auc", "insertion AUC (higher better)"),
-                   ("average_drop", "average drop % (lower better)"),
-                   ("increase_in_confidence", "increase in confidence % (higher better)"),
-                   ("randomized_model_rank_correlation", "rank corr. with randomized model (lower better)"),
-                   ("seconds_per_image", "s / image"))
-
-
-def quality_markdown(table) -> str:
-    """`quality_table`'s result as a Markdown table, one row per method."""
-    columns = _present(table)
-    heads = ["method"] + [h for _, h in columns]
-    md = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    md += ["| " + " | ".join([name] + [f"{row[k]:.3f}" if k in row else "n/a" for k, _ in columns]) + " |"
-           for name, row in table.items()]
-    return "\n".join(md) + "\n"
-
-
-def quality_csv(table) -> str:
-    """`quality_table`'s result as CSV (full precision), one row per method."""
-    columns = _present(table)
-    rows = [",".join(["method"] + [k for k, _ in columns])]
-    rows += [",".join([name] + [repr(float(row[k])) if k in row else "" for k, _ in columns])
-             for name, row in table.items()]
-    return "\n".join(rows) + "\n"
-
-
-def _present(table):
-    """The columns every method's row has (`seconds_per_image` is optional; the baseline row has fewer)."""
-    rows = [row for name, row in table.items() if name != RANDOM_BASELINE] or list(table.values())
-    return tuple((k, h) for k, h in QUALITY_COLUMNS if all(k in row for row in rows))

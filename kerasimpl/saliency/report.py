@@ -23,38 +23,49 @@ import numpy as np
 _logger = logging.getLogger("kerasimpl")
 
 
-def explain_methods(methods, images, targets, say=_logger.info) -> dict:
-    """`{method name: (explanations, seconds)}` of each method on a batch of images."""
+def explain_methods(methods, images, targets, say=_logger.info, chunk=32, verbose=0) -> dict:
+    """`{method name: (explanations, seconds)}` of each method on `images`, `chunk` images at a time
+    (a backward pass's memory grows with the batch); progress per method (`kerasimpl.progress`)."""
+    from kerasimpl.progress import Progress
+
     out = {}
     for method in methods:
-        start = time.perf_counter()
-        exps = method.explain(images, targets)
+        start, exps = time.perf_counter(), []
+        progress = Progress(len(images), f"explain: {method.name}", verbose if len(images) > chunk else 0)
+        for s in range(0, len(images), chunk):
+            exps += method.explain(images[s:s + chunk], list(targets[s:s + chunk]))
+            progress.update(len(exps))
+        progress.close()
         out[method.name] = (exps, time.perf_counter() - start)
         say(f"{method.name}: {out[method.name][1]:.2f} s for {len(images)} image(s)")
     return out
 
 
-def quality_of(model, images, methods, results, fill):
+def quality_of(model, images, methods, results, fill, verbose=0):
     """`quality_table` of `explain_methods`' results (their seconds included), with the random-map baseline row."""
-    from kerasimpl.saliency.quality import quality_table
+    from kerasimpl.saliency.quality_tables import quality_table
 
     return quality_table(model, images, methods, {k: v[0] for k, v in results.items()}, fill=fill,
-                         seconds={k: v[1] for k, v in results.items()}, baseline=True)
+                         seconds={k: v[1] for k, v in results.items()}, baseline=True, verbose=verbose)
 
 
 def write_quality(folder, table) -> str:
-    """`quality.md` and `quality.csv` in `folder`, one row per method; returns the Markdown."""
+    """`quality.md`, `quality.csv` (one row per method, with intervals), `quality_differences.csv` (every
+    pairwise difference) and `quality_per_image.csv` (the values behind the means) in `folder`; returns
+    the Markdown."""
     from kerasimpl.artifacts import write_text
-    from kerasimpl.saliency.quality import quality_csv, quality_markdown
+    from kerasimpl.saliency.quality_tables import differences_csv, per_image_csv, quality_csv, quality_markdown
 
     md = quality_markdown(table)
     write_text(os.path.join(folder, "quality.md"), md)
     write_text(os.path.join(folder, "quality.csv"), quality_csv(table))
+    write_text(os.path.join(folder, "quality_differences.csv"), differences_csv(table))
+    write_text(os.path.join(folder, "quality_per_image.csv"), per_image_csv(table))
     return md
 
 
 def explain_test_images(model, data, methods, num_images, out, seed=0, model_path=None, note="", quality_fill=None,
-                        explain="predicted", say=_logger.info) -> dict:
+                        explain="predicted", say=_logger.info, verbose=0) -> dict:
     """Explain `num_images` test images of `data` with each method; write the report into `out`.
 
     Args:
@@ -72,6 +83,7 @@ def explain_test_images(model, data, methods, num_images, out, seed=0, model_pat
         explain: the class each map explains: `"predicted"` (the model's
             answer) or `"true"` (the label, as the reference experiment's
             occlusion study records the true class's probability).
+        verbose: progress of the explanations and of the quality passes.
 
     Returns:
         The report written as `saliency.json`.
@@ -95,13 +107,19 @@ def explain_test_images(model, data, methods, num_images, out, seed=0, model_pat
         f"{int((labels != preds).sum())} misclassified, explaining the {explain} class")
     if short:
         say(f"note: {short}")
-    results = explain_methods(methods, images, [int(t) for t in (preds if explain == "predicted" else labels)], say)
+    results = explain_methods(methods, images, [int(t) for t in (preds if explain == "predicted" else labels)], say,
+                              verbose=verbose)
     rows = [caption(int(i), names, int(t), pp) for i, t, pp in zip(chosen, labels, p)]
     columns = {method_title(m): [e.importance() for e in results[m.name][0]] for m in methods}
     shown = os.path.join(*os.path.normpath(str(model_path)).split(os.sep)[-2:]) if model_path else model.name
     title = (f"{shown} on {os.path.basename(str(data.source))}: saliency "
              f"of the {explain} class" + (f"\n({short})" if short else ""))
-    save_figure(plotting.saliency_gallery(images, rows, columns, title), os.path.join(out, "gallery.png"))
+    shown_rows = gallery_rows(labels == preds)
+    if len(shown_rows) < len(chosen):
+        title += f"\n(the first {len(shown_rows)} of {len(chosen)} images; every map is in maps.npz)"
+    save_figure(plotting.saliency_gallery(images[shown_rows], [rows[i] for i in shown_rows],
+                                          {k: [v[i] for i in shown_rows] for k, v in columns.items()}, title),
+                os.path.join(out, "gallery.png"))
     buf = io.BytesIO()
     np.savez(buf, images=images.astype(np.uint8), indices=chosen, labels=labels, predictions=preds,
              **{m.name: np.stack([e.map for e in results[m.name][0]]) for m in methods})
@@ -121,10 +139,27 @@ def explain_test_images(model, data, methods, num_images, out, seed=0, model_pat
               "methods": {m.name: {"options": m.options(), "seconds_per_image": results[m.name][1] / len(chosen)}
                           for m in methods}, "precision": methods[0].precision if methods else None}
     if quality_fill is not None:
-        report["quality"] = quality_of(model, images, methods, results, quality_fill)
-        write_quality(out, report["quality"])
+        from kerasimpl.saliency.quality_tables import without_per_image
+
+        table = quality_of(model, images, methods, results, quality_fill, verbose)
+        write_quality(out, table)  # the per-image values go to quality_per_image.csv, not the JSON
+        report["quality"] = without_per_image(table)
     write_json(os.path.join(out, "saliency.json"), report)
     return report
+
+
+GALLERY_ROWS = 16  # images drawn in gallery.png (a study of hundreds keeps every map in maps.npz)
+
+
+def gallery_rows(correct, limit=GALLERY_ROWS) -> list:
+    """Indices of the images the gallery draws: all of them up to `limit`, else the first
+    `limit // 2` correct and misclassified ones (more of one kind where the other runs short)."""
+    correct = np.asarray(correct, bool)
+    if len(correct) <= limit:
+        return list(range(len(correct)))
+    right, wrong = np.flatnonzero(correct), np.flatnonzero(~correct)
+    k = max(limit // 2, limit - len(wrong))
+    return sorted(right[:k].tolist() + wrong[:limit - min(k, len(right))].tolist())
 
 
 def models_figure(model_paths, data, num_images, method, out_png, out_json, seed=0, precision="float32",
