@@ -4,7 +4,7 @@ Each optional library has its own variable that CI (`.ci/run`) sets to `1`
 where that library must be present; there a missing library fails the test
 instead of skipping it:
 
-    KERASIMPL_REQUIRE_REFERENCES   Captum, pytorch-grad-cam, torchcam (reference_libs.py), the pretrained files
+    KERASIMPL_REQUIRE_REFERENCES   Captum, pytorch-grad-cam, torchcam, Quantus (reference_libs.py), the pretrained files
     KERASIMPL_REQUIRE_TUNER        keras-tuner (test_tuning.py)
     KERASIMPL_REQUIRE_TORCHVISION  torchvision (test_torchvision.py)
 """

@@ -14,6 +14,7 @@ from optional_libs import require as _require
 
 ENV = "KERASIMPL_REQUIRE_REFERENCES"  # .ci/run: missing libraries fail, never skip
 HINT = "pip install -e '.[reference]' && pip install --no-deps grad-cam==1.5.7"  # [reference] has torchcam
+QUANTUS_HINT = "pip install quantus==0.6.0"  # the metrics references (tests/test_saliency_quantus.py)
 
 
 def require(module):
@@ -29,3 +30,8 @@ def pytorch_grad_cam():
 def torchcam():
     """torchcam, imported without torchvision, or skip (fail in CI)."""
     return _require("torchcam", ENV, HINT, load=import_torchcam)
+
+
+def quantus():
+    """quantus (0.6.0: pixel flipping, region perturbation, MPRT), or skip (fail in CI)."""
+    return _require("quantus", ENV, QUANTUS_HINT)

@@ -148,6 +148,7 @@ def test_rank_correlation_known_answers():
     ties = np.array([0.0, 0, 0, 1])
     # Ranks 1, 1, 1, 3 (ties averaged) against 0..3: Pearson of the ranks.
     assert rank_correlation(ties, np.arange(4.0)) == pytest.approx(np.corrcoef([1, 1, 1, 3], [0, 1, 2, 3])[0, 1])
+    assert np.isnan(rank_correlation(np.zeros(4), np.arange(4.0)))  # a constant map: undefined, not a pass
 
 
 # --- the CLI -------------------------------------------------------------------

@@ -132,6 +132,11 @@ def test_summarize_pairs_the_images_and_marks_significance():
     assert d["difference"] == pytest.approx(-0.01) and d["ci95"] == pytest.approx([-0.01, -0.01])
     assert d["significant"] is True and table["b"]["differences"]["a"]["m"]["difference"] == pytest.approx(0.01)
     assert table["a"]["differences"]["c"]["m"]["significant"] is False  # same values, shuffled: nothing to tell
+    gaps = base.copy()
+    gaps[:4] = np.nan  # undefined values (constant maps' rank correlations): left out, counted
+    row = intervals.summarize({"a": {"m": gaps}}, n_boot=200)["a"]
+    assert row["m"] == pytest.approx(base[4:].mean()) and row["m_undefined"] == 4
+    assert row["m_ci95"][0] < row["m"] < row["m_ci95"][1]
     few = intervals.summarize({"a": {"m": base[:5]}, "b": {"m": base[:5] + 1}})
     assert few["a"]["differences"]["b"]["m"]["significant"] is None  # below MIN_IMAGES: not claimed
     with pytest.raises(ValueError, match="same images. Received value counts: \\[3, 4\\]"):
@@ -147,11 +152,14 @@ def test_quality_table_rows_agree_with_their_per_image_values(setting):
     assert list(table) == ["gradcam", "layercam", saliency.RANDOM_BASELINE]
     for name, row in table.items():
         for k, values in row["per_image"].items():
-            assert len(values) == 10 and row[k] == pytest.approx(np.mean(values))
+            undefined = int(np.isnan(values).sum())  # rank correlations of constant maps (all-zero CAMs)
+            assert len(values) == 10 and row[k] == pytest.approx(np.nanmean(values))
+            assert row.get(f"{k}_undefined", 0) == undefined and (undefined == 0 or k.startswith("randomized"))
             assert row[f"{k}_ci95"][0] <= row[k] <= row[f"{k}_ci95"][1]
         for other, diffs in row["differences"].items():
             for k, d in diffs.items():
-                assert d["difference"] == pytest.approx(row[k] - table[other][k])
+                paired = np.subtract(row["per_image"][k], table[other]["per_image"][k])
+                assert d["difference"] == pytest.approx(np.nanmean(paired))
     # average drop and increase, image by image, from the model itself
     gc = [e.importance() for e in exps["gradcam"]]
     ref = saliency.average_drop_increase(model, x, np.stack(gc), targets * 2)

@@ -99,15 +99,21 @@ class LayerMethod(SaliencyMethod):
 
     def _forward(self, images, targets=None):
         """One pass: the layer's activations, then the probabilities from them."""
+        acts = self._activations(images)
         with no_grad():
-            acts = self.features(images, training=False)
             return self.head(acts, training=False), acts
 
+    def _activations(self, images):
+        """The layer's activations on the fast inference path (`kerasimpl.inference.Forward`, float32:
+        the compiled program where it covers the layers below, else Keras), as a backend tensor."""
+        from kerasimpl.inference import Forward
+
+        if getattr(self, "_fast_features", None) is None:
+            self._fast_features = Forward(self.features, "float32")
+        return ops.convert_to_tensor(self._fast_features(np.asarray(images, np.float32)))
+
     def _maps(self, images, targets, context=None):
-        if context is None:
-            with no_grad():
-                context = self.features(images, training=False)
-        acts = context
+        acts = self._activations(images) if context is None else context
         grads = self._gradients(acts, targets) if self.uses_gradients else None
         cam = ops.relu(self._cam(acts, grads, images, targets))[..., None]
         cam = ops.image.resize(cam, self.input_size, interpolation="bilinear")[..., 0]

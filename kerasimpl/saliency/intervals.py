@@ -7,7 +7,9 @@ resampled images for both rows, so what the images share cancels). A
 difference is `significant` when its interval excludes 0; that is a
 per-comparison statement (no correction for the number of comparisons),
 and with fewer than `MIN_IMAGES` images it is not made (`None`): a
-percentile bootstrap of so few values undercovers.
+percentile bootstrap of so few values undercovers. NaN values (a rank
+correlation of a constant map) are left out of every mean, and the row
+says how many (`<metric>_undefined`).
 Reference: Efron & Tibshirani, "An Introduction to the Bootstrap", 1993,
 chapter 13 (percentile intervals).
 """
@@ -28,10 +30,21 @@ def bootstrap_indices(n, n_boot=2000, seed=0) -> np.ndarray:
 
 
 def interval(values, indices) -> list:
-    """The 95% percentile-bootstrap interval of the mean of `values` over the resamples `indices`."""
-    means = np.asarray(values, np.float64)[indices].mean(axis=1)
+    """The 95% percentile-bootstrap interval of the mean of `values` (NaN left out) over the resamples
+    `indices`; NaN bounds where no value is defined."""
+    resampled = np.asarray(values, np.float64)[indices]
+    defined = ~np.isnan(resampled)
+    counts = defined.sum(axis=1)
+    means = np.where(defined, resampled, 0.0).sum(axis=1)[counts > 0] / counts[counts > 0]
+    if not len(means):
+        return [float("nan"), float("nan")]
     lo, hi = np.quantile(means, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
     return [float(lo), float(hi)]
+
+
+def _mean(values) -> float:
+    values = np.asarray(values, np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
 def summarize(per_image, n_boot=2000, seed=0) -> dict:
@@ -58,7 +71,9 @@ def summarize(per_image, n_boot=2000, seed=0) -> dict:
         row = {}
         for k, v in metrics.items():
             v = np.asarray(v, np.float64)
-            row[k], row[f"{k}_ci95"] = float(v.mean()), interval(v, idx)
+            row[k], row[f"{k}_ci95"] = _mean(v), interval(v, idx)
+            if np.isnan(v).any():
+                row[f"{k}_undefined"] = int(np.isnan(v).sum())
         row["per_image"] = {k: np.asarray(v, np.float64).tolist() for k, v in metrics.items()}
         row["differences"] = {}
         table[name] = row
@@ -70,7 +85,7 @@ def summarize(per_image, n_boot=2000, seed=0) -> dict:
             for k in metrics.keys() & theirs.keys():
                 d = np.asarray(metrics[k], np.float64) - np.asarray(theirs[k], np.float64)
                 lo, hi = interval(d, idx)
-                diffs[k] = {"difference": float(d.mean()), "ci95": [lo, hi],
+                diffs[k] = {"difference": _mean(d), "ci95": [lo, hi],
                             "significant": bool(lo > 0 or hi < 0) if n >= MIN_IMAGES else None}
             table[name]["differences"][other] = {k: diffs[k] for k in metrics if k in diffs}
     return table

@@ -234,11 +234,17 @@ def randomized_copy(model, seed=0):
 
 
 def rank_correlation(a, b) -> float:
-    """Spearman rank correlation of two maps of equal shape (ties share ranks)."""
+    """Spearman rank correlation of two maps of equal shape (ties share ranks).
+
+    NaN where a map is constant (no ranking to correlate; scipy's
+    `spearmanr` and Quantus say the same): counting it as 0 would pass the
+    randomization check for a map that says nothing, e.g. an all-zero
+    Grad-CAM before and after randomization.
+    """
     ra, rb = _ranks(np.ravel(a)), _ranks(np.ravel(b))
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denom = np.sqrt((ra**2).sum() * (rb**2).sum())
-    return float((ra * rb).sum() / denom) if denom else 0.0
+    return float((ra * rb).sum() / denom) if denom else float("nan")
 
 
 def _ranks(x):

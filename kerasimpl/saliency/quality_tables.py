@@ -157,7 +157,9 @@ def _with_interval(row, key, fmt, n):
     if key not in row:
         return "n/a"
     ci = row.get(f"{key}_ci95") if n >= 2 else None  # one image: no interval to speak of
-    return f"{row[key]:{fmt}}" + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci else "")
+    undefined = row.get(f"{key}_undefined")
+    return (f"{row[key]:{fmt}}" + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci else "")
+            + (f" ({undefined} constant map{'s' if undefined > 1 else ''} left out)" if undefined else ""))
 
 
 def _difference(d, fmt):
