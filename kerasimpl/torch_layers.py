@@ -20,6 +20,7 @@ import numpy as np
 from keras import layers
 
 from kerasimpl import layers as ki_layers
+from kerasimpl.checkpoints.core import torch_dense_kernel, torch_kernel
 
 # Keras layer class -> converter `(layer, torch, rank) -> callable on NCHW tensors`
 # (`rank`: of the layer's input). Exact classes: a subclass may compute
@@ -89,13 +90,8 @@ class Conv:
     def __init__(self, layer, torch, depthwise):
         self.torch, self.layer = torch, layer
         k = _np(layer.kernel)  # (kh, kw, in, out) or depthwise (kh, kw, in, mult)
-        if depthwise:
-            kh, kw, cin, mult = k.shape
-            w = k.transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw)
-            self.groups = cin
-        else:
-            w = k.transpose(3, 2, 0, 1)
-            self.groups = getattr(layer, "groups", 1)
+        w = torch_kernel(k, depthwise)
+        self.groups = k.shape[2] if depthwise else getattr(layer, "groups", 1)
         self.weight = _tensor(torch, np.ascontiguousarray(w)).contiguous(memory_format=torch.channels_last)
         self.bias = _tensor(torch, _np(layer.bias)) if layer.use_bias else None
         self.stride, self.dilation = tuple(layer.strides), tuple(layer.dilation_rate)
@@ -140,12 +136,11 @@ class SeparableConv:
     def __init__(self, layer, torch):
         self.torch = torch
         dk = _np(layer.depthwise_kernel)  # (kh, kw, in, mult)
-        kh, kw, cin, mult = dk.shape
         pk = _np(layer.pointwise_kernel)  # (1, 1, in * mult, out)
-        self.depthwise = Conv.from_arrays(torch, dk.transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw), None,
-                                           layer.strides, layer.dilation_rate, layer.padding, cin)
+        self.depthwise = Conv.from_arrays(torch, torch_kernel(dk, depthwise=True), None,
+                                           layer.strides, layer.dilation_rate, layer.padding, dk.shape[2])
         bias = _np(layer.bias) if layer.use_bias else None
-        self.pointwise = Conv.from_arrays(torch, pk.transpose(3, 2, 0, 1), bias, (1, 1), (1, 1), "valid", 1)
+        self.pointwise = Conv.from_arrays(torch, torch_kernel(pk), bias, (1, 1), (1, 1), "valid", 1)
         self.activation = _own_activation(layer, torch)
 
     def fold(self, scale, shift):
@@ -342,7 +337,7 @@ def _flatten(layer, torch, rank):  # Keras flattens NHWC: channels last in each 
 @register(layers.Dense)
 def _dense(layer, torch, rank):
     _flat_input(layer, rank)
-    weight = _tensor(torch, np.ascontiguousarray(_np(layer.kernel).T))
+    weight = _tensor(torch, np.ascontiguousarray(torch_dense_kernel(_np(layer.kernel))))
     bias = _tensor(torch, _np(layer.bias)) if layer.use_bias else None
     act = layer.activation.__name__ if layer.activation is not None else "linear"
     activation = _activation(act, torch)

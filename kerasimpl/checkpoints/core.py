@@ -97,9 +97,25 @@ def read_state_dict(path) -> dict:
     return {k: v.detach().float().numpy() for k, v in state.items()}
 
 
-_CONV = KernelTransform(lambda a: a.transpose(2, 3, 1, 0), lambda a: a.transpose(3, 2, 0, 1))
-_DEPTHWISE = KernelTransform(lambda a: a.transpose(2, 3, 0, 1), lambda a: a.transpose(2, 3, 0, 1))
-_DENSE = KernelTransform(lambda a: a.T, lambda a: a.T)
+def torch_kernel(kernel, depthwise=False) -> np.ndarray:
+    """A Keras convolution kernel in torch's layout: Conv2D's (kh, kw, in, out)
+    as (out, in, kh, kw); DepthwiseConv2D's (kh, kw, C, mult) as a grouped
+    conv's (C * mult, 1, kh, kw). The one rule of the checkpoints and of the
+    torch fast path (`kerasimpl.torch_layers`)."""
+    if depthwise:
+        kh, kw, channels, mult = kernel.shape
+        return kernel.transpose(2, 3, 0, 1).reshape(channels * mult, 1, kh, kw)
+    return kernel.transpose(3, 2, 0, 1)
+
+
+def torch_dense_kernel(kernel) -> np.ndarray:
+    """A Keras Dense kernel (in, out) as torch's Linear weight (out, in)."""
+    return kernel.T
+
+
+_CONV = KernelTransform(lambda a: a.transpose(2, 3, 1, 0), torch_kernel)
+_DEPTHWISE = KernelTransform(lambda a: a.transpose(2, 3, 0, 1), lambda a: torch_kernel(a, depthwise=True))
+_DENSE = KernelTransform(torch_dense_kernel, torch_dense_kernel)
 _IDENTITY = KernelTransform(lambda a: a, lambda a: a)
 
 
