@@ -17,6 +17,7 @@ import keras
 from keras import layers
 
 from kerasimpl.alexnet import AlexNet
+from kerasimpl.builders import is_keras_weights
 from kerasimpl.efficientnet_lite import EfficientNetLite0, EfficientNetLite1, EfficientNetLite2
 from kerasimpl.mobilenet_v2_torchvision import MobileNetV2Torchvision
 
@@ -171,7 +172,7 @@ def _build_from_checkpoint(spec, weights, top, input_tensor, shape, kwargs):
     """Build with random weights, then port `weights` through the spec's checkpoint source."""
     from kerasimpl import checkpoints
 
-    keras_file = isinstance(weights, str) and weights.endswith(".h5")
+    keras_file = is_keras_weights(weights)
     if weights == "imagenet" and kwargs.get("alpha", 1.0) != 1.0:  # as keras.applications' MobileNets check
         raise ValueError(f"{spec.name}'s ImageNet file is for alpha=1.0. Received: alpha={kwargs['alpha']}. "
                          "Accepted with weights='imagenet': alpha=1.0 (other widths: weights=None or a file "

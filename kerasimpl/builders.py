@@ -13,9 +13,15 @@ import keras
 from keras import layers
 
 
+def is_keras_weights(weights) -> bool:
+    """Whether `weights` is the path of a Keras weights file (`.h5`, e.g. `.weights.h5`), which a
+    builder loads itself, rather than `"imagenet"` or another framework's checkpoint (`kerasimpl.checkpoints`)."""
+    return isinstance(weights, str) and weights.endswith(".h5")
+
+
 def validate(family, weights, input_shape, pooling, classes):
     """Check a builder's common arguments; the errors name what was received and what is accepted."""
-    if not (weights is None or (isinstance(weights, str) and weights.endswith(".h5"))):
+    if not (weights is None or is_keras_weights(weights)):
         raise ValueError(f"The {family} builder takes weights=None or a Keras .weights.h5 path; ImageNet and other "
                          f"checkpoints load through kerasimpl.backbones.build_backbone. Received: weights={weights!r}")
     if pooling not in (None, "avg", "max"):

@@ -33,6 +33,8 @@ from typing import Callable, Mapping, Optional
 import keras
 import numpy as np
 
+from kerasimpl.builders import is_keras_weights
+
 IGNORED_SUFFIXES = ("num_batches_tracked",)  # torch's BatchNorm step counter: no Keras twin
 
 
@@ -227,7 +229,7 @@ def load_weights(model, source, weights):
     if not os.path.isfile(path):
         raise ValueError(f"Weights file not found. Received: weights={weights!r}. Accepted: None, 'imagenet', or the "
                          f"path of a {source.description or source.name} checkpoint (or a Keras .weights.h5)")
-    if path.endswith(".h5"):
+    if is_keras_weights(path):
         model.load_weights(path)
         return
     port(model, read_state_dict(path), source, path)
