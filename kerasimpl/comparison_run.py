@@ -222,10 +222,9 @@ def slow_warning(config, accelerator) -> str:
 
 def load_data(config, say=_logger.info):
     """The dataset, with what was skipped or decided about it said aloud (`config["workers"]` completed)."""
-    from kerasimpl.data import is_image_folder, is_tinyimagenet, load_dataset
+    from kerasimpl.data import FILE_KINDS, load_dataset, source_kind
 
-    folder = config["data"] not in ("cifar10", "synthetic") and (is_image_folder(config["data"])
-                                                                 or is_tinyimagenet(config["data"]))
+    folder = source_kind(config["data"]) in FILE_KINDS
     if config["workers"] is None:
         config["workers"] = (os.cpu_count() or 1) if folder else 1
     say(f"loading data: {config['data']}")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kerasimpl.data import (
-    ArrayDataset, DatasetError, load_cifar10, load_dataset, stratified_split, synthetic_dataset,
+    ArrayDataset, DatasetError, load_cifar10, load_dataset, source_kind, stratified_split, synthetic_dataset,
 )
 from kerasimpl.data import cifar10 as cifar
 
@@ -38,6 +38,20 @@ def test_extracted_folder_equals_archive(subset, subset_path, tmp_path):
         folder = load_dataset(str(root))
         np.testing.assert_array_equal(folder.x_train, subset.x_train)
         np.testing.assert_array_equal(folder.y_test, subset.y_test)
+
+
+def test_source_kind_names_each_kind_of_data_argument(tmp_path, subset_path):
+    import zipfile
+
+    (tmp_path / "images" / "cat").mkdir(parents=True)
+    (tmp_path / "batches").mkdir()
+    (tmp_path / "batches" / "batches.meta").write_bytes(b"")
+    with zipfile.ZipFile(tmp_path / "tiny.zip", "w") as z:
+        z.writestr("tiny-imagenet-200/wnids.txt", "n01443537\n")
+    kinds = {"cifar10": "cifar10", "synthetic": "synthetic", "tfds:mnist": "tfds", subset_path: "cifar10-path",
+             tmp_path / "batches": "cifar10-path", tmp_path / "images": "folder", tmp_path / "tiny.zip": "tinyimagenet",
+             tmp_path / "absent": "unknown"}
+    assert {source: source_kind(source) for source in kinds} == kinds
 
 
 def test_split_is_stratified_disjoint_and_seeded(subset):

@@ -227,3 +227,14 @@ def test_compare_on_tiny_imagenet_zip_with_classes(tmp_path, capsys):
     assert any("unlabelled" in n for n in config["data_notes"])
     assert compare.main([*argv[:3], "9", *argv[4:-1], str(tmp_path / "bad")]) == 2
     assert "error: " in capsys.readouterr().err
+
+
+def test_compare_decodes_image_files_with_every_cpu_and_arrays_with_one(tmp_path):
+    from kerasimpl.comparison_run import load_data
+
+    every = os.cpu_count() or 1
+    expected = {"synthetic": 1, make_folder(tmp_path / "folder"): every, make_tiny(tmp_path / "tiny"): every}
+    for data, workers in expected.items():
+        config = {"data": data, "workers": None, "test_fraction": 0.2, "seed": 0}
+        load_data(config, say=lambda line: None)
+        assert config["workers"] == workers, data

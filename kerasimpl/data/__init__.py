@@ -31,6 +31,24 @@ from kerasimpl.data.tfds import load_tfds
 from kerasimpl.data.tinyimagenet import is_tinyimagenet, load_tinyimagenet
 
 SOURCES = ("cifar10", "synthetic", "tfds:NAME", "PATH")
+FILE_KINDS = ("folder", "tinyimagenet")  # kinds streamed from image files on disk
+
+
+def source_kind(source) -> str:
+    """What a data source names, decided here only: `"cifar10"` (the download),
+    `"synthetic"`, `"tfds"` (`tfds:NAME`), `"tinyimagenet"` (its folder or
+    zip), `"folder"` (a folder of images), `"cifar10-path"` (an existing
+    path, read as CIFAR-10's archive or extracted folder) or `"unknown"`."""
+    source = os.fspath(source)
+    if source in ("cifar10", "synthetic"):
+        return source
+    if source.startswith("tfds:"):
+        return "tfds"
+    if is_tinyimagenet(source):
+        return "tinyimagenet"
+    if is_image_folder(source):
+        return "folder"
+    return "cifar10-path" if os.path.exists(source) else "unknown"
 
 
 def load_dataset(source="cifar10", *, image_size=None, cache_dir=None, test_fraction=0.2, seed=0,
@@ -51,26 +69,24 @@ def load_dataset(source="cifar10", *, image_size=None, cache_dir=None, test_frac
     """
     source = os.fspath(source)
     classes = parse_classes(classes)
-    named = source in ("cifar10", "synthetic") or source.startswith("tfds:")
-    tiny = not named and is_tinyimagenet(source)
-    folder = not named and not tiny and is_image_folder(source)
-    if tiny:
+    kind = source_kind(source)
+    if kind == "tinyimagenet":
         return load_tinyimagenet(source, classes, image_size, workers, cache_dir)
-    if image_size is not None and not (source.startswith("tfds:") or folder):
+    if image_size is not None and kind not in ("tfds", "folder"):
         raise DatasetError(
             f"image_size applies to 'tfds:NAME' sources and image folders only (CIFAR-10 is 32x32; the model "
             f"resizes). Received: image_size={image_size!r} for source {source!r}"
         )
-    if folder:
+    if kind == "folder":
         return load_image_folder(source, image_size, test_fraction=test_fraction, seed=seed, workers=workers,
                                  classes=classes)
-    if source == "cifar10":
+    if kind == "cifar10":
         return subset_classes(load_cifar10(None, cache_dir=cache_dir), classes)
-    if source == "synthetic":
+    if kind == "synthetic":
         return subset_classes(synthetic_dataset(), classes)
-    if source.startswith("tfds:"):
+    if kind == "tfds":
         return subset_classes(load_tfds(source[len("tfds:"):], image_size=image_size), classes)
-    if os.path.exists(source):
+    if kind == "cifar10-path":
         return subset_classes(load_cifar10(source), classes)
     raise DatasetError(
         f"Unknown data source. Received: {source!r}. Accepted: 'cifar10' (download), 'synthetic', "
@@ -84,6 +100,6 @@ __all__ = [
     "ArrayDataset", "ViewsDataset", "CIFAR10_SHA256", "CIFAR10_URL", "DatasetError", "ImageClassificationData", "ImageFiles",
     "is_image_folder", "is_tinyimagenet", "load_image_folder", "load_tinyimagenet", "parse_classes",
     "select_classes", "subset_classes",
-    "SOURCES", "Split", "download_cifar10", "load_cifar10", "load_dataset", "load_tfds",
+    "FILE_KINDS", "SOURCES", "Split", "download_cifar10", "load_cifar10", "load_dataset", "load_tfds", "source_kind",
     "stratified_split", "synthetic_dataset", "validate_arrays",
 ]
