@@ -54,6 +54,17 @@ def test_source_kind_names_each_kind_of_data_argument(tmp_path, subset_path):
     assert {source: source_kind(source) for source in kinds} == kinds
 
 
+def test_only_an_image_folder_without_test_draws_its_test_set(tmp_path, subset_path):
+    from kerasimpl.data.provenance import drawn_test_set
+
+    (tmp_path / "split" / "test" / "cat").mkdir(parents=True)
+    (tmp_path / "images" / "cat").mkdir(parents=True)
+    (tmp_path / "batches").mkdir()
+    (tmp_path / "batches" / "batches.meta").write_bytes(b"")  # CIFAR-10's extracted folder: its test batch
+    assert drawn_test_set(tmp_path / "images")
+    assert not any(drawn_test_set(s) for s in (tmp_path / "split", tmp_path / "batches", subset_path, "synthetic"))
+
+
 def test_split_is_stratified_disjoint_and_seeded(subset):
     y = subset.y_train
     s = stratified_split(y, 0.2, seed=7)

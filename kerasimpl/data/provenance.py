@@ -17,16 +17,22 @@ import os
 
 import numpy as np
 
+from kerasimpl.data import source_kind
 from kerasimpl.data.base import DatasetError
 
 
 def test_split_record(data, data_arg, seed, test_fraction, image_size=None) -> dict:
     """What identifies `data`'s test set: the source, whether the test set
     was drawn (and with which seed and fraction), its size and digest."""
-    drawn = os.path.isdir(data.source) and not os.path.isdir(os.path.join(data.source, "test"))
-    return {"data": str(data_arg), "source": str(data.source), "drawn": bool(drawn), "seed": int(seed),
+    return {"data": str(data_arg), "source": str(data.source), "drawn": drawn_test_set(data.source), "seed": int(seed),
             "test_fraction": float(test_fraction), "image_size": image_size, "num_test": int(len(data.y_test)),
             "test_sha256": test_digest(data)}
+
+
+def drawn_test_set(source) -> bool:
+    """Whether `load_dataset(source)` draws the test set (an image folder
+    without `test/`) rather than reading a fixed one."""
+    return source_kind(source) == "folder" and not os.path.isdir(os.path.join(os.fspath(source), "test"))
 
 
 def test_digest(data) -> str:
