@@ -35,14 +35,15 @@ import keras
 import numpy as np
 
 from kerasimpl import distributed
-from kerasimpl.layers import trainable_batchnorms as _trainable
+from kerasimpl.layers import trainable_batchnorms
 
 DEFAULT_IMAGES = 2048  # Wu & Johnson: a few thousand samples make the estimate precise
 
 
-def trainable_batchnorms(model) -> list:
-    """`kerasimpl.layers.trainable_batchnorms` without batch renormalization (its statistics follow another rule)."""
-    return [layer for layer in _trainable(model) if not layer.renorm]
+def reestimated_batchnorms(model) -> list:
+    """The BatchNormalization layers whose statistics precise BN re-estimates:
+    `kerasimpl.layers.trainable_batchnorms` without batch renormalization (its statistics follow another rule)."""
+    return [layer for layer in trainable_batchnorms(model) if not layer.renorm]
 
 
 def sample(indices, images, seed) -> np.ndarray:
@@ -54,8 +55,8 @@ def sample(indices, images, seed) -> np.ndarray:
 
 
 def population_statistics(model, x, batch_size, indices=None, layers=None) -> list:
-    """Population mean and variance of the inputs of `layers` (default: every trainable
-    BatchNormalization of `model`) over the images `x[indices]` (default: all of
+    """Population mean and variance of the inputs of `layers` (default:
+    `reestimated_batchnorms(model)`) over the images `x[indices]` (default: all of
     `x`), the BatchNormalization layers normalising with batch statistics
     and every other layer in inference mode.
 
@@ -72,7 +73,7 @@ def population_statistics(model, x, batch_size, indices=None, layers=None) -> li
     Raises:
         ValueError: `x` is empty, or `batch_size` < 1.
     """
-    layers = trainable_batchnorms(model) if layers is None else list(layers)
+    layers = reestimated_batchnorms(model) if layers is None else list(layers)
     rows = np.arange(len(x)) if indices is None else np.asarray(indices)
     if batch_size < 1 or len(rows) == 0:
         raise ValueError(f"Precise BatchNormalization needs images and batch_size >= 1. Received: {len(rows)} images, "
@@ -145,7 +146,7 @@ def _call_in_training_mode(call, layer, *args, training=None, **kwargs):
 def set_population_statistics(model, x, batch_size, indices=None) -> int:
     """Replace the moving statistics of `model`'s trainable BatchNormalization layers by their
     population statistics over `x[indices]` (`population_statistics`); return how many layers changed."""
-    layers = trainable_batchnorms(model)
+    layers = reestimated_batchnorms(model)
     stats = population_statistics(model, x, batch_size, indices, layers)
     for layer, (mean, variance) in zip(layers, stats):
         layer.moving_mean.assign(mean.reshape(layer.moving_mean.shape))

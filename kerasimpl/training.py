@@ -344,7 +344,7 @@ class _StagedRun:
     def precise_statistics(self):
         """`[PreciseBatchNorm]` when this stage trains BatchNormalization statistics and `precise_bn` > 0."""
         cfg = self.config
-        if not cfg.precise_bn or not precise_bn.trainable_batchnorms(self.model):
+        if not cfg.precise_bn or not precise_bn.reestimated_batchnorms(self.model):
             return []
         rows = precise_bn.sample(self.split.train, cfg.precise_bn, cfg.seed)
         return [precise_bn.PreciseBatchNorm(self.data.x_train, rows, cfg.batch_size)]
