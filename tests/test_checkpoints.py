@@ -139,3 +139,16 @@ def test_layer_map_covers_every_block_once():
     assert len(set(mapping.values())) == len(mapping)  # one prefix per layer
     assert mapping["block1a_dwconv"] == "_blocks.0._depthwise_conv" and "block1a_expand_conv" not in mapping
     assert mapping["block7a_project_bn"] == "_blocks.20._bn2"  # Lite2: 21 blocks
+
+
+def test_layer_map_known_entries_by_hand():
+    """lukemelas' MBConvBlock order: _expand_conv, _bn0, _depthwise_conv, _bn1, _project_conv, _bn2; blocks
+    numbered flat (Lite0: 16, block7a the last); the model's own _bn0 / _bn1 are the stem's and the head's."""
+    mapping = efficientnet_lite.layer_map("lite0")
+    assert {k: v for k, v in mapping.items() if k.startswith("block2a_")} == {
+        "block2a_expand_conv": "_blocks.1._expand_conv", "block2a_expand_bn": "_blocks.1._bn0",
+        "block2a_dwconv": "_blocks.1._depthwise_conv", "block2a_bn": "_blocks.1._bn1",
+        "block2a_project_conv": "_blocks.1._project_conv", "block2a_project_bn": "_blocks.1._bn2"}
+    assert mapping["block7a_project_bn"] == "_blocks.15._bn2" and "_blocks.16._bn2" not in mapping.values()
+    assert [mapping[k] for k in ("stem_conv", "stem_bn", "top_conv", "top_bn", "predictions")] == [
+        "_conv_stem", "_bn0", "_conv_head", "_bn1", "_fc"]

@@ -95,6 +95,16 @@ def test_imagenet_probabilities_equal_the_reference(variant):
     assert models.class_names_of(model)[MILITARY_UNIFORM] == "military uniform"
 
 
+def test_the_real_lite0_file_calls_grace_hopper_a_military_uniform_without_the_reference():
+    """The key map checked with the pretrained file alone (no reference library): a wrong
+    prefix of equal shape (a block's `_bn0` and `_bn1`, both expanded-width) passes the
+    key and shape checks but not this known answer (0.389, the reference's 0.39)."""
+    model = _imagenet_classifier("lite0")
+    probabilities = keras.ops.convert_to_numpy(model(_grace_hopper(224)[None].astype("float32"), training=False))
+    assert probabilities[0].argmax() == MILITARY_UNIFORM
+    np.testing.assert_allclose(probabilities[0, MILITARY_UNIFORM], 0.389, atol=0.005)
+
+
 def test_tiny_input_features_equal_the_reference_with_real_weights():
     """64 px (every stride-2 map even, so TF 'SAME' padding is the reference's
     static padding): the base's last activation equals the reference's
