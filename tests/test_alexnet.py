@@ -141,6 +141,35 @@ def test_checkpoint_round_trip_has_torchvision_keys_and_loads_back(tmp_path):
                                   keras.ops.convert_to_numpy(a.get_layer("conv5").kernel))
 
 
+def _torch_alexnet(widths, dense, classes=1000):
+    """torchvision's AlexNet module layout (its `features` / `classifier` indices) in plain torch."""
+    nn = torch.nn
+    c1, c2, c3, c4, c5 = widths
+    features = nn.Sequential(
+        nn.Conv2d(3, c1, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(),
+        nn.MaxPool2d(3, 2), nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(), nn.Conv2d(c3, c4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(c4, c5, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2))
+    classifier = nn.Sequential(nn.Dropout(), nn.Linear(c5 * 36, dense[0]), nn.ReLU(), nn.Dropout(),
+                               nn.Linear(*dense), nn.ReLU(), nn.Linear(dense[1], classes))
+    return nn.ModuleDict({"features": features, "avgpool": nn.AdaptiveAvgPool2d(6), "classifier": classifier})
+
+
+def test_a_torch_modules_state_dict_ports_to_the_same_logits(tmp_path):
+    """The key map and layouts against torch itself, no torchvision needed: a state dict named by torch's
+    own module indices (fc6's channels-first flatten included) gives the module's logits."""
+    torch.manual_seed(0)
+    net = _torch_alexnet(**TINY_ALEXNET).eval()
+    path = str(tmp_path / "torch_alexnet.pth")
+    torch.save(net.state_dict(), path)
+    x = np.random.default_rng(0).normal(size=(2, 67, 67, 3)).astype("float32")
+    with torch.no_grad():
+        features = net["avgpool"](net["features"](torch.from_numpy(x.transpose(0, 3, 1, 2).copy())))
+        expected = net["classifier"](features.flatten(1)).numpy()
+    ours = keras.ops.convert_to_numpy(_alexnet_from(path, 67)(x))
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
 def test_a_wrong_class_count_is_named_with_torchvisions_shapes(tmp_path):
     """The generic checks (tests/test_checkpoints.py) with torchvision's keys: a 10-class file for a 1000-class top."""
     state = checkpoints.export_state_dict(_random_alexnet(2), SOURCE)
