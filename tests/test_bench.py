@@ -187,6 +187,7 @@ def test_bench_full_bad_settings_are_one_clear_line(argv, message, capsys):
     assert err.startswith("error: ") and message in err
 
 
+@pytest.mark.slow  # bench_full starts compare in a fresh interpreter: 6 s
 def test_bench_full_failed_compare_is_one_line_and_keeps_the_log(tmp_path, capsys):
     work = tmp_path / "w"
     code = bench_full.main(["--backbones", "smallcnn", "--train", "20", "--test", "10", "--subset", "",

@@ -132,31 +132,31 @@ def _two_jax_processes(out, script, *args, **env):
             for i in range(2)]
 
 
-# Each backend's stage of CI runs its own (the suite's backend: KERAS_BACKEND, torch by default).
-BACKEND = os.environ.get("KERAS_BACKEND", "torch")
-
-
-def test_two_processes_match_one(tmp_path):
+# Each backend in its own processes, whatever the suite's backend: the slow set (CI's torch stage) runs both.
+@pytest.mark.slow  # a single process and two more: about 30 s each on 2 cores
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_two_processes_match_one(tmp_path, backend):
     """Two processes on one machine equal one. torch: torchrun, gloo on loopback, DDP for the CNN trained end to
     end (close to one process: BatchNormalization sees each process's 8 rows, not 16; the same weights on both
     ranks). JAX: the documented multi-host route, KERAS_DISTRIBUTION_* on 127.0.0.1 with gloo CPU collectives
     (one global batch: the single process's numbers). Only rank 0 writes files."""
-    if BACKEND == "jax":
+    if backend == "jax":
         pytest.importorskip("jax")
-    single = _single(tmp_path, BACKEND)
+    single = _single(tmp_path, backend)
     out = tmp_path / "two"
     out.mkdir()
-    launch = _two_jax_processes if BACKEND == "jax" else _two_torch_processes
+    launch = _two_jax_processes if backend == "jax" else _two_torch_processes
     _check(launch(out, SCRIPT, str(out), "1", OMP_NUM_THREADS="1"))
     (r0, info0), (r1, info1) = _load(out, 0), _load(out, 1)
-    assert (info0["size"], info0["backend"], info1["rank"]) == (2, BACKEND, 1)
+    assert (info0["size"], info0["backend"], info1["rank"]) == (2, backend, 1)
     for key in ("end_to_end_weights", "plain_weights", "frozen_features", "population"):
         np.testing.assert_allclose(r1[key], r0[key], atol=1e-6)  # in step; features gathered on both
-    _assert_like_single(single, (r0, info0), end_to_end_atol=1e-4 if BACKEND == "jax" else 0.25)
+    _assert_like_single(single, (r0, info0), end_to_end_atol=1e-4 if backend == "jax" else 0.25)
     assert info1["writes"] == []
     assert {"features_train.npz", "history.csv", "train.weights.h5"} <= {os.path.basename(p) for p in info0["writes"]}
 
 
+@pytest.mark.slow  # torchrun with two processes: 10 s
 def test_a_failing_torch_process_ends_the_job_with_its_message(tmp_path):
     """A rank that raises ends the job (torchrun stops the others) with its error shown, instead of a hang."""
     script = ("from kerasimpl import distributed\nw = distributed.configure(timeout_s=20)\n"
@@ -184,6 +184,7 @@ def test_data_parallel_on_two_simulated_devices_equals_single_device(tmp_path):
     _assert_like_single(single, multi, end_to_end_atol=1e-4)
 
 
+@pytest.mark.slow  # a fresh interpreter runs compare: 6 s
 def test_distribute_on_torch_without_torchrun_is_a_clear_error(tmp_path):
     env = {k: v for k, v in _env("torch").items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     proc = subprocess.run([sys.executable, "-m", "experiments.compare", "--data", "synthetic", "--distribute",
