@@ -70,14 +70,19 @@ class Occlusion(SaliencyMethod):
         stride: step between positions (default 20).
         fill: value of the masked pixels in the model's input units (0:
             black for raw [0, 255] images).
-        batch_size: masked copies per forward pass.
+        batch_size: masked copies per forward pass (default: the device's measured inference
+            batch, `runtime.inference_batch_size()`: 16 on a CPU, where it ran Lite0 1.2x faster
+            than 100 masks at once; 128 on an accelerator).
     """
 
     name = "occlusion"
     higher_is_important = False
 
-    def __init__(self, model, patch=30, stride=20, fill=0.0, batch_size=100):
+    def __init__(self, model, patch=30, stride=20, fill=0.0, batch_size=None):
+        from kerasimpl import runtime
+
         super().__init__(model)
+        batch_size = runtime.inference_batch_size() if batch_size is None else batch_size
         h, w = self.input_size
         self.rows, self.cols = positions(h, patch, stride), positions(w, patch, stride)
         if batch_size < 1:

@@ -29,7 +29,8 @@ import numpy as np
 
 from kerasimpl.progress import Progress
 
-DEFAULT_BATCH = 32  # perturbed images per forward pass (memory: one batch at the model's internal size)
+DEFAULT_BATCH = None  # perturbed images per forward pass: the device's measured inference batch
+# (`runtime.inference_batch_size`: 16 on a CPU, 128 on an accelerator); memory is one batch
 # Per-image metrics of `quality_table` (means in the row, values in `per_image`).
 METRICS = ("deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence",
            "randomized_model_rank_correlation")
@@ -42,12 +43,14 @@ class Scorer:
         model: classifier (raw images in, probabilities out).
         precision: of the forward passes (`kerasimpl.precision`; only the
             compiled torch program applies it).
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (default: `runtime.inference_batch_size()`).
     """
 
     def __init__(self, model, precision="float32", batch_size=DEFAULT_BATCH):
+        from kerasimpl import runtime
         from kerasimpl.inference import Forward
 
+        batch_size = runtime.inference_batch_size() if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1. Received: batch_size={batch_size!r}")
         self.model, self.batch_size = model, int(batch_size)
@@ -160,7 +163,7 @@ def deletion_insertion_curves(model, images, importances, targets, steps=20, fil
             "deletion_auc": _area(deletion, fractions), "insertion_auc": _area(insertion, fractions)}
 
 
-def deletion_insertion(model, image, importance, target, steps=20, fill=0.0, batch_size=64):
+def deletion_insertion(model, image, importance, target, steps=20, fill=0.0, batch_size=DEFAULT_BATCH):
     """Deletion and insertion curves of one image, with their areas (trapezoid, x in [0, 1]).
 
     Args:
@@ -196,7 +199,7 @@ def drop_and_increase(original, masked) -> tuple:
     return np.maximum(0.0, y - o) / np.maximum(y, 1e-12) * 100, (o > y) * 100.0
 
 
-def average_drop_increase(model, images, importances, targets, fill=0.0, batch_size=64):
+def average_drop_increase(model, images, importances, targets, fill=0.0, batch_size=DEFAULT_BATCH):
     """Average drop and increase in confidence of images shown through their maps.
 
     Each image is multiplied by its importance map (`x * E + fill * (1 - E)`,
@@ -254,7 +257,7 @@ def _ranks(x):
     return (starts + (counts - 1) / 2.0)[inverse]
 
 
-def explain_in_chunks(method, images, targets, chunk=DEFAULT_BATCH) -> list:
+def explain_in_chunks(method, images, targets, chunk=32) -> list:
     """`method.explain` over `chunk` images at a time (a backward pass's memory grows with the batch)."""
     out = []
     for s in range(0, len(images), chunk):

@@ -85,7 +85,7 @@ def quality_table(model, images, methods, explanations, fill=0.0, seconds=None, 
         exps = explanations[method.name]
         targets = np.array([e.target for e in exps], int)
         maps = np.stack([e.importance() for e in exps])
-        random_exps = explain_in_chunks(method.rebuild(random_model), images, targets, batch_size)
+        random_exps = explain_in_chunks(method.rebuild(random_model), images, targets)
         per_image[method.name] = {**measured(method.name, maps, targets), "randomized_model_rank_correlation": np.array(
             [rank_correlation(m, r.importance()) for m, r in zip(maps, random_exps)])}
     if baseline and methods:
