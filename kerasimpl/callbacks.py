@@ -187,7 +187,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.model.load_weights(os.path.join(slot, "model.weights.h5"))
         with open(os.path.join(slot, "training_metadata.json")) as f:
             meta = json.load(f)
-        self.model._initial_epoch = meta["epoch"]
+        from kerasimpl import compat
+
+        compat.set_initial_epoch(self.model, meta["epoch"])
         states = meta.get("callbacks", [])
         if len(states) != len(self.track):
             return  # a backup from another callback set: weights and epoch only

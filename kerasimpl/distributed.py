@@ -14,7 +14,7 @@ with the forward pass through DDP, which averages the gradients during
 example's torch loop because `fit` keeps Keras' optimizer and loss, the
 precision policies and every callback (history, best checkpoint, early
 stopping, learning-rate schedule, atomic backup and resume); the price is a
-copy of Keras' 25-line train step (private `_loss_tracker`, Keras pinned to
+copy of Keras' 25-line train step (its private loss tracker through `kerasimpl.compat`, Keras pinned to
 3.15; tests hold it to Keras' own numbers). Learning-rate rule: the batch
 size is the GLOBAL batch, split evenly, at the same learning rate (the
 single-process step, BatchNormalization statistics aside). Every process
@@ -290,17 +290,19 @@ def local_model(model):
     import jax
 
     device = jax.local_devices()[0]
-    saved = [(v, v._value, v._layout) for v in model.variables]
+    from kerasimpl import compat
+
+    saved = [(v, *compat.jax_variable_state(v)) for v in model.variables]
     try:
         for v, value, _ in saved:
             # A copy: Keras' jitted steps may donate the buffers they are given, and the global array keeps its own.
-            v._value, v._layout = jax.device_put(value.addressable_data(0), device, may_alias=False), None
+            compat.set_jax_variable_state(v, jax.device_put(value.addressable_data(0), device, may_alias=False), None)
         keras.distribution.set_distribution(None)
         yield model
     finally:
         keras.distribution.set_distribution(dist)
         for v, value, layout in saved:
-            v._value, v._layout = value, layout
+            compat.set_jax_variable_state(v, value, layout)
 
 
 def broadcast_weights(model):
@@ -378,8 +380,10 @@ def _ddp_train_step(model, ddp, data):
     y_pred = ddp(x, training=True)
     model.zero_grad()
     loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-    model._loss_tracker.update_state(loss, sample_weight=next(i for i in keras.tree.flatten(x) if i is not None)
-                                     .shape[0])
+    from kerasimpl import compat
+
+    compat.loss_tracker(model).update_state(
+        loss, sample_weight=next(i for i in keras.tree.flatten(x) if i is not None).shape[0])
     if model.optimizer is not None:
         loss = model.optimizer.scale_loss(loss)
     if model.trainable_weights:

@@ -30,9 +30,9 @@ _PATCH_LOCK = threading.Lock()
 @functools.cache
 def _keras_depthwise():
     """Keras' own JAX `depthwise_conv`, read once before any patch (importing this module needs no JAX)."""
-    from keras.src.backend.jax import nn as jax_nn
+    from kerasimpl import compat
 
-    return jax_nn.depthwise_conv
+    return compat.jax_backend_nn().depthwise_conv
 
 
 def depthwise_conv_shifted(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
@@ -83,8 +83,9 @@ def shifted_depthwise():
     (private API, Keras 3.15) for the whole process while the block runs, so
     blocks are serialised by a lock.
     """
-    from keras.src.backend.jax import nn as jax_nn
+    from kerasimpl import compat
 
+    jax_nn = compat.jax_backend_nn()
     with _PATCH_LOCK:
         original = _keras_depthwise()
         jax_nn.depthwise_conv = depthwise_conv_shifted

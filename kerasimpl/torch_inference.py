@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+
+from kerasimpl import compat
 from keras import layers
 
 from kerasimpl.torch_layers import (  # noqa: F401  (CONVERTERS and register: the table, public here too)
@@ -68,8 +70,8 @@ def _model_device(model):
 
 def _functional_of(model):
     """The functional graph of a nested model (a Sequential's inner one)."""
-    graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
-    if graph is None or not hasattr(graph, "_nodes_by_depth") or len(graph.inputs) != 1:
+    graph = compat.sequential_graph(model) if isinstance(model, keras.Sequential) else model
+    if graph is None or compat.nodes_by_depth(graph) is None or len(graph.inputs) != 1:
         raise NotImplementedError(f"nested model {model.name!r} (not built on one Input) is not supported by "
                                   "compile_frozen")
     return graph
@@ -182,8 +184,9 @@ def _to_keras_layout(t):
 def _nodes_in_order(model):
     """(operation, input tensors, output tensors, node) of every node, inputs first."""
     order = []
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
+    graph = compat.nodes_by_depth(model)
+    for depth in sorted(graph, reverse=True):
+        for node in graph[depth]:
             layer = node.operation
             if isinstance(layer, layers.InputLayer):
                 continue

@@ -121,8 +121,11 @@ def test_kerasimpl_never_imports_experiments():
 BUILDERS = ("kerasimpl.alexnet", "kerasimpl.efficientnet_lite", "kerasimpl.mobilenet_v2_torchvision",
             "kerasimpl.builders")
 CONVERTERS = "kerasimpl.checkpoints"
-# Where Keras' private `keras.src` is used today; a new place fails. (Issue 33 wants one compatibility module.)
-KERAS_SRC_ALLOWED = {"kerasimpl.jax_inference"}
+# Keras' private API lives in one module (kerasimpl.compat); a use anywhere else fails.
+KERAS_SRC_ALLOWED = {"kerasimpl.compat"}
+# The private attributes kerasimpl.compat wraps: reached (`x._name`) or named as a string anywhere else, they fail.
+PRIVATE_KERAS_ATTRIBUTES = {"_nodes_by_depth", "_functional", "_keras_history", "_inbound_nodes", "_initial_epoch",
+                            "_loss_tracker", "_value", "_layout"}
 
 
 def keras_src_uses(path) -> set:
@@ -151,8 +154,20 @@ def test_model_builders_import_no_converter():
     assert not {m: d for m, d in bad.items() if d}, "builders import converters (go through build_backbone)"
 
 
-def test_keras_src_only_where_it_is_today():
+def private_attributes(path) -> set:
+    """The names of PRIVATE_KERAS_ATTRIBUTES `path` reaches as an attribute or spells as a string."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr in PRIVATE_KERAS_ATTRIBUTES:
+            found.add(node.attr)
+        elif isinstance(node, ast.Constant) and node.value in PRIVATE_KERAS_ATTRIBUTES:
+            found.add(node.value)
+    return found
+
+
+def test_keras_private_api_only_in_the_compat_module():
     paths = {**modules(), **modules("experiments")}
-    used = {m for m, p in paths.items() if keras_src_uses(p)}
-    new = sorted(used - KERAS_SRC_ALLOWED)
-    assert not new, f"keras.src (Keras' private API) in a new place: {new}"
+    assert {m for m, p in paths.items() if keras_src_uses(p)} == KERAS_SRC_ALLOWED
+    elsewhere = {m: sorted(private_attributes(p)) for m, p in paths.items() if m not in KERAS_SRC_ALLOWED}
+    assert not {m: a for m, a in elsewhere.items() if a}, "private Keras attributes outside kerasimpl.compat"
+    assert private_attributes(paths["kerasimpl.compat"]) == PRIVATE_KERAS_ATTRIBUTES  # the check sees them

@@ -9,6 +9,8 @@ generalisation (on such a model the two maps are equal after scaling).
 from __future__ import annotations
 
 import keras
+
+from kerasimpl import compat
 from keras import layers, ops
 
 from kerasimpl.saliency.base import NotApplicable
@@ -73,11 +75,9 @@ def _operations(model):
     ops_, tensor = [], model.outputs[0]
     start = model.inputs[0]
     while tensor is not start:
-        history = getattr(tensor, "_keras_history", None)
-        if history is None:
+        op, node = compat.producer(tensor)
+        if op is None:
             break
-        op = history.operation
-        node = op._inbound_nodes[history.node_index]
         inputs = node.input_tensors
         if len(inputs) != 1:
             ops_.append(op)  # a merge: not a chain, reported as such
