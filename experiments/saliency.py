@@ -226,8 +226,8 @@ def load_test_data(args):
     set that no longer matches is an error. Without a record, an image
     folder without test/ is split with --seed, and the note says so.
     """
-    from kerasimpl.data import is_image_folder, load_dataset
-    from kerasimpl.data.provenance import check_record, find_record, same_source
+    from kerasimpl.data import load_dataset
+    from kerasimpl.data.provenance import check_record, drawn_test_set, find_record, same_source
 
     record, where = find_record(args.model)
     if record is not None and same_source(record, args.data):
@@ -241,7 +241,7 @@ def load_test_data(args):
     note = ""
     if record is not None:
         note = f"the model was trained on {record['source']}, not {data.source}."
-    elif is_image_folder(str(args.data)) and not os.path.isdir(os.path.join(str(args.data), "test")):
+    elif drawn_test_set(args.data):
         note = (f"no record of the split that trained this model (no config.json with test_split beside or above "
                 f"it): the test set is {data.source}'s held-out split rebuilt with seed {args.seed} and test "
                 "fraction 0.2; if the model was trained with others, some 'test' images were training images.")

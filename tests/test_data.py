@@ -216,3 +216,30 @@ def test_corrupt_download_is_removed(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="sha256"):
         cifar.download_cifar10(cache_dir=str(tmp_path))
     assert not (tmp_path / "datasets" / cifar.ARCHIVE_NAME).exists()
+
+
+def test_same_source_is_the_same_file_however_spelled(tmp_path, monkeypatch):
+    """A run recorded with `--data ../x.tar.gz` is the same source as `/abs/x.tar.gz`, a symlink to it, or
+    `./x.tar.gz` from another folder; another file, or a name, is not."""
+    from kerasimpl.data.provenance import _realpath, same_source
+
+    archive = tmp_path / "data" / "x.tar.gz"
+    archive.parent.mkdir()
+    archive.write_bytes(b"x")
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    record = {"data": "../data/x.tar.gz", "source": "../data/x.tar.gz", "source_realpath": _realpath("../data/x.tar.gz")}
+    assert same_source(record, "../data/x.tar.gz") and same_source(record, str(archive))
+    (tmp_path / "link.tar.gz").symlink_to(archive)
+    assert same_source(record, str(tmp_path / "link.tar.gz"))
+    monkeypatch.chdir(tmp_path / "data")
+    assert same_source(record, "x.tar.gz")  # recorded realpath, not the spelling
+    older = {"data": "../data/x.tar.gz", "source": "../data/x.tar.gz"}  # before source_realpath: resolved from here
+    assert same_source(older, str(archive))  # from data/, ../data/x.tar.gz is this file too
+    monkeypatch.chdir(tmp_path)
+    assert not same_source(older, str(archive))  # from here it names a file that is not there
+    assert same_source(record, str(archive))
+    other = tmp_path / "data" / "y.tar.gz"
+    other.write_bytes(b"y")
+    assert not same_source(record, str(other)) and not same_source(record, "cifar10")
+    assert same_source({"data": "cifar10", "source": "cifar10"}, "cifar10")

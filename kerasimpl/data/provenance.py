@@ -24,9 +24,14 @@ from kerasimpl.data.base import DatasetError
 def test_split_record(data, data_arg, seed, test_fraction, image_size=None) -> dict:
     """What identifies `data`'s test set: the source, whether the test set
     was drawn (and with which seed and fraction), its size and digest."""
-    return {"data": str(data_arg), "source": str(data.source), "drawn": drawn_test_set(data.source), "seed": int(seed),
-            "test_fraction": float(test_fraction), "image_size": image_size, "num_test": int(len(data.y_test)),
-            "test_sha256": test_digest(data)}
+    return {"data": str(data_arg), "source": str(data.source), "source_realpath": _realpath(data.source),
+            "drawn": drawn_test_set(data.source), "seed": int(seed), "test_fraction": float(test_fraction),
+            "image_size": image_size, "num_test": int(len(data.y_test)), "test_sha256": test_digest(data)}
+
+
+def _realpath(source):
+    """The resolved absolute path of a source on disk; None for a name (`cifar10`, `tfds:...`)."""
+    return os.path.realpath(source) if os.path.exists(os.fspath(source)) else None
 
 
 def drawn_test_set(source) -> bool:
@@ -69,9 +74,15 @@ def find_record(model_path, levels=3):
 
 
 def same_source(record, data_arg) -> bool:
-    """Whether `data_arg` (a CLI `--data`) names the recorded source."""
+    """Whether `data_arg` (a CLI `--data`) names the recorded source: the same spelling, or the same
+    file or folder on disk however it is spelled (`../shared/x.tar.gz` and `/work/shared/x.tar.gz`).
+    A record without `source_realpath` (older runs) has its relative paths resolved from here."""
     arg = os.fspath(data_arg)
-    return arg == record.get("data") or os.path.abspath(arg) == record.get("source")
+    if arg in (record.get("data"), record.get("source")) or os.path.abspath(arg) == record.get("source"):
+        return True
+    here = _realpath(arg)
+    recorded = record.get("source_realpath") or (_realpath(record["source"]) if record.get("source") else None)
+    return here is not None and here == recorded
 
 
 def check_record(record, data, where):

@@ -181,7 +181,8 @@ def quality_markdown(table) -> str:
            f"uncorrected{'; not marked below 10 images' if n < 10 else ''})."]
     if RANDOM_BASELINE in table:
         keys = [(k, f) for k, _, f in columns if k in table[RANDOM_BASELINE] and k in _SHORT]
-        md += ["", "**Difference from the random maps** (method minus random):", ""]
+        md += ["", "**Difference from the random maps** (method minus random; better than random: deletion and "
+               "average drop negative, insertion and increase positive):", ""]
         md += _grid(["method"] + [_SHORT[k] for k, _ in keys],
                     [[name] + [_difference(row["differences"][RANDOM_BASELINE][k], f) for k, f in keys]
                      for name, row in table.items() if name != RANDOM_BASELINE])
