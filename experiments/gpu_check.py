@@ -306,9 +306,9 @@ def _table(rows) -> str:
         return "(no rows)"
     columns = list(dict.fromkeys(k for r in rows for k in r))
     cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    out += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(out)
+    from kerasimpl.reporting import markdown_grid
+
+    return "\n".join(markdown_grid(columns, [[cell(r.get(c, "")) for c in columns] for r in rows]))
 
 
 if __name__ == "__main__":

@@ -133,9 +133,10 @@ def markdown(rows, title="Across runs") -> str:
     def cell(v, fmt):
         return "-" if v is None else fmt.format(int(v) if fmt == "{}" and isinstance(v, float) and v.is_integer()
                                                 else v)
-    lines = [f"# {title}", "", "| " + " | ".join(t for _, t, _ in COLUMNS) + " |",
-             "| " + " | ".join("---" for _ in COLUMNS) + " |"]
-    lines += ["| " + " | ".join(cell(r.get(k), f) for k, _, f in COLUMNS) + " |" for r in rows]
+    from kerasimpl.reporting import markdown_grid
+
+    lines = [f"# {title}", ""] + markdown_grid([t for _, t, _ in COLUMNS],
+                                               [[cell(r.get(k), f) for k, _, f in COLUMNS] for r in rows])
     return "\n".join(lines) + "\n"
 
 

@@ -53,16 +53,20 @@ def with_interval(result) -> dict:
     return {**result, "test_accuracy_ci95": list(wilson_interval(float(accuracy), int(n)))}
 
 
+def markdown_grid(heads, rows) -> list:
+    """The lines of a Markdown table: the header, the separator, one line per row (cells as strings).
+    Every Markdown table kerasimpl and its experiments write goes through this."""
+    return (["| " + " | ".join(heads) + " |", "| " + " | ".join("---" for _ in heads) + " |"]
+            + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def markdown_table(results, title=None, note=None) -> str:
     """A Markdown table of `results` (a list of dicts, one per backbone)."""
     cols = [c for c in COLUMNS if any(c[0] in r for r in results)]
     lines = [f"# {title}", ""] if title else []
     if note:
         lines += [note, ""]
-    lines.append("| " + " | ".join(c[1] for c in cols) + " |")
-    lines.append("| " + " | ".join("---" for _ in cols) + " |")
-    for r in results:
-        lines.append("| " + " | ".join(_cell(r.get(k), f) for k, _, f in cols) + " |")
+    lines += markdown_grid([c[1] for c in cols], [[_cell(r.get(k), f) for k, _, f in cols] for r in results])
     return "\n".join(lines) + "\n"
 
 

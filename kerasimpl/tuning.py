@@ -175,10 +175,10 @@ def write_trials(path_stem, backbone, trials):
         rows = [r for r in read_csv(path_stem + ".csv") if r["backbone"] != backbone] + rows
     write_csv(path_stem + ".csv", rows)
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    lines = ["# Hyperparameter search (random, KerasTuner oracle), ranked by validation accuracy per backbone", "",
-             "| " + " | ".join(keys) + " |", "| " + " | ".join("---" for _ in keys) + " |"]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |")
+    from kerasimpl.reporting import markdown_grid
+
+    lines = ["# Hyperparameter search (random, KerasTuner oracle), ranked by validation accuracy per backbone", ""]
+    lines += markdown_grid(keys, [[_fmt(r.get(k)) for k in keys] for r in rows])
     write_text(path_stem + ".md", "\n".join(lines) + "\n")
     return rows
 

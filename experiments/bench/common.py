@@ -109,9 +109,9 @@ def markdown_table(rows, columns=None, formats=None) -> str:
             return format(v, formats.get(key, ".1f"))
         return str(v)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(cell(k, r.get(k)) for k in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    from kerasimpl.reporting import markdown_grid
+
+    return "\n".join(markdown_grid(columns, [[cell(k, r.get(k)) for k in columns] for r in rows]))
 
 
 def write_report(path, report):

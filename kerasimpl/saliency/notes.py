@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kerasimpl.reporting import markdown_grid
 from kerasimpl.saliency.selection import right_wrong_shortfall
 
 
@@ -52,10 +53,12 @@ def image_note(entry, source) -> str:
              f"{entry['second']} (p = {entry['second_probability']:.3f})", "",
              "Where each map puts its importance (shares of the map's total; an evenly spread map has "
              "share = area):", "",
-             "| method | central box share | border ring share | peak (row, col) | reading |", "|---|---|---|---|---|"]
-    for name, m in entry["mass"].items():
-        lines.append(f"| {name} | {m['central_share']:.0%} (area {m['central_area']:.0%}) | {m['border_share']:.0%} "
-                     f"(area {m['border_area']:.0%}) | ({m['peak'][0]:.2f}, {m['peak'][1]:.2f}) | {reading(m)} |")
+             ]
+    lines += markdown_grid(["method", "central box share", "border ring share", "peak (row, col)", "reading"],
+                           [[name, f"{m['central_share']:.0%} (area {m['central_area']:.0%})",
+                             f"{m['border_share']:.0%} (area {m['border_area']:.0%})",
+                             f"({m['peak'][0]:.2f}, {m['peak'][1]:.2f})", reading(m)]
+                            for name, m in entry["mass"].items()])
     lines += ["", "Central box: the middle half of the rows and of the columns; border ring: the outer eighth of "
               "each side; peak: the map's maximum, as fractions of the height and width."]
     return "\n".join(lines) + "\n"

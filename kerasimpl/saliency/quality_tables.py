@@ -145,7 +145,9 @@ _SHORT = {"deletion_auc": "deletion", "insertion_auc": "insertion", "average_dro
 
 
 def _grid(heads, rows) -> list:
-    return ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)] + ["| " + " | ".join(r) + " |" for r in rows]
+    from kerasimpl.reporting import markdown_grid
+
+    return markdown_grid(heads, rows)
 
 
 def _num_images(table) -> int:
