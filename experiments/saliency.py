@@ -41,7 +41,7 @@ patch 4, stride 3).
 
 from __future__ import annotations
 
-import experiments  # noqa: F401  (sets the default backend before keras loads)
+import experiments  # sets the default backend before keras loads (and routes kerasimpl's log lines, below)
 
 import argparse
 import os
@@ -261,8 +261,6 @@ def run_data(args) -> int:
     if tuple(data.image_shape) != tuple(model.input_shape[1:]):
         raise ValueError(f"The model takes {tuple(model.input_shape[1:])} images; {args.data} has "
                          f"{tuple(data.image_shape)} (use --data-size to match)")
-    import experiments
-
     experiments.log_to_stdout()  # kerasimpl's progress lines (kerasimpl.progress)
     report = explain_test_images(model, data, make_methods(args, model), args.num_images, args.out, seed=args.seed,
                                  model_path=args.model, note=split_note,

@@ -24,6 +24,8 @@ from the random maps and from every other method
 
 from __future__ import annotations
 
+import itertools
+
 import keras
 import numpy as np
 
@@ -31,9 +33,6 @@ from kerasimpl.progress import Progress
 
 DEFAULT_BATCH = None  # perturbed images per forward pass: the device's measured inference batch
 # (`runtime.inference_batch_size`: 16 on a CPU, 128 on an accelerator); memory is one batch
-# Per-image metrics of `quality_table` (means in the row, values in `per_image`).
-METRICS = ("deletion_auc", "insertion_auc", "average_drop", "increase_in_confidence",
-           "randomized_model_rank_correlation")
 
 
 class Scorer:
@@ -65,26 +64,15 @@ class Scorer:
                 one batch at a time.
             progress: optional `kerasimpl.progress.Progress`, advanced per batch.
         """
-        out, batch, targets = [], [], []
-        done = 0
-        for x, t in items:
-            batch.append(x)
-            targets.append(int(t))
-            if len(batch) == self.batch_size:
-                out.append(self._targets(batch, targets))
-                done += len(batch)
-                batch, targets = [], []
-                if progress is not None:
-                    progress.update(done)
-        if batch:
-            out.append(self._targets(batch, targets))
+        items, out, done = iter(items), [], 0
+        while chunk := list(itertools.islice(items, self.batch_size)):
+            batch, targets = zip(*chunk)
+            probs = np.asarray(self.forward(np.stack(batch).astype(np.float32)))
+            out.append(probs[np.arange(len(chunk)), np.asarray(targets, int)])
+            done += len(chunk)
             if progress is not None:
-                progress.update(done + len(batch))
+                progress.update(done)
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
-
-    def _targets(self, batch, targets):
-        probs = self.forward(np.stack(batch).astype(np.float32))
-        return np.asarray(probs)[np.arange(len(targets)), targets]
 
     def blank(self, shape, fill) -> np.ndarray:
         """Probabilities of the image that is `fill` everywhere (one forward, cached)."""
@@ -257,9 +245,26 @@ def _ranks(x):
     return (starts + (counts - 1) / 2.0)[inverse]
 
 
-def explain_in_chunks(method, images, targets, chunk=32) -> list:
-    """`method.explain` over `chunk` images at a time (a backward pass's memory grows with the batch)."""
+def explain_in_chunks(method, images, targets, chunk=32, progress=None) -> list:
+    """`method.explain` over `chunk` images at a time (a backward pass's memory grows with the batch);
+    `progress` (a `kerasimpl.progress.Progress`), if given, advances per chunk."""
     out = []
     for s in range(0, len(images), chunk):
         out += method.explain(images[s:s + chunk], list(targets[s:s + chunk]))
+        if progress is not None:
+            progress.update(len(out))
     return out
+
+
+def map_measures(scorer, images, maps, targets, steps=20, fill=0.0, original=None, progress=None) -> dict:
+    """Per image: the deletion and insertion areas, the drop and the increase in confidence (percent)
+    of `maps` on `images` for `targets`, every forward pass through `scorer`. `original` (the images'
+    target probabilities), if given, is not computed again; `progress` follows the curves' passes."""
+    targets = np.asarray(targets, int)
+    if original is None:
+        original = scorer.target_probabilities(zip(images, targets))
+    curves = deletion_insertion_curves(scorer, images, maps, targets, steps, fill, original=original,
+                                       progress=progress)
+    drop, increase = drop_and_increase(original, masked_probabilities(scorer, images, maps, targets, fill))
+    return {"deletion_auc": curves["deletion_auc"], "insertion_auc": curves["insertion_auc"],
+            "average_drop": drop, "increase_in_confidence": increase}

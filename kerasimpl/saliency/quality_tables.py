@@ -13,8 +13,7 @@ import numpy as np
 
 from kerasimpl.progress import Progress
 from kerasimpl.saliency.quality import (
-    DEFAULT_BATCH, Scorer, _scorer, average_drop_increase, deletion_insertion_curves, drop_and_increase,
-    explain_in_chunks, masked_probabilities, rank_correlation, randomized_copy,
+    DEFAULT_BATCH, Scorer, _scorer, explain_in_chunks, map_measures, rank_correlation, randomized_copy,
 )
 
 
@@ -72,12 +71,9 @@ def quality_table(model, images, methods, explanations, fill=0.0, seconds=None, 
 
     def measured(name, maps, targets):
         progress = Progress(len(images) * 2 * max(steps - 1, 0), f"quality: {name}", verbose)
-        y = original(targets)
-        curves = deletion_insertion_curves(scorer, images, maps, targets, steps, fill, original=y, progress=progress)
+        values = map_measures(scorer, images, maps, targets, steps, fill, original(targets), progress)
         progress.close()
-        drop, increase = drop_and_increase(y, masked_probabilities(scorer, images, maps, targets, fill))
-        return {"deletion_auc": curves["deletion_auc"], "insertion_auc": curves["insertion_auc"],
-                "average_drop": drop, "increase_in_confidence": increase}
+        return values
 
     per_image = {}
     random_model = randomized_copy(model, seed=seed) if methods else None
@@ -113,14 +109,9 @@ def random_baseline(model, images, targets, fill=0.0, seed=0, steps=20, batch_si
     about the model. `quality_table(..., baseline=True)` adds it as a row
     with intervals; this gives its means alone.
     """
-    scorer = _scorer(model, batch_size)
     images = np.asarray(images, np.float32)
-    maps, targets = random_maps(images, seed), np.asarray(targets, int)
-    curves = deletion_insertion_curves(scorer, images, maps, targets, steps, fill)
-    drop = average_drop_increase(scorer, images, maps, targets, fill=fill)
-    return {"deletion_auc": float(np.mean(curves["deletion_auc"])),
-            "insertion_auc": float(np.mean(curves["insertion_auc"])),
-            "average_drop": drop["average_drop"], "increase_in_confidence": drop["increase_in_confidence"]}
+    values = map_measures(_scorer(model, batch_size), images, random_maps(images, seed), targets, steps, fill)
+    return {k: float(np.mean(v)) for k, v in values.items()}
 
 
 def beats_baseline(table) -> list:

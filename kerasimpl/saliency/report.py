@@ -27,14 +27,13 @@ def explain_methods(methods, images, targets, say=_logger.info, chunk=32, verbos
     """`{method name: (explanations, seconds)}` of each method on `images`, `chunk` images at a time
     (a backward pass's memory grows with the batch); progress per method (`kerasimpl.progress`)."""
     from kerasimpl.progress import Progress
+    from kerasimpl.saliency.quality import explain_in_chunks
 
     out = {}
     for method in methods:
-        start, exps = time.perf_counter(), []
+        start = time.perf_counter()
         progress = Progress(len(images), f"explain: {method.name}", verbose if len(images) > chunk else 0)
-        for s in range(0, len(images), chunk):
-            exps += method.explain(images[s:s + chunk], list(targets[s:s + chunk]))
-            progress.update(len(exps))
+        exps = explain_in_chunks(method, images, targets, chunk, progress)
         progress.close()
         out[method.name] = (exps, time.perf_counter() - start)
         say(f"{method.name}: {out[method.name][1]:.2f} s for {len(images)} image(s)")
