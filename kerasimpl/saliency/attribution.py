@@ -25,8 +25,8 @@ class InputGradientMethod(SaliencyMethod):
     `batch_size` (default: the device's measured inference batch,
     `runtime.inference_batch_size()`: 16 on a CPU, 128 on an accelerator)
     bounds memory: the backward pass keeps every layer's activations, about
-    0.11 GB an image for EfficientNet-Lite0 at 224 px (32 images peaked at
-    4.1 GB on a CPU, 8 at 1.5 GB).
+    0.11 GB an image for EfficientNet-Lite0 at 224 px (peak RSS on a CPU: 4.1 GB
+    at 32 images, 2.6 GB at 16, 1.6 GB at 8; `docs/saliency_costs.py`).
     """
 
     def __init__(self, model, batch_size=None):
