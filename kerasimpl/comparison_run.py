@@ -154,9 +154,14 @@ def validate(config):
     if len(set(rows)) != len(rows):
         raise ValueError(f"A row appears twice in --backbones. Received: {config['backbones']}")
     for key, low in (("epochs", 1), ("batch_size", 1), ("seeds", 1), ("finetune_epochs", 0), ("saliency", 0),
-                     ("finetune_layers", 0)):
-        if config[key] < low:
+                     ("finetune_layers", 1), ("finetune_views", 0)):
+        if config.get(key) is not None and config[key] < low:
             raise ValueError(f"--{key.replace('_', '-')} must be >= {low}. Received: {config[key]}")
+    if config.get("finetune_lr") is not None and not config["finetune_lr"] > 0:
+        raise ValueError(f"--finetune-lr must be > 0. Received: {config['finetune_lr']}")
+    for name, variant in rows:  # the fine-tuning options against each row's backbone, before anything runs
+        if get_spec(name).pretrained and variant != "scratch":
+            comparison.finetuning(name, config)
     if config["inference_batch_size"] is not None and config["inference_batch_size"] < 1:
         raise ValueError(f"--inference-batch-size must be >= 1. Received: {config['inference_batch_size']}")
     for key in ("val_fraction", "test_fraction"):
@@ -264,7 +269,7 @@ def run_row(row, seed, config, data, split, verbose, kind="mlp", label=None, say
     say(f"{label} (seed {seed}, {run.weights or 'random'} weights, {how}) -> {folder}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Keras' input-size notes for non-224 MobileNets
-        features = comparison.row_folder(config["out"], comparison.features_label(row), config["seeds"], seed)
+        features = os.path.join(config["out"], comparison.features_label(row))  # per image: one for every seed
         result = comparison.run_backbone(run, data, split, train_config, folder, verbose=verbose,
                                          features_folder=features, plan=plan)
     if result is None:  # --distribute: a process other than rank 0
@@ -285,7 +290,8 @@ def tuned_row(row, config, data, split, verbose, say=_logger.info) -> dict:
                          features_folder=os.path.join(config["out"], base))
     _, best = tuning.apply(chosen, run, train_config)
     overrides = {"lr": best.learning_rate, "dropout": chosen["dropout"], "hidden": [int(chosen["head_width"])],
-                 "finetune_layers": best.finetune_top_layers, "finetune_epochs": best.finetune_epochs, "seeds": 1}
+                 "finetune_layers": None if best.finetune_from else best.finetune_top_layers,
+                 "finetune_from": best.finetune_from, "finetune_epochs": best.finetune_epochs, "seeds": 1}
     result = run_row(row, config["seed"], {**config, **overrides}, data, split, verbose, label=f"{base}-tuned",
                      say=say)
     result.update(trained=f"{result['trained']} (tuned: best of {config['tune']} trials on validation)", tuned=chosen)

@@ -1,10 +1,12 @@
 """Pooled backbone features and their cache.
 
 They are computed by `kerasimpl.inference` (the fast path, in batches). A
-frozen base's pooled features are computed once per split and cached in
-`features_<part>.npz`, keyed by the base's weights, the data and the split:
-stage 1 of training (`kerasimpl.training`) fits the head on them and
-evaluation (`kerasimpl.comparison.evaluate`) reuses them.
+frozen base's pooled features are computed once PER IMAGE and cached in
+`features_<pool>.npz` (`train`: every image of `data.x_train`, the training
+and validation rows of any split; `test`), keyed by the base's weights and
+the data: stage 1 of training (`kerasimpl.training`) fits the head on the
+rows of its split and evaluation (`kerasimpl.comparison.evaluate`) reuses
+them, and runs with other seeds or splits read the same files.
 """
 
 from __future__ import annotations
@@ -71,20 +73,29 @@ def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto",
     return feats
 
 
-def split_features(model, data, x, indices, part, folder, config, verbose="auto", split=None):
-    """Pooled features of `x[indices]`, cached in `folder/features_<part>.npz`.
+POOLS = {"train": "train", "val": "train", "test": "test"}  # part of a split -> the images it is drawn from
 
+
+def split_features(model, data, indices, part, folder, config, verbose="auto"):
+    """Pooled features of rows `indices` of part `part`, from the per-image cache `folder/features_<pool>.npz`.
+
+    `part` is `train`, `val` (rows of `data.x_train`: pool `train`) or
+    `test` (`data.x_test`); the cache holds the features of EVERY image of
+    the pool, so any split (any seed) selects its rows from the same file.
     `config` is the run's `training.TrainConfig` (its inference batch,
     workers and precision are read).
 
     The cache key holds the frozen base's weights, the data's fingerprint,
-    the split and the part, so a changed model, file list or split is
+    the pool and the precision, so a changed model or file list is
     extracted again.
     """
+    if part not in POOLS:
+        raise ValueError(f"Unknown part. Received: {part!r}. Accepted: {', '.join(POOLS)}")
+    pool = POOLS[part]
+    images = data.x_train if pool == "train" else data.x_test
     key = json.dumps({"base": weights_fingerprint(models.base_layers(model)), "source": data.source,
-                      "data": data.fingerprint, "split": split.summary() if split is not None else None,
-                      "part": part, "precision": config.precision})
-    path = os.path.join(folder, f"features_{part}.npz")
-    return cached_features(model, x, indices, path, key, config.extract_batch, verbose, workers=config.workers,
-                           what=f"extract {part}", precision=config.precision)
-
+                      "data": data.fingerprint, "pool": pool, "precision": config.precision})
+    path = os.path.join(folder, f"features_{pool}.npz")
+    feats = cached_features(model, images, np.arange(len(images)), path, key, config.extract_batch, verbose,
+                            workers=config.workers, what=f"extract {pool}", precision=config.precision)
+    return feats[np.asarray(indices)]

@@ -170,11 +170,14 @@ def set_base_trainable(model, trainable):
         layer.trainable = bool(trainable) and not isinstance(layer, layers.BatchNormalization)
 
 
-def unfreeze(model, *, top_layers=None, from_layer=None) -> list:
+def unfreeze(model, *, top_layers=None, from_layer=None, from_block=None) -> list:
     """Unfreeze the top of the backbone for fine-tuning.
 
-    Exactly one of `top_layers` (the last N backbone layers) or `from_layer`
-    (every layer from that name up) is given. BatchNormalization layers stay
+    Exactly one of `top_layers` (the last N backbone layers), `from_layer`
+    (every layer from that name up) or `from_block` (every layer from the
+    first, in graph order, whose name is `from_block` or starts with
+    `from_block + "_"`: a block boundary such as EfficientNet's `"block5a"`,
+    `kerasimpl.backbones.Finetuning.unfreeze_from`) is given. BatchNormalization layers stay
     frozen: with `trainable=False` they use their moving statistics even in
     training, so small fine-tuning batches cannot wreck them. Recompile
     afterwards.
@@ -182,12 +185,19 @@ def unfreeze(model, *, top_layers=None, from_layer=None) -> list:
     Returns:
         The names of the layers now trainable.
     """
-    if (top_layers is None) == (from_layer is None):
-        raise ValueError(
-            f"Give exactly one of top_layers or from_layer. Received: top_layers={top_layers}, from_layer={from_layer}"
-        )
+    if sum(v is not None for v in (top_layers, from_layer, from_block)) != 1:
+        raise ValueError(f"Give exactly one of top_layers, from_layer or from_block. Received: top_layers="
+                         f"{top_layers}, from_layer={from_layer}, from_block={from_block}")
     base = base_layers(model)
-    if from_layer is not None:
+    if from_block is not None:
+        starts = [i for i, layer in enumerate(base) if layer.name == from_block
+                  or layer.name.startswith(f"{from_block}_")]
+        if not starts:
+            blocks = list(dict.fromkeys(layer.name.rsplit("_", 1)[0] for layer in base))
+            raise ValueError(f"from_block={from_block!r} names no block of {model.name}'s backbone. Accepted: a "
+                             f"layer-name prefix, e.g. {blocks[-6:]}")
+        start = starts[0]
+    elif from_layer is not None:
         names = [layer.name for layer in base]
         if from_layer not in names:
             raise ValueError(f"from_layer={from_layer!r} is not a backbone layer. Accepted, e.g.: {names[-5:]}")

@@ -18,6 +18,7 @@ import time
 import keras
 
 from kerasimpl import distributed, models, precise_bn, runtime
+from kerasimpl.backbones import Finetuning
 from kerasimpl.precise_bn import DEFAULT_IMAGES as PRECISE_BN_IMAGES
 from kerasimpl.artifacts import save_weights, write_json
 # Re-exported: these lived here before the split (`from kerasimpl.training import augmenter` keeps working).
@@ -44,7 +45,13 @@ class TrainConfig:
         learning_rate: Adam learning rate of stage 1.
         finetune_epochs: epochs of stage 2 (0 skips it).
         finetune_learning_rate: learning rate of stage 2.
-        finetune_top_layers: backbone layers unfrozen in stage 2.
+        finetune_top_layers: backbone layers unfrozen in stage 2 (when
+            `finetune_from` is `None`).
+        finetune_from: the block from which stage 2 unfreezes the backbone
+            (`models.unfreeze(from_block=...)`); `None`: the last
+            `finetune_top_layers` layers. The defaults of these four fields
+            are the generic `backbones.Finetuning()`; a comparison row takes
+            its backbone's (`comparison.row_setup`).
         finetune_views: with a frozen bottom (`kerasimpl.partial`), stage 2
             trains the top on cached activations of this many copies of
             each training image (view 0 unaugmented, the others augmented
@@ -82,9 +89,10 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     finetune_epochs: int = 0
-    finetune_learning_rate: float = 1e-5
-    finetune_top_layers: int = 20
-    finetune_views: int = 4
+    finetune_learning_rate: float = Finetuning.learning_rate
+    finetune_top_layers: int = Finetuning.top_layers
+    finetune_views: int = Finetuning.views
+    finetune_from: str | None = Finetuning.unfreeze_from
     cache_features: bool = True
     augment: tuple = ("flip", "translate")
     patience: int = 3
@@ -229,7 +237,8 @@ class _StagedRun:
         }
         for name in plan.fit_stages:  # `extract` runs inside `head` / `probe`, which fit on its features
             if name == "finetune":  # also when the stage is read back: the model's trainability is the run's
-                models.unfreeze(self.model, top_layers=cfg.finetune_top_layers)
+                models.unfreeze(self.model, **({"from_block": cfg.finetune_from} if cfg.finetune_from else
+                                               {"top_layers": cfg.finetune_top_layers}))
             self.stage(name, fits[name])
         return {name: self.seconds[name] for name in plan.stages}
 
@@ -251,8 +260,7 @@ class _StagedRun:
         """Cached pooled features of the train and validation rows."""
         cfg, data, split = self.config, self.data, self.split
         start = time.perf_counter()
-        feats = {name: split_features(self.model, data, data.x_train, idx, name, self.features_folder, cfg,
-                                      self.verbose, split)
+        feats = {name: split_features(self.model, data, idx, name, self.features_folder, cfg, self.verbose)
                  for name, idx in (("train", split.train), ("val", split.val))}
         self.seconds["extract"] = time.perf_counter() - start
         return feats

@@ -83,7 +83,8 @@ def apply(values, run, config, space=SearchSpace()):
     config = dataclasses.replace(config, learning_rate=float(values["learning_rate"]))
     if "finetune_layers" in values:  # frozen base: depth 0 = no fine-tuning stage
         depth = int(values["finetune_layers"])
-        config = dataclasses.replace(config, finetune_top_layers=depth or config.finetune_top_layers,
+        searched = {"finetune_top_layers": depth, "finetune_from": None} if depth else {}  # a count replaces the block
+        config = dataclasses.replace(config, **searched,
                                      finetune_epochs=max(config.finetune_epochs, space.finetune_epochs) if depth else 0)
     return run, config
 

@@ -209,7 +209,7 @@ def test_frozen_base_evaluation_from_cached_features_equals_the_full_model(tmp_p
     config = TrainConfig(batch_size=32)
     test, val, path = comparison.evaluate(model, run, data, split, config, str(tmp_path))
     assert path == "cached pooled features + head"
-    assert os.path.exists(tmp_path / "features_test.npz") and os.path.exists(tmp_path / "features_val.npz")
+    assert os.path.exists(tmp_path / "features_test.npz") and os.path.exists(tmp_path / "features_train.npz")
     np.testing.assert_allclose(test, inference.predict(model, data.x_test), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(val, inference.predict(model, data.x_train, indices=split.val), rtol=1e-4, atol=1e-6)
     # Fine-tuned (or end-to-end) models: features computed fresh, same probabilities.
@@ -223,10 +223,12 @@ def test_frozen_base_evaluation_from_cached_features_equals_the_full_model(tmp_p
 @pytest.mark.slow
 def test_finetune_row_shares_its_bases_features_and_fine_tunes_on_cached_activations(tmp_path):
     """NAME, NAME:finetune and NAME's linear probe in one run: the finetune row trains
-    `FINETUNE_ROW_EPOCHS` on the top of the base (cached activations, 2 views) while
+    its backbone's fine-tuning epochs on the top of the base (cached activations, 2 views) while
     the others stay frozen; one feature cache (NAME's) serves all three; no probe of
     the finetune row; the preset that runs this for real is lite-subset."""
-    from kerasimpl.comparison import FINETUNE_ROW_EPOCHS
+    from kerasimpl.backbones import get_spec
+
+    row_epochs = get_spec("mobilenetv2").finetune.epochs  # the row's own, from the registry
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -241,7 +243,7 @@ def test_finetune_row_shares_its_bases_features_and_fine_tunes_on_cached_activat
     results = {r["run"]: r for r in json.load(open(os.path.join(out, "results.json")))}
     assert list(results) == ["mobilenetv2", "mobilenetv2-linear-probe", "mobilenetv2-finetune"]
     history = read_csv(os.path.join(out, "mobilenetv2-finetune", "history.csv"))
-    assert 1 <= sum(r["stage"] == "finetune" for r in history) <= FINETUNE_ROW_EPOCHS  # early stopping may cut it
+    assert 1 <= sum(r["stage"] == "finetune" for r in history) <= row_epochs  # early stopping may cut it
     assert results["mobilenetv2-finetune"]["trained"] == "frozen base + fine-tune"
     assert results["mobilenetv2"]["trained"] == "frozen base"
     assert not any(r["stage"] == "finetune" for r in read_csv(os.path.join(out, "mobilenetv2", "history.csv")))
@@ -262,7 +264,32 @@ def test_the_width_option_reaches_exactly_the_backbones_whose_builder_takes_it()
     assert takers == ["mobilenetv2", "mobilenetv2_tv", "mobilenetv3large", "mobilenetv3small"]
     options = {"weights": None, "image_size": 32, "hidden": [8], "dropout": 0.0, "alpha": 0.35,
                "keep_top_hidden": False, "epochs": 1, "batch_size": 8, "lr": 1e-3, "finetune_epochs": 0,
-               "finetune_layers": 0, "cache_features": True, "augment": [], "workers": 1}
+               "cache_features": True, "augment": [], "workers": 1}
     for name in ("mobilenetv2_tv", "vgg16"):
         run, _ = comparison.row_setup(name, options, 0)
         assert run.backbone_kwargs == ({"alpha": 0.35} if name == "mobilenetv2_tv" else {})
+
+
+def test_seeds_of_a_frozen_row_share_one_feature_extraction(tmp_path, monkeypatch):
+    """--seeds 2 on a frozen base: the features are per image, extracted once into out/<row>/ and read by both
+    seeds (whose heads still differ), for training and the test set alike."""
+    from kerasimpl import features
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        donor = models.build_classifier("mobilenetv2", 10, weights=None, image_size=32, backbone_kwargs={"alpha": 0.35})
+    weights = str(tmp_path / "mnv2.weights.h5")
+    models.backbone_model(donor).save_weights(weights)
+    calls = []
+    real = features.extract_features
+    monkeypatch.setattr(features, "extract_features", lambda *a, **k: calls.append(k.get("what")) or real(*a, **k))
+    out = tmp_path / "run"
+    argv = ["--data", "synthetic", "--backbones", "mobilenetv2", "--weights", weights, "--alpha", "0.35",
+            "--image-size", "32", "--seeds", "2", "--inference-batch-size", "16", "--out", str(out), *FAST]
+    assert compare.main(argv) == 0
+    assert calls == ["extract train", "extract test"]  # once per pool, not once per seed
+    assert sorted(f for f in os.listdir(out / "mobilenetv2") if f.startswith("features_")) == [
+        "features_test.npz", "features_train.npz"]
+    per_seed = [json.load(open(out / "mobilenetv2" / f"seed{s}" / "result.json")) for s in (0, 1)]
+    assert per_seed[0]["test_accuracy"] != per_seed[1]["test_accuracy"] or per_seed[0]["test_loss"] != \
+        per_seed[1]["test_loss"]  # two heads, one set of features

@@ -125,6 +125,22 @@ def test_unfreeze_opens_exactly_the_requested_layers_and_no_batchnorm():
         l.name for l in base[-3:] if l.weights and not isinstance(l, keras.layers.BatchNormalization)]
 
 
+def test_unfreeze_from_a_block_opens_that_block_and_everything_after_it():
+    """`from_block="block_13"` starts at MobileNetV2's block_13_expand (not block_1's, whose prefix it shares)."""
+    model = tiny("mobilenetv2")
+    base = models.base_layers(model)
+    first = next(i for i, l in enumerate(base) if l.name.startswith("block_13_"))
+    assert base[first].name == "block_13_expand" and not base[first - 1].name.startswith("block_13")
+    opened = models.unfreeze(model, from_block="block_13")
+    assert opened == [l.name for l in base[first:] if l.weights and not isinstance(l, keras.layers.BatchNormalization)]
+    assert not any(l.trainable for l in base[:first])
+    assert models.unfreeze(model, from_block="block_13") == models.unfreeze(model, top_layers=len(base) - first)
+    with pytest.raises(ValueError, match=r"from_block='block_99' names no block.*Accepted.*block_16"):
+        models.unfreeze(model, from_block="block_99")
+    with pytest.raises(ValueError, match="exactly one"):
+        models.unfreeze(model, top_layers=3, from_block="block_13")
+
+
 def test_end_to_end_classifier_trains_batchnorm():
     model = tiny("smallcnn", freeze_base=False)
     bns = [l for l in models.base_layers(model) if isinstance(l, keras.layers.BatchNormalization)]

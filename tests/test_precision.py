@@ -127,8 +127,8 @@ def test_features_cache_key_holds_the_precision(tmp_path, synthetic):
     idx = split.val[:8]
     for p in ("float32", "bfloat16"):
         cfg = training.TrainConfig(precision=p, inference_batch_size=4)
-        training.split_features(model, synthetic, synthetic.x_train, idx, "val", str(tmp_path), cfg, 0, split)
-        with np.load(os.path.join(tmp_path, "features_val.npz")) as z:
+        training.split_features(model, synthetic, idx, "val", str(tmp_path), cfg, 0)
+        with np.load(os.path.join(tmp_path, "features_train.npz")) as z:  # validation rows: the training pool's file
             assert json.loads(str(z["key"]))["precision"] == p
 
 

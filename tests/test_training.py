@@ -93,6 +93,28 @@ def test_finished_stage_is_not_trained_again(synthetic, tmp_path):
     assert len(read_csv(tmp_path / "history.csv")) == 2
 
 
+def test_features_are_cached_per_image_and_shared_by_every_split(synthetic, tmp_path, monkeypatch):
+    """One extraction of the training pool serves any split (another seed's, another fraction's): the rows
+    each split selects equal a fresh extraction of exactly those rows."""
+    from kerasimpl import features
+
+    model = frozen_smallcnn(synthetic)
+    config = training.TrainConfig(inference_batch_size=16)
+    calls = []
+    real = features.extract_features
+    monkeypatch.setattr(features, "extract_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for fraction, seed in ((0.2, 0), (0.25, 3)):
+        split = stratified_split(synthetic.y_train, fraction, seed)
+        for part, rows in (("train", split.train), ("val", split.val)):
+            got = features.split_features(model, synthetic, rows, part, str(tmp_path), config, verbose=0)
+            np.testing.assert_allclose(got, real(model, synthetic.x_train, rows, 16, verbose=0), rtol=1e-5,
+                                       atol=1e-6)
+    assert len(calls) == 1  # the first request extracted the whole pool; every other one read it
+    assert sorted(os.listdir(tmp_path)) == ["features_train.npz"]
+    with pytest.raises(ValueError, match="Unknown part.*Accepted: train, val, test"):
+        features.split_features(model, synthetic, rows, "holdout", str(tmp_path), config)
+
+
 def test_partial_feature_cache_is_never_trusted(synthetic, tmp_path):
     model = frozen_smallcnn(synthetic)
     idx = np.arange(40)

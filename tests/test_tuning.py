@@ -88,11 +88,12 @@ def test_apply_and_space(keras_tuner):
     from kerasimpl import tuning
 
     run = comparison.BackboneRun("mobilenetv2", "imagenet", 32)
-    config = TrainConfig(epochs=1, finetune_epochs=0)
+    config = TrainConfig(epochs=1, finetune_epochs=0, finetune_from="block_13")  # the backbone's default block
     values = {"learning_rate": 3e-3, "dropout": 0.2, "head_width": 64, "finetune_layers": 10}
     r, c = tuning.apply(values, run, config)
     assert r.head.hidden == (64,) and r.head.dropout == 0.2 and c.learning_rate == 3e-3
     assert c.finetune_top_layers == 10 and c.finetune_epochs == tuning.SearchSpace().finetune_epochs
+    assert c.finetune_from is None  # the searched depth replaces the block
     _, c0 = tuning.apply({**values, "finetune_layers": 0}, run, config)
     assert c0.finetune_epochs == 0  # depth 0: no fine-tuning stage
     names = {h.name for h in tuning.SearchSpace().hyperparameters(frozen_base=True).space}
@@ -142,5 +143,5 @@ def test_frozen_base_search_includes_finetune_depth_and_shares_features(tiny, tm
                                features_folder=features)
     assert tiny.x_test.reads == 0
     assert len(trials) == 2 and all(t["finetune_layers"] in (0, 5) for t in trials)
-    assert sorted(f for f in os.listdir(features) if f.startswith("features_")) == ["features_train.npz",
-                                                                                    "features_val.npz"]
+    # one per-image file of the training pool (train and validation rows alike), no test features
+    assert sorted(f for f in os.listdir(features) if f.startswith("features_")) == ["features_train.npz"]

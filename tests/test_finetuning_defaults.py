@@ -1,0 +1,62 @@
+"""Fine-tuning defaults per backbone (`backbones.Finetuning`): where a row's settings come from, which flag
+overrides which field, and that every registered block boundary exists in its network."""
+
+import warnings
+
+import pytest
+
+from kerasimpl import comparison, models
+from kerasimpl.backbones import Finetuning, get_spec, list_backbones
+
+OPTIONS = {"weights": "imagenet", "image_size": None, "hidden": [8], "dropout": 0.0, "alpha": None,
+           "keep_top_hidden": False, "epochs": 1, "batch_size": 8, "lr": 1e-3, "finetune_epochs": 0,
+           "cache_features": True, "augment": ["flip"], "workers": 1}
+
+
+def test_a_row_takes_its_backbones_registry_defaults():
+    lite = get_spec("efficientnetlite0").finetune
+    assert (lite.unfreeze_from, lite.learning_rate, lite.views, lite.epochs) == ("block5a", 3e-4, 2, 6)
+    _, plain = comparison.row_setup("efficientnetlite0", {**OPTIONS, "finetune_epochs": 4}, 0)
+    assert (plain.finetune_from, plain.finetune_learning_rate, plain.finetune_views, plain.finetune_epochs) == (
+        "block5a", 3e-4, 2, 4)  # --finetune-epochs 4 and nothing else: the registry's block, rate and views
+    _, row = comparison.row_setup("efficientnetlite0:finetune", OPTIONS, 0)
+    assert row.finetune_epochs == lite.epochs  # NAME:finetune without --finetune-epochs: the backbone's own
+    _, vgg = comparison.row_setup("vgg16:finetune", OPTIONS, 0)
+    assert (vgg.finetune_from, vgg.finetune_learning_rate) == ("block5", Finetuning().learning_rate)
+    _, frozen = comparison.row_setup("efficientnetlite0", OPTIONS, 0)
+    assert frozen.finetune_epochs == 0  # a plain row stays frozen
+
+
+def test_each_flag_overrides_its_field_and_a_layer_count_replaces_the_block():
+    tune = comparison.finetuning("efficientnetlite2", {"finetune_layers": 40, "finetune_lr": 1e-4,
+                                                       "finetune_views": 0})
+    assert (tune.unfreeze_from, tune.top_layers, tune.learning_rate, tune.views) == (None, 40, 1e-4, 0)
+    assert comparison.finetuning("efficientnetlite2", {"finetune_from": "block6a"}).unfreeze_from == "block6a"
+    assert comparison.finetuning("efficientnetlite2", {"finetune_layers": None}) == get_spec(
+        "efficientnetlite2").finetune
+    with pytest.raises(ValueError, match="--finetune-layers and --finetune-from.*Received: 40 and 'block6a'"):
+        comparison.finetuning("efficientnetlite2", {"finetune_layers": 40, "finetune_from": "block6a"})
+    with pytest.raises(ValueError, match="learning_rate > 0"):
+        Finetuning(learning_rate=0.0)
+
+
+def test_compare_validates_fine_tuning_flags_before_running(tmp_path):
+    from experiments import compare
+
+    base = ["--data", "synthetic", "--backbones", "mobilenetv2", "--out", str(tmp_path / "run"), "--quiet"]
+    assert compare.main([*base, "--finetune-layers", "0"]) == 2
+    assert compare.main([*base, "--finetune-layers", "4", "--finetune-from", "block_13"]) == 2
+    assert compare.main([*base, "--finetune-lr", "-1"]) == 2
+    assert not (tmp_path / "run").exists()  # refused before any folder was made
+
+
+@pytest.mark.parametrize("name", [n for n in list_backbones() if get_spec(n).pretrained])
+def test_every_registered_block_boundary_exists_in_its_network(name):
+    spec = get_spec(name)
+    size = max(spec.min_size, 75)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = models.build_classifier(name, 3, input_shape=(size, size, 3), image_size=size, weights=None)
+    opened = models.unfreeze(model, from_block=spec.finetune.unfreeze_from)  # raises if the block is missing
+    base = models.base_layers(model)
+    assert opened and 0 < sum(bool(l.trainable_weights) for l in base) < sum(bool(l.weights) for l in base)
