@@ -41,9 +41,6 @@ import warnings
 import numpy as np
 
 BACKBONES = ("mobilenetv2", "mobilenetv3large", "vgg16", "efficientnetlite0")
-# torchvision constructors of the same architectures; Lite0: the reference implementation.
-NATIVE = {"mobilenetv2": "mobilenet_v2", "mobilenetv3large": "mobilenet_v3_large", "vgg16": "vgg16",
-          "efficientnetlite0": "efficientnet-lite0"}
 PRECISIONS = ("float32", "bfloat16", "float16")
 SECTIONS = ("extraction", "full", "finetune")
 
@@ -141,6 +138,7 @@ def _median_seconds(fns, x, repeats, warmup=3):
 def extraction(args):
     """One row per backbone and precision: kerasimpl's compiled img/s, the native one, their ratio."""
     from kerasimpl import models
+    from kerasimpl.backbones import get_spec
     from kerasimpl.heads import HeadConfig
     from kerasimpl.inference import Forward
 
@@ -165,7 +163,8 @@ def extraction(args):
             if isinstance(native, str):
                 row["native"] = native
             else:
-                row.update(native=NATIVE[name], native_img_s=args.batch / seconds[1], ratio=seconds[1] / seconds[0])
+                row.update(native=get_spec(name).native, native_img_s=args.batch / seconds[1],
+                           ratio=seconds[1] / seconds[0])
             rows.append(row)
             print(f"[gpu-check] extraction {name} {precision}: {row['kerasimpl_img_s']:.0f} img/s "
                   f"(native {row.get('native_img_s', float('nan')):.0f})", flush=True)
@@ -182,20 +181,25 @@ def _native(name):
     """`f(uint8 NHWC batch, precision) -> pooled features on the host` in native PyTorch, or why not."""
     import torch
 
+    from kerasimpl.backbones import get_spec
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "efficientnetlite0":
+    native = get_spec(name).native  # the registry's twin: a torchvision constructor or the Lite reference
+    if native is None:
+        return "no native twin in the registry"
+    if native.startswith("efficientnet-lite"):
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as e:
             return f"not installed ({e})"
-        net = EfficientNet.from_name("efficientnet-lite0")
+        net = EfficientNet.from_name(native)
         features, mean, std = net.extract_features, (127.0,) * 3, (128.0,) * 3
     else:
         try:
             import torchvision
         except ImportError as e:
             return f"not installed ({e})"
-        net = getattr(torchvision.models, NATIVE[name])()
+        net = getattr(torchvision.models, native)()
         features = net.features  # torchvision's transforms: ImageNet mean/std
         mean, std = tuple(255 * m for m in (0.485, 0.456, 0.406)), tuple(255 * s for s in (0.229, 0.224, 0.225))
     net = net.eval().to(device).to(memory_format=torch.channels_last)

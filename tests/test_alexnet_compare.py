@@ -76,7 +76,7 @@ def test_lastlayer_trains_fc6_fc7_and_the_new_layer_never_the_features(tmp_path)
 @pytest.mark.parametrize("argv,message", [
     (["--backbones", "alexnet:lastlayer", "--weights", "none"], "NAME:lastlayer keeps pretrained layers"),
     (["--backbones", "alexnet:scratch,alexnet:scratch"], "A row appears twice"),
-    (["--backbones", "vgg16", "--weights", "random-checkpoint"], "fits alexnet rows only"),
+    (["--backbones", "vgg16", "--weights", "random-checkpoint"], "fits the rows of one of alexnet, efficientnetlite0"),
     (["--backbones", "alexnet:lastlayr"], "Unknown row variant"),
 ])
 def test_bad_rows_on_the_command_line_are_one_clear_line(tmp_path, capsys, argv, message):
@@ -117,8 +117,8 @@ def test_alexnet_smoke_preset_pieces_at_tiny_scale(tmp_path):
     rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
     assert len(rows) == 2
     config = json.load(open(os.path.join(out, "config.json")))
-    assert "stand in for torchvision's ImageNet" in config["weights_note"]
-    assert "stand in for torchvision's ImageNet" in open(os.path.join(out, "results.md")).read()
+    assert "torchvision's AlexNet (alexnet-owt-7be5be79.pth format) checkpoint stand in" in config["weights_note"]
+    assert "checkpoint stand in for its ImageNet file" in open(os.path.join(out, "results.md")).read()
     for label in ("alexnet-scratch", "alexnet-lastlayer"):
         report = json.load(open(os.path.join(out, label, "gradcam", "saliency.json")))
         assert len(report["images"]) == 2 and report["methods"]["gradcam"]["options"]["layer"] == "conv5_relu"

@@ -47,6 +47,11 @@ def test_slow_warning_names_vgg16_on_a_cpu_and_the_way_to_skip_it():
     cfg = {"image_size": None, "backbones": ["vgg16", "mobilenetv2", "mobilenetv3large"]}
     message = comparison_run.slow_warning(cfg, accelerator=False)
     assert "hours" in message and "--backbones mobilenetv2,mobilenetv3large" in message
+    assert "vgg16 at 224 px about 7.6 h" in message  # 60,000 images at its measured 2.2 img/s
+    assert "mobilenetv2 at" not in message  # 0.30 G multiply-adds: minutes, not hours
+    # The registry's count decides, not the name: ResNet50's 4.1 G at 224 px is about 2 h, at 96 px 0.4 h.
+    assert "resnet50 at 224 px about 2.0 h" in comparison_run.slow_warning({**cfg, "backbones": ["resnet50"]}, False)
+    assert comparison_run.slow_warning({"image_size": 96, "backbones": ["resnet50"]}, False) == ""
     assert comparison_run.slow_warning(cfg, accelerator=True) == ""
     assert comparison_run.slow_warning({**cfg, "image_size": 32}, accelerator=False) == ""
     assert comparison_run.slow_warning({**cfg, "backbones": ["mobilenetv2"]}, accelerator=False) == ""

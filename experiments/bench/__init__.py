@@ -44,7 +44,7 @@ import sys
 import time
 
 from experiments.bench import accuracy, cache, extraction, occlusion, saliency, training
-from experiments.bench.common import MACS_224, cpu_peak_macs, write_report
+from experiments.bench.common import cpu_peak_macs, macs_224, write_report
 
 # Section name -> its module, in the order they run and print.
 SECTIONS = {"extraction": extraction, "accuracy": accuracy, "training": training, "cache": cache,
@@ -124,7 +124,7 @@ def _info(args, plan) -> dict:
     return {"versions": runtime.versions(), "device": runtime.device_description(), "threads": _threads(),
             "quick": args.quick, "repeats": plan["repeats"], "precisions": plan["precisions"],
             "fp32_peak_gmacs_per_s": peak / 1e9 if peak else None, "fp32_peak_source": peak_source,
-            "macs_per_224px_image": MACS_224, "macs_source": "published counts (docs/benchmarks.md), not measured",
+            "macs_per_224px_image": macs_224(), "macs_source": "published counts (docs/benchmarks.md), not measured",
             "section_seconds": {}}
 
 
@@ -146,9 +146,10 @@ def _plan(args) -> dict:
     from kerasimpl.backbones import list_backbones
 
     names = [n.strip() for n in args.backbones.split(",") if n.strip()]
-    unknown = [n for n in names if n not in extraction.NATIVE]
+    accepted = extraction.native_names()  # the backbones with a native twin to time against
+    unknown = [n for n in names if n not in accepted]
     if unknown:
-        raise ValueError(f"unknown backbone {unknown}. Accepted: {', '.join(extraction.BACKBONES)}")
+        raise ValueError(f"unknown backbone {unknown}. Accepted: {', '.join(accepted)}")
     for flag in ("saliency_backbone", "accuracy_backbone"):
         if getattr(args, flag) not in list_backbones():
             raise ValueError(f"unknown --{flag.replace('_', '-')} {getattr(args, flag)!r}. Accepted: "

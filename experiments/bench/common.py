@@ -12,15 +12,14 @@ import statistics
 import time
 import warnings
 
-# Published multiply-add counts per 224x224 image (the architectures' papers /
-# keras.applications' documentation; not measured here). Convolutional cost
-# scales with the pixel count, so other sizes use (size / 224) ** 2.
-# AlexNet: torchvision's published 0.71 G for the whole network (its convolutions are about 0.66 G).
-MACS_224 = {"vgg16": 15.5e9, "mobilenetv2": 0.30e9, "mobilenetv2_tv": 0.30e9, "mobilenetv3large": 0.22e9,
-            "efficientnetb0": 0.39e9, "alexnet": 0.71e9,
-            # EfficientNet-Lite: counted from the Keras graph at 224 px (convolutions and Dense, the same
-            # count gives MobileNetV2's published 0.30 G)
-            "efficientnetlite0": 0.385e9, "efficientnetlite1": 0.502e9, "efficientnetlite2": 0.577e9}
+
+
+def macs_224() -> dict:
+    """Published multiply-adds per 224x224 image of each backbone that has them (the registry's
+    `BackboneSpec.macs_224`; not measured here). Other sizes scale with the pixel count."""
+    from kerasimpl.backbones import get_spec, list_backbones
+
+    return {n: get_spec(n).macs_224 for n in list_backbones() if get_spec(n).macs_224}
 
 
 def build_classifier(name, num_classes=10, **kwargs):
@@ -65,8 +64,10 @@ def extraction_speed(model, x, batch_size, precision="float32"):
 
 def achieved_macs(name, image_size, img_per_s):
     """Multiply-adds per second from the published count (None for a backbone without one)."""
-    macs = MACS_224.get(name)
-    return None if macs is None else macs * (image_size / 224) ** 2 * img_per_s
+    from kerasimpl.backbones import get_spec
+
+    macs = get_spec(name).macs(image_size)
+    return None if macs is None else macs * img_per_s
 
 
 def cpu_peak_macs(cpuinfo="/proc/cpuinfo"):

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from experiments.bench.common import achieved_macs, build_classifier, cpu_peak_macs, interleaved, markdown_table
 
-# The backbones of this section and their native PyTorch twins (features + global pool): torchvision's
-# constructors, and for EfficientNet-Lite the reference implementation its checkpoints were made for
-# (`efficientnet-lite-pytorch`, the `reference` extra): the one table of both.
-NATIVE = {"vgg16": "vgg16", "mobilenetv2": "mobilenet_v2", "mobilenetv2_tv": "mobilenet_v2",
-          "mobilenetv3large": "mobilenet_v3_large",
-          "efficientnetb0": "efficientnet_b0", "alexnet": "alexnet", "efficientnetlite0": "efficientnet-lite0",
-          "efficientnetlite1": "efficientnet-lite1", "efficientnetlite2": "efficientnet-lite2"}
+
+def native_names() -> dict:
+    """The backbones with a native PyTorch twin (features + global pool) and its name: torchvision's
+    constructors, and for EfficientNet-Lite the reference implementation its checkpoints were made for
+    (`efficientnet-lite-pytorch`, the `reference` extra). The registry's `BackboneSpec.native`."""
+    from kerasimpl.backbones import get_spec, list_backbones
+
+    return {n: get_spec(n).native for n in list_backbones() if get_spec(n).native}
+
 BACKBONES = ("vgg16", "mobilenetv2", "mobilenetv3large", "efficientnetb0", "alexnet", "efficientnetlite0")  # default
 KEY = "extraction"
 COLUMNS = ["backbone", "backend", "precision", "batch", "image_size", "keras_img_per_s", "saved_model_img_per_s",
@@ -39,22 +41,26 @@ def run(plan, args):
 
 
 def native_extractor(name):
-    """The native PyTorch twin of a backbone (`NATIVE`), or None where its library is missing."""
+    """The native PyTorch twin of a backbone (`native_names`), or None where it has none or its library is
+    missing."""
     import keras
 
     if keras.backend.backend() != "torch":
         return None
+    native = native_names().get(name)
+    if native is None:
+        return None
     try:
         import torch
-        if NATIVE[name].startswith("efficientnet-lite"):
+        if native.startswith("efficientnet-lite"):
             from efficientnet_lite_pytorch import EfficientNet
 
-            net = EfficientNet.from_name(NATIVE[name]).eval()
+            net = EfficientNet.from_name(native).eval()
             features = _Features(net)
         else:
             import torchvision
 
-            net = getattr(torchvision.models, NATIVE[name])(weights=None).eval()
+            net = getattr(torchvision.models, native)(weights=None).eval()
             features = net.features
     except Exception:  # not installed, or built for another torch
         return None
