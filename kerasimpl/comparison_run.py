@@ -43,8 +43,8 @@ def run_comparison(config, plots_dir="", verbose="auto", say=_logger.info, on_sl
 
     With `config["distribute"]` every process of the run calls this
     (`kerasimpl.distributed`): all train and evaluate; rank 0 alone writes
-    and says anything (the others' standard output is discarded) and
-    returns the results, the others return `[]`.
+    and says anything (the others run silent, their `kerasimpl` logger at
+    WARNING) and returns the results, the others return `[]`.
 
     Args:
         config: the resolved options (completed in place with what the run
@@ -64,8 +64,23 @@ def run_comparison(config, plots_dir="", verbose="auto", say=_logger.info, on_sl
     world = _distribution(config)
     if world.writer:
         return _run(config, world, plots_dir, verbose, say, on_slow)
-    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # one log, rank 0's; errors on stderr
-        return _run(config, world, plots_dir, 0, say, on_slow)
+    with _warnings_only(_logger):  # one log, rank 0's: the others say nothing and log warnings and errors only
+        return _run(config, world, plots_dir, 0, _silent, _silent)
+
+
+def _silent(message):
+    """What a process other than rank 0 says: nothing."""
+
+
+@contextlib.contextmanager
+def _warnings_only(logger):
+    """`logger` (the `kerasimpl` logger: stage and progress lines) at WARNING for the block."""
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _run(config, world, plots_dir, verbose, say, on_slow):

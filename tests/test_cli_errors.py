@@ -97,3 +97,31 @@ def test_the_mobilenetv2_subset_presets_occlusion_gallery_can_be_turned_off():
     assert (on["gallery_occlusion"], on["gradcam_gallery"], on["backbones"]) == (
         True, 8, ["mobilenetv2_tv", "mobilenetv2_tv:finetune"])
     assert off["gallery_occlusion"] is False and off["gradcam_gallery"] == 8
+
+
+def test_processes_other_than_rank_0_run_silent_through_a_log_level_not_a_stdout_redirect(monkeypatch, capsys):
+    """A non-writer rank gets a `say` and slow-run hook that say nothing, no Keras progress, and the
+    `kerasimpl` logger at WARNING for the run (restored after); nothing touches sys.stdout."""
+    import logging
+    import sys
+    import types
+
+    logger = logging.getLogger("kerasimpl")
+    logger.setLevel(logging.INFO)
+    seen = {}
+
+    def fake_run(config, world, plots_dir, verbose, say, on_slow):
+        seen.update(verbose=verbose, level=logger.level, stdout=sys.stdout)
+        say("rank 1 speaking")
+        on_slow("slow")
+        return []
+
+    monkeypatch.setattr(comparison_run, "validate", lambda config: None)
+    monkeypatch.setattr(comparison_run, "check_resume", lambda config: None)
+    monkeypatch.setattr(comparison_run, "_distribution", lambda config: types.SimpleNamespace(writer=False))
+    monkeypatch.setattr(comparison_run, "_run", fake_run)
+    stdout = sys.stdout
+    said = []
+    assert comparison_run.run_comparison({}, verbose="auto", say=said.append, on_slow=said.append) == []
+    assert said == [] and seen == {"verbose": 0, "level": logging.WARNING, "stdout": stdout}
+    assert logger.level == logging.INFO and "rank 1" not in capsys.readouterr().out
