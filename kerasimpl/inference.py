@@ -3,14 +3,15 @@
 Every inference-only pass of a saved classifier (feature extraction,
 evaluation, `experiments.infer`, the throughput figure, the forward passes
 of occlusion, RISE and Score-CAM) goes through `Forward`, the one place
-that chooses the fast path: on the torch backend (without a distribution)
-the model runs as a compiled native torch program
-(`kerasimpl.torch_inference`) at the requested precision; on JAX (without
-a distribution) as one jitted program with depthwise convolutions as
-shifted sums (`kerasimpl.jax_inference`: XLA:CPU's grouped convolution is
-an order of magnitude slower), at the model's dtype policy; for an
-unsupported layer, or with `native=False`, it runs as
-`model(x, training=False)` in Keras, at the model's own dtype policy.
+that chooses the fast path: without a distribution, the backend's compiled
+program (`kerasimpl.backend.compile_program`): on torch a compiled native
+torch program (`kerasimpl.backend.torch.inference`) at the requested
+precision; on JAX one jitted program with depthwise convolutions as
+shifted sums (`kerasimpl.backend.jax.inference`: XLA:CPU's grouped
+convolution is an order of magnitude slower), at the model's dtype policy;
+on another backend, for an unsupported layer, or with `native=False`, it
+runs as `model(x, training=False)` in Keras, at the model's own dtype
+policy.
 
 Over a data set: `predict_batches` (the fast path, else `predict`; in
 shares across processes, `kerasimpl.distributed.sharded`),
@@ -23,28 +24,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerasimpl import runtime
+from kerasimpl import backend, runtime
 from kerasimpl.data import ArrayDataset
 from kerasimpl.progress import Progress, ProgressCallback
 
 KERAS_PATH = "keras"
-
-
-def _torch_program(model, precision):
-    from kerasimpl.torch_inference import compile_frozen
-
-    return compile_frozen(model, precision=precision), f"compiled torch ({precision})"
-
-
-def _jax_program(model, precision):
-    from kerasimpl.jax_inference import JAX_PATH, compile_jax
-
-    return compile_jax(model), JAX_PATH  # at the model's dtype policy: `precision` is torch's autocast
-
-
-# backend -> builder of its compiled program: `(model, precision) -> (f, path)`,
-# raising NotImplementedError where the program does not cover the model.
-_PROGRAMS = {"torch": _torch_program, "jax": _jax_program}
 
 
 class Forward:
@@ -63,7 +47,7 @@ class Forward:
 
     Attributes:
         path: after the first call, `"compiled torch (<precision>)"`,
-            `jax_inference.JAX_PATH` or `KERAS_PATH`; `fallback_reason` says
+            `kerasimpl.backend.jax.inference.JAX_PATH` or `KERAS_PATH`; `fallback_reason` says
             why Keras ran.
     """
 
@@ -86,18 +70,13 @@ class Forward:
         return self.build().path.startswith("compiled torch")
 
     def _build(self):
-        import keras
-
-        backend = keras.backend.backend()
         if not self.native:
             self.fallback_reason = "native=False"
         elif runtime.batch_multiple() != 1:
             self.fallback_reason = "a distribution is active"
-        elif backend not in _PROGRAMS:
-            self.fallback_reason = f"backend {backend!r} has no compiled program (torch and jax have)"
         else:
             try:
-                program, self.path = _PROGRAMS[backend](self.model, self.precision)
+                program, self.path = backend.compile_program(self.model, self.precision)
             except NotImplementedError as e:
                 self.fallback_reason = str(e)
             else:

@@ -6,7 +6,7 @@ change with the CPU's flags unless asked), `bfloat16`, `float16` or `auto`
 
 - Inference-only passes (feature extraction, evaluation, `infer`, the
   forward passes of black-box saliency) run the compiled torch program
-  (`kerasimpl.torch_inference`) under `torch.autocast` with that dtype;
+  (`kerasimpl.backend.torch.inference`) under `torch.autocast` with that dtype;
   weights stay float32, convolutions and matrix products run in the low
   precision, softmax in float32.
 - Training and fine-tuning build the model under Keras' own dtype policy
@@ -49,24 +49,10 @@ def accelerator():
     """`("cuda", (major, minor))` when the Keras backend computes on a CUDA GPU, else `("cpu", None)`.
 
     The backend is Keras' own (`keras.backend.backend()`), wherever it was chosen: the environment or
-    `~/.keras/keras.json`."""
-    import keras
+    `~/.keras/keras.json`; each backend asks its own engine (`kerasimpl.backend`)."""
+    from kerasimpl import backend
 
-    if keras.backend.backend() == "jax":
-        import jax
-
-        dev = jax.devices()[0]
-        if dev.platform != "gpu":
-            return "cpu", None
-        major, _, minor = str(getattr(dev, "compute_capability", "0.0")).partition(".")
-        return "cuda", (int(major), int(minor or 0))
-    try:
-        import torch
-    except ImportError:
-        return "cpu", None
-    if torch.cuda.is_available():
-        return "cuda", tuple(torch.cuda.get_device_capability(0))
-    return "cpu", None
+    return backend.accelerator()
 
 
 def auto_precision(device="cpu", capability=None, flags=None) -> str:
@@ -108,34 +94,6 @@ def describe_auto() -> str:
     return (f"auto: bfloat16 on a CPU with AMX or AVX512-BF16 (/proc/cpuinfo flags amx_bf16, avx512_bf16) or a "
             f"CUDA GPU of compute capability >= 8.0, else float32 (here, {where}: {auto_precision(device, cap)}); "
             "float16 needs CUDA")
-
-
-def autocast_precision(precision, device_type="cpu", capability=None) -> str:
-    """The dtype autocast really runs for `precision` on a device.
-
-    On CUDA, bfloat16 needs compute capability 8.0 (Ampere) for native
-    kernels: on older GPUs a low precision runs as float16 (their tensor
-    cores' type). Elsewhere: `precision` itself.
-    """
-    if device_type == "cuda" and precision == "bfloat16" and (capability is None or tuple(capability) < (8, 0)):
-        return "float16"
-    return precision
-
-
-def torch_dtype(precision):
-    """The torch dtype of a concrete precision."""
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
-
-
-def autocast(precision, device_type="cpu"):
-    """`torch.autocast` for a low precision, a no-op context for float32."""
-    if precision == "float32":
-        return contextlib.nullcontext()
-    import torch
-
-    return torch.autocast(device_type=device_type, dtype=torch_dtype(precision))
 
 
 @contextlib.contextmanager

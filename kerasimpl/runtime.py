@@ -1,18 +1,18 @@
 """What the code runs on: backend, device, versions (for configs and reports).
 
-Backend-specific queries live here, so the rest of kerasimpl stays on
-`keras.ops`.
+The backend-specific answers come from the one backend seam,
+`kerasimpl.backend`; this module asks it, so its callers stay on `keras.ops`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import platform
 
 import keras
 
 import kerasimpl
+from kerasimpl import backend as _backend
 
 
 def backend() -> str:
@@ -27,28 +27,12 @@ def no_grad():
     calls: measured 1.8x slower than under `torch.no_grad`); JAX and
     TensorFlow record nothing unless asked.
     """
-    if backend() == "torch":
-        import torch
-
-        return torch.no_grad()
-    return contextlib.nullcontext()
+    return _backend.no_grad()
 
 
 def device_description() -> str:
     """A human-readable name of the accelerator (or CPU) in use."""
-    name = backend()
-    if name == "torch":
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-        return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    if name == "jax":
-        import jax
-
-        devs = jax.devices()
-        return f"{devs[0].platform}: {devs[0].device_kind} x{len(devs)}"
-    return f"{name}: {platform.machine()}"
+    return _backend.device_description()
 
 
 def versions() -> dict:
@@ -75,20 +59,7 @@ ACCELERATOR_INFERENCE_BATCH = 128
 
 def has_accelerator() -> bool:
     """Whether the backend computes on a GPU/TPU rather than the CPU."""
-    name = backend()
-    if name == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    if name == "jax":
-        import jax
-
-        return jax.devices()[0].platform != "cpu"
-    if name == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    return False
+    return _backend.has_accelerator()
 
 
 def inference_batch_size(requested=None) -> int:
@@ -102,7 +73,7 @@ def inference_batch_size(requested=None) -> int:
 
 def batch_multiple() -> int:
     """Batches must split evenly over this many devices (1 without distribution)."""
-    dist = keras.distribution.distribution() if backend() == "jax" else None
+    dist = _backend.distribution()
     if dist is None:
         return 1
     return int(dist.device_mesh.devices.size)

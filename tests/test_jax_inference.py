@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not ON_JAX, reason="the JAX fast path (the torch
 @pytest.mark.parametrize("k, stride, padding", [(3, 1, "same"), (3, 2, "same"), (5, 1, "same"), (5, 2, "same"),
                                                 (3, 2, "valid"), (5, 1, "valid"), (1, 1, "valid"), (3, (1, 2), "same")])
 def test_shifted_depthwise_equals_keras(size, k, stride, padding):
-    from kerasimpl.jax_inference import depthwise_conv_shifted
+    from kerasimpl.backend.jax.inference import depthwise_conv_shifted
 
     rng = np.random.default_rng(size * 10 + k)
     x = rng.normal(size=(2, size, size + 1, 6)).astype("float32")
@@ -26,7 +26,7 @@ def test_shifted_depthwise_equals_keras(size, k, stride, padding):
 @pytest.mark.parametrize("kw", [dict(dilation_rate=2), dict(data_format="channels_first")])
 def test_shifted_depthwise_passes_other_cases_to_keras(kw):
     """Dilation, channels-first and depth multipliers > 1 run as Keras' own (same result)."""
-    from kerasimpl.jax_inference import depthwise_conv_shifted
+    from kerasimpl.backend.jax.inference import depthwise_conv_shifted
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1, 9, 9, 4)).astype("float32")
@@ -44,7 +44,7 @@ def test_shifted_depthwise_passes_other_cases_to_keras(kw):
 def test_patch_is_scoped_and_the_program_keeps_it():
     from keras.src.backend.jax import nn as jax_nn
 
-    from kerasimpl.jax_inference import JAX_PATH, compile_jax, depthwise_conv_shifted, shifted_depthwise
+    from kerasimpl.backend.jax.inference import JAX_PATH, compile_jax, depthwise_conv_shifted, shifted_depthwise
 
     original = jax_nn.depthwise_conv
     with shifted_depthwise():
@@ -58,7 +58,7 @@ def test_patch_is_scoped_and_the_program_keeps_it():
 
 
 def test_compile_jax_refuses_several_inputs():
-    from kerasimpl.jax_inference import compile_jax
+    from kerasimpl.backend.jax.inference import compile_jax
 
     a, b = keras.Input((2,)), keras.Input((2,))
     with pytest.raises(NotImplementedError, match="one input. Received 2 inputs"):
@@ -67,7 +67,7 @@ def test_compile_jax_refuses_several_inputs():
 
 def test_program_follows_the_weights_and_survives_keras_predict():
     """Keras' predict step donates the variables' buffers: the program reads the current ones every call."""
-    from kerasimpl.jax_inference import compile_jax
+    from kerasimpl.backend.jax.inference import compile_jax
 
     inp = keras.Input((4,))
     dense = keras.layers.Dense(2)

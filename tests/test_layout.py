@@ -100,7 +100,7 @@ def test_the_graph_reader_sees_function_level_imports_and_packages(tmp_path):
     assert dependencies("kerasimpl.probe", source, known) == {"kerasimpl.saliency.cam", "kerasimpl.saliency"}
     # Within a package, its own __init__ is already running: not an edge.
     assert dependencies("kerasimpl.saliency.probe", source, known) == {"kerasimpl.saliency.cam"}
-    assert "kerasimpl.torch_inference" in graph()["kerasimpl.inference"]  # imported inside a function
+    assert "kerasimpl.backend.torch.inference" in graph()["kerasimpl.backend.torch"]  # imported inside a function
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kerasimpl import backbones, models, training
-from kerasimpl.torch_inference import compile_frozen
+from kerasimpl.backend.torch.inference import compile_frozen
 from tiny import TINY_ALEXNET, TINY_KWARGS, randomize_batchnorm, registry
 
 ON_JAX = keras.backend.backend() == "jax"
@@ -91,7 +91,7 @@ def test_relu6_in_place_and_not_and_every_preprocessing_mode_equal_keras():
 
 @pytest.mark.skipif(not ON_TORCH, reason="the compiled program is torch's")
 def test_a_layer_class_converts_once_registered_and_subclasses_do_not_inherit(monkeypatch):
-    from kerasimpl import torch_inference
+    from kerasimpl.backend.torch import inference as torch_inference
 
     class Double(keras.layers.Layer):
         def call(self, x):
@@ -165,7 +165,7 @@ CONVERTED = {"Activation", "AdaptiveAveragePooling2D", "Add", "AveragePooling2D"
 
 
 def test_the_toy_graph_holds_every_converted_layer_type():
-    from kerasimpl.torch_layers import CONVERTERS
+    from kerasimpl.backend.torch.layers import CONVERTERS
 
     kinds = {type(node.operation).__name__ for nodes in toy_graph()._nodes_by_depth.values() for node in nodes}
     assert CONVERTED <= kinds, sorted(CONVERTED - kinds)
@@ -181,7 +181,7 @@ def test_compiled_toy_graph_equals_keras():
     if ON_TORCH:
         got = compile_frozen(model)(x)
     elif ON_JAX:
-        from kerasimpl.jax_inference import compile_jax
+        from kerasimpl.backend.jax.inference import compile_jax
 
         got = [compile_jax(keras.Model(model.input, out))(x) for out in model.outputs]
     else:
@@ -229,7 +229,7 @@ def test_compiled_whole_classifier_equals_keras(name, backbone_model):
     fast = Forward(model)
     probs = fast(x)
     expect_compiled = ON_TORCH and name not in NOT_COMPILED
-    from kerasimpl.jax_inference import JAX_PATH
+    from kerasimpl.backend.jax.inference import JAX_PATH
 
     expect_path = "compiled torch (float32)" if expect_compiled else JAX_PATH if ON_JAX else "keras"
     assert fast.path == expect_path, fast.fallback_reason
@@ -237,7 +237,7 @@ def test_compiled_whole_classifier_equals_keras(name, backbone_model):
         # The shifted depthwise sums round differently from XLA's convolution; the random BatchNorm
         # statistics amplify that through the deepest nets (logits up to ~300, measured 5e-5 of the
         # scale on EfficientNetV2-S): compared on the logits, relative to their scale.
-        from kerasimpl.jax_inference import compile_jax
+        from kerasimpl.backend.jax.inference import compile_jax
 
         logits = compile_jax(logits_model(model))(x)
         np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=2e-4 * np.abs(ref_logits).max())
@@ -335,7 +335,7 @@ def _program_tensors(program):
             children = [obj.__self__]
         elif isinstance(obj, types.FunctionType):
             children = [c.cell_contents for c in obj.__closure__ or ()]
-        elif type(obj).__module__ in ("kerasimpl.torch_inference", "kerasimpl.torch_layers"):
+        elif type(obj).__module__ in ("kerasimpl.backend.torch.inference", "kerasimpl.backend.torch.layers"):
             children = [v for k, v in vars(obj).items() if k not in ("layer", "torch")]
         else:
             return
@@ -370,7 +370,7 @@ def test_every_program_tensor_lives_on_the_programs_device(name, backbone_model)
     ("float32", "cpu", None, "float32"),
 ])
 def test_autocast_dtype_per_device(precision_, device, capability, expected):
-    from kerasimpl.precision import autocast_precision
+    from kerasimpl.backend.torch.inference import autocast_precision
 
     assert autocast_precision(precision_, device, capability) == expected
 
@@ -381,7 +381,7 @@ def test_a_symmetric_zero_padding_before_a_valid_conv_pads_inside_the_conv():
     reads or the model returns, and one before a 'same' conv stay."""
     if not ON_TORCH:
         pytest.skip("the compiled torch program")
-    from kerasimpl.torch_layers import Conv
+    from kerasimpl.backend.torch.layers import Conv
 
     L = keras.layers
     keras.utils.set_random_seed(3)

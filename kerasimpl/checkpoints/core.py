@@ -33,6 +33,7 @@ from typing import Callable, Mapping, Optional
 import keras
 import numpy as np
 
+from kerasimpl.backend.torch.layout import torch_dense_kernel, torch_kernel  # noqa: F401  (public here too)
 from kerasimpl.builders import is_keras_weights
 
 IGNORED_SUFFIXES = ("num_batches_tracked",)  # torch's BatchNorm step counter: no Keras twin
@@ -97,22 +98,6 @@ def read_state_dict(path) -> dict:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"Expected a state_dict (name -> tensor) in {path}. Received: {type(state).__name__}")
     return {k: v.detach().float().numpy() for k, v in state.items()}
-
-
-def torch_kernel(kernel, depthwise=False) -> np.ndarray:
-    """A Keras convolution kernel in torch's layout: Conv2D's (kh, kw, in, out)
-    as (out, in, kh, kw); DepthwiseConv2D's (kh, kw, C, mult) as a grouped
-    conv's (C * mult, 1, kh, kw). The one rule of the checkpoints and of the
-    torch fast path (`kerasimpl.torch_layers`)."""
-    if depthwise:
-        kh, kw, channels, mult = kernel.shape
-        return kernel.transpose(2, 3, 0, 1).reshape(channels * mult, 1, kh, kw)
-    return kernel.transpose(3, 2, 0, 1)
-
-
-def torch_dense_kernel(kernel) -> np.ndarray:
-    """A Keras Dense kernel (in, out) as torch's Linear weight (out, in)."""
-    return kernel.T
 
 
 _CONV = KernelTransform(lambda a: a.transpose(2, 3, 1, 0), torch_kernel)

@@ -14,8 +14,8 @@ identity, Flatten, `LabeledSoftmax`, nested Sequential/functional models),
 so every forward pass of a saved model can run here
 (`kerasimpl.inference`). On CUDA the program lives on the model's GPU, in
 channels-last memory too. A low `precision` runs it under `torch.autocast`
-(`kerasimpl.precision`). Only inference, only the torch backend, only the
-layer types of the converter table (`kerasimpl.torch_layers.CONVERTERS`,
+(`kerasimpl.precision` chooses it; `autocast` here applies it). Only inference, only the torch backend, only the
+layer types of the converter table (`kerasimpl.backend.torch.layers.CONVERTERS`,
 extended with `register`); anything else raises `NotImplementedError` and
 callers fall back to Keras. Outputs equal the Keras model's to float
 tolerance (tested on every registered backbone).
@@ -23,13 +23,15 @@ tolerance (tested on every registered backbone).
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 
 from kerasimpl import compat
 from keras import layers
 
-from kerasimpl.torch_layers import (  # noqa: F401  (CONVERTERS and register: the table, public here too)
+from kerasimpl.backend.torch.layers import (  # noqa: F401  (CONVERTERS and register: the table, public here too)
     CONVERTERS, Conv, SeparableConv, bn_affine, building_on, convert, inplace, register,
 )
 
@@ -80,8 +82,6 @@ def _functional_of(model):
 class _Program:
     def __init__(self, model, precision="float32", device=None):
         import torch
-
-        from kerasimpl.precision import autocast_precision
 
         self.torch, self.precision = torch, precision
         self.device = torch.device(device or "cpu")
@@ -161,8 +161,6 @@ class _Program:
 
     def __call__(self, x):
         """Keras-layout input (NumPy or a torch tensor) -> Keras-layout float32 NumPy output(s)."""
-        from kerasimpl.precision import autocast
-
         torch = self.torch
         with torch.inference_mode(), autocast(self.autocast, self.device.type):
             # contiguous: a reversed or strided NumPy view (x[::-1]) has negative strides torch refuses
@@ -171,6 +169,34 @@ class _Program:
             outs = self.run(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
             outs = [_to_keras_layout(t) for t in (outs if isinstance(outs, list) else [outs])]
         return outs[0] if len(outs) == 1 else outs
+
+
+def autocast_precision(precision, device_type="cpu", capability=None) -> str:
+    """The dtype autocast really runs for `precision` on a device.
+
+    On CUDA, bfloat16 needs compute capability 8.0 (Ampere) for native
+    kernels: on older GPUs a low precision runs as float16 (their tensor
+    cores' type). Elsewhere: `precision` itself.
+    """
+    if device_type == "cuda" and precision == "bfloat16" and (capability is None or tuple(capability) < (8, 0)):
+        return "float16"
+    return precision
+
+
+def torch_dtype(precision):
+    """The torch dtype of a concrete precision."""
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[precision]
+
+
+def autocast(precision, device_type="cpu"):
+    """`torch.autocast` for a low precision, a no-op context for float32."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast(device_type=device_type, dtype=torch_dtype(precision))
 
 
 def _pass_through(x):

@@ -1,4 +1,4 @@
-"""Each Keras layer's torch twin: the converter table of `kerasimpl.torch_inference`.
+"""Each Keras layer's torch twin: the converter table of `kerasimpl.backend.torch.inference`.
 
 `CONVERTERS` maps a Keras layer class to a converter `(layer, torch, rank)
 -> callable` that computes the layer, at inference, on NCHW torch tensors
@@ -20,7 +20,7 @@ import numpy as np
 from keras import layers
 
 from kerasimpl import layers as ki_layers
-from kerasimpl.checkpoints.core import torch_dense_kernel, torch_kernel
+from kerasimpl.backend.torch.layout import torch_dense_kernel, torch_kernel
 
 # Keras layer class -> converter `(layer, torch, rank) -> callable on NCHW tensors`
 # (`rank`: of the layer's input). Exact classes: a subclass may compute
@@ -96,7 +96,7 @@ class Conv:
         self.bias = _tensor(torch, _np(layer.bias)) if layer.use_bias else None
         self.stride, self.dilation = tuple(layer.strides), tuple(layer.dilation_rate)
         self.padding = layer.padding
-        self.explicit_pad = (0, 0)  # a symmetric ZeroPadding2D before a 'valid' conv, folded in (torch_inference)
+        self.explicit_pad = (0, 0)  # a symmetric ZeroPadding2D before a 'valid' conv, folded in (`inference`)
         self.activation = _own_activation(layer, torch)
 
     @classmethod
