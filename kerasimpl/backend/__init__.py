@@ -1,16 +1,19 @@
 """The one backend seam: everything that differs between Keras' backends, in one package.
 
 Each backend has its module here, with the same functions:
-`kerasimpl.backend.torch` (and its `inference`, `layers`, `layout`),
-`kerasimpl.backend.jax` (and its `inference`),
+`kerasimpl.backend.torch` (and its `inference`, `layers`, `layout`, `distributed`),
+`kerasimpl.backend.jax` (and its `inference`, `distributed`),
 `kerasimpl.backend.tensorflow`, and `other` for a backend with none of its
 own. `current()` is the module of Keras' own backend,
 `keras.backend.backend()`, however Keras chose it (the environment or
 `~/.keras/keras.json`; never read `KERAS_BACKEND` here), asked on every
 call. The functions below forward to it; `kerasimpl.runtime`,
-`kerasimpl.precision`, `kerasimpl.inference` and
-`kerasimpl.saliency.gradients` are their backend-free users. The modules
-here import nothing above them (those users), so there is no circle.
+`kerasimpl.precision`, `kerasimpl.inference`, `kerasimpl.distributed` and
+`kerasimpl.saliency.gradients` are their backend-free users. Outside this
+package nothing imports torch, JAX or TensorFlow but the exceptions
+tests/test_layout.py names with their reasons (torch checkpoint files, the
+torch reference saliency libraries). The modules here import nothing above
+them (those users), so there is no circle.
 """
 
 from __future__ import annotations
@@ -79,3 +82,9 @@ def compile_program(model, precision):
         NotImplementedError: the backend has none, or it does not cover `model` (the message says why).
     """
     return current().compile_program(model, precision)
+
+
+def processes(backend=None):
+    """The module that runs `backend` (default: Keras' own) across processes, None where none does
+    (`kerasimpl.distributed` is its backend-free facade)."""
+    return module(backend).processes()

@@ -1,6 +1,6 @@
 """A backend without a module of its own here (numpy, openvino): what the seam does there.
 
-Keras alone: no compiled program, no autodiff, the CPU.
+Keras alone: no compiled program, no processes, no autodiff, the CPU.
 """
 
 from __future__ import annotations
@@ -42,3 +42,8 @@ def value_and_grad(fn, x, has_aux=False):
 
 def compile_program(model, precision):
     raise NotImplementedError(f"backend {keras.backend.backend()!r} has no compiled program (torch and jax have)")
+
+
+def processes():
+    """None: no processes beyond this one."""
+    return None

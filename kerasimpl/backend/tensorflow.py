@@ -8,7 +8,7 @@ defined here is `other`'s.
 from __future__ import annotations
 
 from kerasimpl.backend.other import (  # noqa: F401  (the seam's full set of functions)
-    accelerator, compile_program, device_description, distribution, no_grad,
+    accelerator, compile_program, device_description, distribution, no_grad, processes,
 )
 
 

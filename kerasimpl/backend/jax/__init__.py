@@ -1,8 +1,9 @@
-"""The JAX backend: its device, autodiff and jitted inference program.
+"""The JAX backend: its device, autodiff, jitted inference program and processes.
 
 Every function of the seam (`kerasimpl.backend`) for Keras on JAX. JAX is
 imported inside the functions: importing this module costs nothing on
-another backend. The compiled program is `inference.compile_jax`.
+another backend. The compiled program is `inference.compile_jax`; the
+processes are `distributed` (`keras.distribution`).
 """
 
 from __future__ import annotations
@@ -67,3 +68,10 @@ def compile_program(model, precision):
     from kerasimpl.backend.jax.inference import JAX_PATH, compile_jax
 
     return compile_jax(model), JAX_PATH
+
+
+def processes():
+    """The module that runs JAX across processes (`keras.distribution`, `jax.distributed`)."""
+    from kerasimpl.backend.jax import distributed
+
+    return distributed

@@ -1,10 +1,10 @@
-"""The torch backend: its device, autograd and compiled inference program.
+"""The torch backend: its device, autograd, compiled inference program and processes.
 
 Every function of the seam (`kerasimpl.backend`) for Keras on torch. torch
 is imported inside the functions: importing this module costs nothing on
 another backend. The compiled program is `inference.compile_frozen` (its
 converter table in `layers`, the weight layout it shares with the
-checkpoints in `layout`).
+checkpoints in `layout`); the processes are `distributed`.
 """
 
 from __future__ import annotations
@@ -72,3 +72,10 @@ def compile_program(model, precision):
     from kerasimpl.backend.torch.inference import compile_frozen
 
     return compile_frozen(model, precision=precision), f"compiled torch ({precision})"
+
+
+def processes():
+    """The module that runs torch across processes (`torch.distributed`, DDP)."""
+    from kerasimpl.backend.torch import distributed
+
+    return distributed
