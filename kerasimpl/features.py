@@ -70,6 +70,9 @@ def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto",
     if distributed.is_writer():
         with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, features=feats, key=np.asarray(key))
+    # Wait for rank 0's file: the next request (validation after training rows) reads the same per-image
+    # cache, and every process must find it there, or `agree` above would stop them.
+    distributed.agree(True, f"{os.path.basename(path)} written")
     return feats
 
 
