@@ -12,7 +12,8 @@ import sys
 import numpy as np
 
 from experiments.bench.common import build_classifier, interleaved
-from kerasimpl import models, torch_inference, torch_layers
+from kerasimpl import models
+from kerasimpl.backend.torch import inference as torch_inference, layers as torch_layers
 
 what, name, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
 switch = {"padding": (torch_inference._Program, "_fold_padding", lambda *a: None),

@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from kerasimpl.comparison_run import RANDOM_CHECKPOINT  # --weights value: a random AlexNet .pth in the run folder
+from kerasimpl.comparison_checks import RANDOM_CHECKPOINT  # --weights value: a random checkpoint in the run folder
 
 PRESETS = {
     # The real experiment: full CIFAR-10, ImageNet weights, 224 px, frozen bases.

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from experiments import compare, infer
-from kerasimpl import comparison_run
+from kerasimpl import comparison_checks, comparison_run
 
 RUN = ["--data", "synthetic", "--backbones", "smallcnn", "--epochs", "1", "--batch-size", "32", "--quiet",
        "--hidden", "16"]
@@ -45,16 +45,16 @@ def test_compare_rejects_out_of_range_numbers_before_anything_runs(tmp_path, cap
 
 def test_slow_warning_names_vgg16_on_a_cpu_and_the_way_to_skip_it():
     cfg = {"image_size": None, "backbones": ["vgg16", "mobilenetv2", "mobilenetv3large"]}
-    message = comparison_run.slow_warning(cfg, accelerator=False)
+    message = comparison_checks.slow_warning(cfg, accelerator=False)
     assert "hours" in message and "--backbones mobilenetv2,mobilenetv3large" in message
     assert "vgg16 at 224 px about 7.6 h" in message  # 60,000 images at its measured 2.2 img/s
     assert "mobilenetv2 at" not in message  # 0.30 G multiply-adds: minutes, not hours
     # The registry's count decides, not the name: ResNet50's 4.1 G at 224 px is about 2 h, at 96 px 0.4 h.
-    assert "resnet50 at 224 px about 2.0 h" in comparison_run.slow_warning({**cfg, "backbones": ["resnet50"]}, False)
-    assert comparison_run.slow_warning({"image_size": 96, "backbones": ["resnet50"]}, False) == ""
-    assert comparison_run.slow_warning(cfg, accelerator=True) == ""
-    assert comparison_run.slow_warning({**cfg, "image_size": 32}, accelerator=False) == ""
-    assert comparison_run.slow_warning({**cfg, "backbones": ["mobilenetv2"]}, accelerator=False) == ""
+    assert "resnet50 at 224 px about 2.0 h" in comparison_checks.slow_warning({**cfg, "backbones": ["resnet50"]}, False)
+    assert comparison_checks.slow_warning({"image_size": 96, "backbones": ["resnet50"]}, False) == ""
+    assert comparison_checks.slow_warning(cfg, accelerator=True) == ""
+    assert comparison_checks.slow_warning({**cfg, "image_size": 32}, accelerator=False) == ""
+    assert comparison_checks.slow_warning({**cfg, "backbones": ["mobilenetv2"]}, accelerator=False) == ""
 
 
 def test_resume_only_with_the_same_options_and_every_seed_in_the_gallery(compare_run, compare_run_copy, capsys):

@@ -266,10 +266,10 @@ def _resolved(*argv):
 
 
 def test_tune_and_a_batch_that_does_not_split_are_refused_before_anything_runs(tmp_path, monkeypatch):
-    from kerasimpl import comparison_run, distributed
+    from kerasimpl import comparison_checks, comparison_run, distributed
 
     with pytest.raises(ValueError, match="--tune runs its trials in one process"):
-        comparison_run.validate(_resolved("--tune", "2", "--distribute"))
+        comparison_checks.validate(_resolved("--tune", "2", "--distribute"))
     monkeypatch.setattr(distributed, "configure", lambda timeout_s: distributed.World("torch", 0, 3))
     config = _resolved("--batch-size", "64", "--distribute", "--out", str(tmp_path / "r"))
     with pytest.raises(ValueError, match="--batch-size 64 for 3 processes"):

@@ -342,7 +342,7 @@ def test_deeply_nested_class_index_is_an_error(tmp_path):
 @given(blob=st.one_of(_json.map(lambda v: json.dumps(v).encode()), st.binary(max_size=64)))
 def test_damaged_config_of_a_run_being_resumed(tmp_path, blob):
     from experiments.compare import build_parser, resolve
-    from kerasimpl.comparison_run import check_resume
+    from kerasimpl.comparison_checks import check_resume
 
     (tmp_path / "config.json").write_bytes(blob)
     cfg = resolve(build_parser().parse_args(["--data", "synthetic", "--out", str(tmp_path)]))
