@@ -20,6 +20,7 @@ from kerasimpl.alexnet import AlexNet
 from kerasimpl.builders import is_keras_weights
 from kerasimpl.efficientnet_lite import EfficientNetLite0, EfficientNetLite1, EfficientNetLite2
 from kerasimpl.mobilenet_v2_torchvision import MobileNetV2Torchvision
+from kerasimpl.smallcnn import SmallCNN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,39 +294,6 @@ def _check_kwargs(spec, kwargs):
         raise ValueError(f"{spec.name} does not accept {bad}. Accepted keyword arguments: {accepted}")
 
 
-def SmallCNN(include_top=False, weights=None, input_tensor=None, input_shape=None, widths=(32, 64, 128), name="smallcnn"):
-    """A small fast CNN for 32x32 images, trained from scratch.
-
-    Conv-BN-ReLU stem, then per width a block of two 3x3 Conv-BN-ReLU with
-    a 2x2 max-pool between them (in the spirit of the fast CIFAR-10
-    trainers, e.g. Keller Jordan's airbench). The output is the last
-    block's feature map, named `smallcnn_out`.
-
-    Reference: Page, "How to train your ResNet" (2018); Jordan, "94% on
-    CIFAR-10 in 3.29 seconds on a single GPU" (2024).
-    """
-    if include_top:
-        raise ValueError("SmallCNN is a backbone only. Received: include_top=True. Accepted: False")
-    if weights not in (None,) and not isinstance(weights, str):
-        raise ValueError(f"SmallCNN weights must be None or a path. Received: weights={weights!r}")
-    x = inp = input_tensor if input_tensor is not None else keras.Input(input_shape)
-    x = _conv_bn_relu(x, widths[0], "stem")
-    for i, w in enumerate(widths):
-        x = _conv_bn_relu(x, w, f"block{i + 1}_a")
-        x = layers.MaxPooling2D(2, name=f"block{i + 1}_pool")(x)
-        x = _conv_bn_relu(x, w, f"block{i + 1}_b", act_name=f"{name}_out" if i == len(widths) - 1 else None)
-    model = keras.Model(keras.utils.get_source_inputs(inp), x, name=name)
-    if weights is not None:
-        model.load_weights(weights)
-    return model
-
-
-def _conv_bn_relu(x, filters, prefix, act_name=None):
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{prefix}_conv")(x)
-    x = layers.BatchNormalization(name=f"{prefix}_bn")(x)
-    return layers.ReLU(name=act_name or f"{prefix}_relu")(x)
-
-
 def _last(block):
     """The keras.applications families: their last stage (a block boundary) at Keras' guide's 1e-5, 6 epochs,
     4 views. Not measured here: their ImageNet weights cannot be fetched offline."""
@@ -379,7 +347,9 @@ _CATALOG = (
 )
 for _name, _builder, _size, _prep, _dim, _cam, _extra in _CATALOG:
     register(BackboneSpec(_name, _builder, _size, _prep, _dim, _cam, **_extra))
-register(BackboneSpec("smallcnn", SmallCNN, 32, "cifar", 128, "smallcnn_out", pretrained=False, min_size=8))
+# The from-scratch baseline: inputs scaled to [-1, 1] (no dataset's statistics; its first BatchNormalization
+# learns the rest).
+register(BackboneSpec("smallcnn", SmallCNN, 32, "tf", 128, "smallcnn_out", pretrained=False, min_size=8))
 # torchvision's AlexNet (kerasimpl.alexnet): ImageNet mean/std on [0, 1], as torchvision's
 # transforms; Grad-CAM on conv5's ReLU (torchvision's features[11]); keep_top_hidden ends at
 # fc7's ReLU (the 4096-unit input of classifier[6]). Weights: torchvision's .pth checkpoints.

@@ -41,7 +41,7 @@ def preprocess(x, mode, flip_channels, constant):
         mode: one of `MODES`.
         flip_channels: `t -> t` with the channel order reversed (RGB -> BGR).
         constant: `values -> tensor` broadcasting over `x`'s channels
-            (`kerasimpl.torch_inference` passes NCHW-shaped torch constants).
+            (`kerasimpl.backend.torch.inference` passes NCHW-shaped torch constants).
     """
     reverse, divisor, mean, std = PREPROCESSING[mode]
     if reverse:
@@ -64,7 +64,8 @@ class Preprocess(keras.layers.Layer):
     - `"caffe"`: RGB -> BGR, minus the ImageNet BGR mean, no scaling (VGG16).
     - `"tf"`: scale to [-1, 1] (MobileNetV2).
     - `"torch"`: scale to [0, 1], then ImageNet mean/std (DenseNet).
-    - `"cifar"`: scale to [0, 1], then CIFAR-10 mean/std (from-scratch models).
+    - `"cifar"`: scale to [0, 1], then CIFAR-10 mean/std: what `smallcnn`
+      used before 2026-12-05 (now `"tf"`); kept so models saved then load.
     - `"lite"`: `(x - 127) / 128` (EfficientNet-Lite: the TF authors' edge
       models use these constants, `MEAN_RGB`/`STDDEV_RGB` in
       `efficientnet_lite_builder.py`, for better post-quantization).
@@ -166,7 +167,7 @@ def same_padding(size, kernel, stride=1, dilation=1) -> tuple:
     The output has ceil(size / stride) pixels; the padding that needs is
     split with the odd pixel AFTER (torch's `padding=k // 2` pads both sides
     equally, so the two agree only when the total is even). The fast paths
-    (`torch_layers`, `jax_inference`) use this one rule.
+    (`backend.torch.layers`, `backend.jax.inference`) use this one rule.
     """
     out = -(-size // stride)
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)

@@ -233,6 +233,10 @@ def test_keep_top_hidden_ends_at_fc7_relu_with_the_checkpoint_weights(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     assert saliency_layers.gradcam_layer_name(model, "alexnet") == "conv5_relu"
     assert saliency_layers.feature_map(model, "conv5_relu").shape[1:] == (3, 3, 256)  # 64 px in
+    # Without the backbone's name, from the graph alone (the model's name says nothing): the last spatial map
+    # before `pool` that no pooling layer made, not pool5 or avgpool.
+    renamed = keras.Model(model.inputs, model.outputs, name="my_model")
+    assert saliency_layers.gradcam_layer_name(renamed) == "conv5_relu"
 
 
 @pytest.mark.slow

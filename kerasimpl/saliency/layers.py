@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from keras import layers
 
-from kerasimpl.backbones import get_spec, list_backbones
+from kerasimpl.backbones import get_spec
+from kerasimpl.layers import AdaptiveAveragePooling2D
 from kerasimpl.models import POOL, PREPROCESS
 
 GLOBAL_POOLS = (layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D)
+_POOLING = (layers.MaxPooling2D, layers.AveragePooling2D, AdaptiveAveragePooling2D, *GLOBAL_POOLS)
 # Layers that may sit between a backbone's own global pooling and `pool`
 # (ConvNeXt: LayerNorm; MobileNetV3's top: 1x1 conv + activation).
 _AFTER_POOLING = (layers.Activation, layers.Conv2D, layers.Dense, layers.LayerNormalization, layers.Dropout,
@@ -28,10 +30,11 @@ def gradcam_layer_name(model, backbone=None) -> str:
     kerasimpl classifier, the last global pooling layer inside the backbone
     (ConvNeXt's, or MobileNetV3's top when `keep_top_hidden`), whose INPUT
     is the feature map (see `feature_map`), else the layer feeding `pool`
-    if spatial; for AlexNet's kept top (flat vectors before `pool`), the
-    registry's layer of the backbone in the model's default name
-    (`alexnet_classifier`: `conv5_relu`); else the last layer whose output
-    is a spatial (H, W > 1) feature map.
+    if spatial; for a kept classifier top (AlexNet's: flat vectors before
+    `pool`), the last spatial map before `pool` that no pooling layer made
+    (`conv5_relu`, the registry's layer; read from the graph, not the
+    model's name); else the last layer whose output is a spatial (H, W > 1)
+    feature map.
     """
     if backbone is not None:
         name = get_spec(backbone).gradcam_layer
@@ -43,11 +46,13 @@ def gradcam_layer_name(model, backbone=None) -> str:
         layer = model.get_layer(name)
         if isinstance(layer, GLOBAL_POOLS) or len(layer.output.shape) == 4:
             return name
-        # A kept classifier top (AlexNet: ... conv5_relu, pool5, avgpool, flatten, fc6, fc7): the
-        # registry entry of build_classifier's default name `<backbone>_classifier` names the layer.
-        known = model.name[: -len("_classifier")] if model.name.endswith("_classifier") else None
-        if known in list_backbones() and get_spec(known).gradcam_layer in names:
-            return get_spec(known).gradcam_layer
+        # A kept classifier top (AlexNet: ... conv5_relu, pool5, avgpool, flatten, fc6, fc7): the last
+        # spatial map before `pool` that no pooling layer made (conv5_relu, as the registry says).
+        before_pool = model.layers[: names.index(POOL)]
+        for candidate in reversed(before_pool):
+            shape = candidate.output.shape
+            if len(shape) == 4 and not isinstance(candidate, _POOLING):
+                return candidate.name
     for layer in reversed(model.layers):
         shape = getattr(layer, "output", None) is not None and layer.output.shape
         if shape and len(shape) == 4 and shape[1] and shape[1] > 1 and shape[2] > 1:
