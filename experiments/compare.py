@@ -28,8 +28,9 @@ import time
 from kerasimpl.comparison_checks import RANDOM_CHECKPOINT  # --weights value: a random checkpoint in the run folder
 
 PRESETS = {
-    # The real experiment: full CIFAR-10, ImageNet weights, 224 px, frozen bases.
-    "full": dict(data="cifar10", weights="imagenet", image_size=224, epochs=15,
+    # The real experiment: full CIFAR-10, ImageNet weights, frozen bases, each backbone at its own input
+    # size (224 px for the reference's three; EfficientNet-Lite1/2 at their 240/260).
+    "full": dict(data="cifar10", weights="imagenet", image_size=None, epochs=15,
                  backbones="vgg16,mobilenetv2,mobilenetv3large", batch_size=64, alpha=None),
     # Offline, 2 CPU cores, < 10 min: the from-scratch CNN plus a small
     # random-weight MobileNetV2, both trained end to end at 32 px.

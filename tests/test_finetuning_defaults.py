@@ -63,3 +63,16 @@ def test_every_registered_block_boundary_exists_in_its_network(name):
     opened = models.unfreeze(model, from_block=spec.finetune.unfreeze_from)  # raises if the block is missing
     base = models.base_layers(model)
     assert opened and 0 < sum(bool(l.trainable_weights) for l in base) < sum(bool(l.weights) for l in base)
+
+
+def test_the_default_preset_runs_each_backbone_at_its_own_size():
+    """`compare --backbones efficientnetlite2:finetune --weights imagenet` (the full preset) runs Lite2 at its
+    own 260 px: the preset pinned 224 once, which the reference's three backbones share but Lite1/2 do not."""
+    from experiments import compare
+
+    config = compare.resolve(compare.build_parser().parse_args(
+        ["--backbones", "efficientnetlite2:finetune,mobilenetv3large", "--weights", "imagenet"]))
+    assert config["image_size"] is None
+    for row, size in (("efficientnetlite2:finetune", 260), ("mobilenetv3large", 224)):
+        run, _ = comparison.row_setup(row, config, 0)
+        assert (run.image_size or get_spec(run.backbone).input_size) == size
