@@ -84,21 +84,28 @@ def split_features(model, data, indices, part, folder, config, verbose="auto"):
 
     `part` is `train`, `val` (rows of `data.x_train`: pool `train`) or
     `test` (`data.x_test`); the cache holds the features of EVERY image of
-    the pool, so any split (any seed) selects its rows from the same file.
-    `config` is the run's `training.TrainConfig` (its inference batch,
-    workers and precision are read).
+    the pool (`pool_features`), so any split (any seed) selects its rows
+    from the same file. `config` is the run's `training.TrainConfig` (its
+    inference batch, workers and precision are read).
+    """
+    if part not in POOLS:
+        raise ValueError(f"Unknown part. Received: {part!r}. Accepted: {', '.join(POOLS)}")
+    return pool_features(model, data, POOLS[part], folder, config, verbose)[np.asarray(indices)]
+
+
+def pool_features(model, data, pool, folder, config, verbose="auto"):
+    """Pooled features of every image of `pool` (`train`: `data.x_train`; `test`: `data.x_test`), cached in
+    `folder/features_<pool>.npz`: read once, a caller takes the rows of as many parts as it needs.
 
     The cache key holds the frozen base's weights, the data's fingerprint,
     the pool and the precision, so a changed model or file list is
     extracted again.
     """
-    if part not in POOLS:
-        raise ValueError(f"Unknown part. Received: {part!r}. Accepted: {', '.join(POOLS)}")
-    pool = POOLS[part]
+    if pool not in ("train", "test"):
+        raise ValueError(f"Unknown pool. Received: {pool!r}. Accepted: train, test")
     images = data.x_train if pool == "train" else data.x_test
     key = json.dumps({"base": weights_fingerprint(models.base_layers(model)), "source": data.source,
                       "data": data.fingerprint, "pool": pool, "precision": config.precision})
     path = os.path.join(folder, f"features_{pool}.npz")
-    feats = cached_features(model, images, np.arange(len(images)), path, key, config.extract_batch, verbose,
-                            workers=config.workers, what=f"extract {pool}", precision=config.precision)
-    return feats[np.asarray(indices)]
+    return cached_features(model, images, np.arange(len(images)), path, key, config.extract_batch, verbose,
+                           workers=config.workers, what=f"extract {pool}", precision=config.precision)

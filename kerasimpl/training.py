@@ -26,7 +26,7 @@ from kerasimpl.augmentation import AUGMENTATIONS, MIXING, Augmenter, augmenter  
 from kerasimpl.callbacks import standard_callbacks
 from kerasimpl.data import ArrayDataset
 from kerasimpl.features import (  # noqa: F401
-    cached_features, extract_features, split_features, weights_fingerprint,
+    cached_features, extract_features, pool_features, split_features, weights_fingerprint,
 )
 
 HEAD_KINDS = ("mlp", "linear-probe")
@@ -260,8 +260,8 @@ class _StagedRun:
         """Cached pooled features of the train and validation rows."""
         cfg, data, split = self.config, self.data, self.split
         start = time.perf_counter()
-        feats = {name: split_features(self.model, data, idx, name, self.features_folder, cfg, self.verbose)
-                 for name, idx in (("train", split.train), ("val", split.val))}
+        pool = pool_features(self.model, data, "train", self.features_folder, cfg, self.verbose)  # read once
+        feats = {"train": pool[split.train], "val": pool[split.val]}
         self.seconds["extract"] = time.perf_counter() - start
         return feats
 
