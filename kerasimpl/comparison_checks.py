@@ -1,82 +1,43 @@
-"""What a comparison checks before it runs: its options, whether its run folder may be resumed, and
-whether a row would take hours on a CPU (`kerasimpl.comparison_run` calls these first)."""
+"""What a comparison checks before it runs, beyond its options (`kerasimpl.run_config` checks those): whether
+its run folder may be resumed, and whether a row would take hours on a CPU (`kerasimpl.comparison_run` calls
+these first)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 from kerasimpl import comparison
 
-RANDOM_CHECKPOINT = "random-checkpoint"  # weights value: a random checkpoint (e.g. AlexNet's .pth) made in the run folder
 # Options that do not change a finished backbone's figures: a run folder may
 # be resumed with other values of these (any other option must match).
+# `weights_note` is the run's own record of what stood in for the weights.
 RESUME_MAY_DIFFER = ("out", "preset", "backbones", "workers", "distribute", "distribute_timeout",
-                     "inference_batch_size", "saliency", "saliency_method")
+                     "inference_batch_size", "saliency", "saliency_method", "weights_note")
 
 
-def validate(config):
-    """Fail early, naming the bad option and what is accepted (before any folder is made)."""
-    from kerasimpl.backbones import get_spec, list_backbones
-
-    rows = [comparison.parse_row(b) for b in config["backbones"]]  # listing the accepted names and variants
-    if config.get("tune") and config["distribute"]:
-        raise ValueError("--tune runs its trials in one process: it does not combine with --distribute. Received: "
-                         f"--tune {config['tune']} --distribute")
-    if not rows:
-        raise ValueError("--backbones names no backbone. Received: an empty list")
-    if len(set(rows)) != len(rows):
-        raise ValueError(f"A row appears twice in --backbones. Received: {config['backbones']}")
-    for key, low in (("epochs", 1), ("batch_size", 1), ("seeds", 1), ("finetune_epochs", 0), ("saliency", 0),
-                     ("finetune_layers", 1), ("finetune_views", 0)):
-        if config.get(key) is not None and config[key] < low:
-            raise ValueError(f"--{key.replace('_', '-')} must be >= {low}. Received: {config[key]}")
-    if config.get("finetune_lr") is not None and not config["finetune_lr"] > 0:
-        raise ValueError(f"--finetune-lr must be > 0. Received: {config['finetune_lr']}")
-    for name, variant in rows:  # the fine-tuning options against each row's backbone, before anything runs
-        if get_spec(name).pretrained and variant != "scratch":
-            comparison.finetuning(name, config)
-    if config["inference_batch_size"] is not None and config["inference_batch_size"] < 1:
-        raise ValueError(f"--inference-batch-size must be >= 1. Received: {config['inference_batch_size']}")
-    for key in ("val_fraction", "test_fraction"):
-        if not 0 < config[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be between 0 and 1. Received: {config[key]}")
-    pretrained = pretrained_backbones(config)
-    if any(v == "lastlayer" for _, v in rows) and config["weights"] is None:
-        raise ValueError("NAME:lastlayer keeps pretrained layers: it needs --weights imagenet or a weights file. "
-                         "Received: --weights none")
-    if config.get("saliency"):  # before any training, not after it
-        from kerasimpl.saliency import method_options
-
-        method_options(config.get("saliency_method") or "gradcam")  # ValueError listing the accepted methods
-    with_top = [n for n in list_backbones() if get_spec(n).top_hidden]
-    if config["keep_top_hidden"] and not any(get_spec(n).top_hidden for n, _ in rows):
-        raise ValueError(f"--keep-top-hidden applies to backbones whose ImageNet top has a hidden layer "
-                         f"({', '.join(with_top)}). Received: {config['backbones']}")
-    if config["weights"] == RANDOM_CHECKPOINT and (len(pretrained) != 1 or not get_spec(pretrained[0]).checkpoint):
-        formats = [n for n in list_backbones() if get_spec(n).checkpoint]
-        raise ValueError(f"--weights {RANDOM_CHECKPOINT} makes a random checkpoint in one backbone's checkpoint "
-                         f"format: it fits the rows of one of {', '.join(formats)}. Received it for {pretrained}")
-    if config["weights"] not in (None, "imagenet") and len(pretrained) > 1:
-        raise ValueError(f"A weights file fits one backbone. Received --weights {config['weights']} for "
-                         f"{pretrained}; run them one at a time, or use --weights imagenet / none")
-
-
-def pretrained_backbones(config) -> list:
-    """The backbones whose rows start from pretrained weights (not NAME:scratch), sorted."""
+def pretrained_backbones(rows) -> list:
+    """The backbones of `rows` (`NAME` or `NAME:VARIANT`) that start from pretrained weights (not
+    NAME:scratch), sorted."""
     from kerasimpl.backbones import get_spec
 
-    rows = [comparison.parse_row(b) for b in config["backbones"]]
+    rows = [comparison.parse_row(b) for b in rows]
     return sorted({n for n, v in rows if get_spec(n).pretrained and v != "scratch"})
 
 
 def check_resume(config):
-    """Refuse to resume `config["out"]` when it was started with other result-changing options.
+    """Refuse to resume `config.out` (a `RunConfig`) when it was started with other result-changing options.
+
+    An option that the folder's `config.json` lacks (a run from before the option existed) matches when it
+    holds its default now.
 
     Raises:
         ValueError: naming each option that differs, with both values.
     """
-    path = os.path.join(config["out"], "config.json")
+    from kerasimpl.run_config import ConfigError, RunConfig
+
+    path = os.path.join(config.out, "config.json")
     if not os.path.exists(path):
         return
     try:
@@ -85,15 +46,21 @@ def check_resume(config):
         if not isinstance(old, dict):
             raise ValueError(f"a JSON object is expected, not {type(old).__name__}")
     except (OSError, ValueError, RecursionError) as e:
-        raise ValueError(f"--out {config['out']} holds a config.json that cannot be read ({e}): "
-                         "it cannot be resumed; choose another --out") from e
-    new = json.loads(json.dumps({k: v for k, v in config.items() if k not in RESUME_MAY_DIFFER}))
-    diffs = [f"{k}: {old[k]!r} there, {v!r} now" if k in old else f"{k}: absent there, {v!r} now"
-             for k, v in new.items() if k not in old or old[k] != v]
+        raise ConfigError(f"{{out}} {config.out} holds a config.json that cannot be read ({e}): "
+                          "it cannot be resumed; choose another {out}") from e
+    new = json.loads(json.dumps({k: v for k, v in config.record().items() if k not in RESUME_MAY_DIFFER}))
+    defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(RunConfig)
+                                      if f.default is not dataclasses.MISSING}))
+    def shown(value):  # a value inside the error's template, its braces escaped
+        return repr(value).replace("{", "{{").replace("}", "}}")
+
+    diffs = [f"{{{k}}}: {shown(old[k])} there, {shown(v)} now" if k in old else
+             f"{{{k}}}: absent there, {shown(v)} now"
+             for k, v in new.items() if (old[k] != v if k in old else v != defaults.get(k))]
     if diffs:
-        raise ValueError(f"--out {config['out']} is a run started with other options, so its finished backbones "
-                         f"would not match this configuration ({'; '.join(diffs)}). Use another --out, or "
-                         "repeat the original options to resume it")
+        raise ConfigError(f"{{out}} {config.out} is a run started with other options, so its finished backbones "
+                          f"would not match this configuration ({'; '.join(diffs)}). Use another {{out}}, or "
+                          "repeat the original options to resume it")
 
 
 # Multiply-adds per second a 2-core CPU sustains in feature extraction: VGG16's measured 2.2 img/s at
@@ -101,8 +68,8 @@ def check_resume(config):
 CPU_MACS_PER_S = 2.2 * 15.5e9
 
 
-def slow_warning(config, accelerator, images=60_000) -> str:
-    """A warning when a row's extraction of `images` (CIFAR-10's 60,000) would take over an hour on a CPU,
+def slow_warning(rows, image_size, accelerator, images=60_000) -> str:
+    """A warning when a row's (of `rows`, seen at `image_size` if pretrained, `None`: its own) extraction of `images` (CIFAR-10's 60,000) would take over an hour on a CPU,
     estimated from its registry multiply-adds (`BackboneSpec.macs`) at its size, with the way to skip it;
     else ''."""
     from kerasimpl.backbones import get_spec
@@ -110,15 +77,15 @@ def slow_warning(config, accelerator, images=60_000) -> str:
     if accelerator:
         return ""
     slow = {}
-    for row in config["backbones"]:
+    for row in rows:
         spec = get_spec(comparison.parse_row(row)[0])
-        size = (config["image_size"] if spec.pretrained else None) or spec.input_size
+        size = (image_size if spec.pretrained else None) or spec.input_size
         macs = spec.macs(size)
         if macs and images * macs / CPU_MACS_PER_S > 3600:
             slow[row] = (size, images * macs / CPU_MACS_PER_S / 3600)
     if not slow:
         return ""
-    others = ",".join(b for b in config["backbones"] if b not in slow) or "mobilenetv2"
+    others = ",".join(b for b in rows if b not in slow) or "mobilenetv2"
     each = ", ".join(f"{row} at {size} px about {hours:.1f} h" for row, (size, hours) in slow.items())
     return (f"on a CPU these take hours: {each} to extract {images:,} images (from their multiply-adds at the "
             f"2.2 img/s VGG16 ran at on 2 CPU cores, docs/benchmarks.md). To skip them: --backbones {others} "

@@ -11,8 +11,9 @@ saliency figure of every model and each model's Grad-CAM gallery
 (`kerasimpl.saliency.report`). Rows are labelled and foldered by one rule
 (`comparison.row_label`, `comparison.row_folder`).
 
-`config` is a mapping of the options (`experiments.compare.resolve` builds
-it: `backbones`, `data`, `weights`, `seed`, `seeds`, `out`, ...). Progress
+`config` is a `kerasimpl.run_config.RunConfig` (`experiments.compare.resolve`
+builds it from the command line); what the run decides (the inference batch,
+the loader threads, a random checkpoint) makes a new one. Progress
 lines go to `say` (default: the `kerasimpl` logger); the library prints
 nothing itself.
 """
@@ -20,6 +21,7 @@ nothing itself.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
@@ -27,34 +29,36 @@ import warnings
 
 from kerasimpl import comparison, distributed, runtime
 from kerasimpl.artifacts import write_json
-from kerasimpl.comparison_checks import RANDOM_CHECKPOINT, check_resume, pretrained_backbones, slow_warning, validate
+from kerasimpl.comparison_checks import check_resume, pretrained_backbones, slow_warning
+from kerasimpl.run_config import RANDOM_CHECKPOINT
 
 _logger = logging.getLogger("kerasimpl")
 
 
 
 def run_comparison(config, plots_dir="", verbose="auto", say=_logger.info, on_slow=None) -> list:
-    """Run the comparison `config`; write everything under `config["out"]`; return the rows' results.
+    """Run the comparison `config` (a `RunConfig`); write everything under `config.out`; return the rows'
+    results.
 
-    With `config["distribute"]` every process of the run calls this
+    With `config.distribute` every process of the run calls this
     (`kerasimpl.distributed`): all train and evaluate; rank 0 alone writes
     and says anything (the others run silent, their `kerasimpl` logger at
     WARNING) and returns the results, the others return `[]`.
 
     Args:
-        config: the resolved options (completed in place with what the run
-            decided: the inference batch, the loader threads, the random
-            checkpoint's path).
+        config: the options, checked when made (`RunConfig`); what the run
+            decides (the inference batch, the loader threads, the random
+            checkpoint's path) is recorded in `config.json`.
         plots_dir: also copy the figures to `plots_dir/<preset>/` (`""`: no).
         verbose: Keras-style progress of training and extraction.
         say: receives each progress line.
-        on_slow: receives the warning that VGG16 would take hours on a CPU
+        on_slow: receives the warning that a row would take hours on a CPU
             (default `warnings.warn`), before anything is trained.
 
     Raises:
-        ValueError: a bad option, or a run folder started with other options.
+        ConfigError: a run folder started with other options, or a global
+            batch that does not split over the processes.
     """
-    validate(config)
     check_resume(config)
     world = _distribution(config)
     if world.writer:
@@ -79,62 +83,66 @@ def _warnings_only(logger):
 
 
 def _run(config, world, plots_dir, verbose, say, on_slow):
-    message = slow_warning(config, runtime.has_accelerator())  # after distribution: multi-host JAX initializes first
-    if message:
+    message = slow_warning(config.backbones, config.image_size, runtime.has_accelerator())  # after distribution:
+    if message:  # multi-host JAX initializes first
         (on_slow or (lambda m: warnings.warn(m, stacklevel=4)))(message)
-    out = config["out"]
-    os.makedirs(out, exist_ok=True)
-    if config["inference_batch_size"] is None:  # record the batch used, not "default"
-        config["inference_batch_size"] = runtime.inference_batch_size()
-    if config["weights"] == RANDOM_CHECKPOINT:
-        from kerasimpl.backbones import get_spec, write_random_checkpoint
-        from kerasimpl.checkpoints import get_source
-
-        name = pretrained_backbones(config)[0]  # validate: exactly one, with a checkpoint format
-        folder = out if world.writer else tempfile.mkdtemp(prefix="kerasimpl-rank-")  # the same seeded file
-        config["weights"] = write_random_checkpoint(name, os.path.join(folder, f"{name}-random-init.pth"),
-                                                    config["seed"])
-        source = get_source(get_spec(name).checkpoint)
-        config["weights_note"] = (f"random weights (seeded) saved as a {source.description or source.name} "
-                                  f"checkpoint stand in for its ImageNet file (offline)")
-        say(f"{config['weights_note']}: {config['weights']}")
+    os.makedirs(config.out, exist_ok=True)
+    if config.inference_batch_size is None:  # record the batch used, not "default"
+        config = dataclasses.replace(config, inference_batch_size=runtime.inference_batch_size())
+    if config.weights == RANDOM_CHECKPOINT:
+        config = _random_checkpoint(config, world, say)
+    config = with_workers(config)
     data = load_data(config, say)
-    split = data.split(config["val_fraction"], config["seed"])
+    split = data.split(config.val_fraction, config.seed)
     if world.writer:
         _write_config(config, world, data, split)
     results = []
-    for row in config["backbones"]:
+    for row in config.backbones:
         for kind in row_kinds(row, config):
-            seeds = range(config["seed"], config["seed"] + config["seeds"])
-            runs = [run_row(row, seed, config, data, split, verbose, kind, say=say) for seed in seeds]
+            runs = [run_row(row, seed, config, data, split, verbose, kind, say=say) for seed in config.seed_list]
             if world.writer:  # the other processes trained and evaluated with it; rank 0 records
                 results.append(runs[0] if len(runs) == 1 else comparison.seed_average(runs))
-        if config.get("tune"):
+        if config.tune:
             results.append(tuned_row(row, config, data, split, verbose, say))
     distributed.finish()  # from here rank 0 alone
     if not world.writer:
         return []
     write_outputs(config, results, data, plots_dir, say)
-    if config.get("saliency"):
+    if config.saliency:
         saliency_figure(config, results, data, plots_dir, say)
-    if config.get("gradcam_gallery"):
+    if config.gradcam_gallery:
         gradcam_galleries(config, results, data, plots_dir, say)
     return results
+
+
+def _random_checkpoint(config, world, say):
+    """`config` with its weights a seeded random checkpoint in the one pretrained backbone's format, written
+    into the run folder (each process of a run writes the same file to a folder of its own)."""
+    from kerasimpl.backbones import get_spec, write_random_checkpoint
+    from kerasimpl.checkpoints import get_source
+
+    name = pretrained_backbones(config.backbones)[0]  # RunConfig checked: exactly one, with a checkpoint format
+    folder = config.out if world.writer else tempfile.mkdtemp(prefix="kerasimpl-rank-")  # the same seeded file
+    path = write_random_checkpoint(name, os.path.join(folder, f"{name}-random-init.pth"), config.seed)
+    source = get_source(get_spec(name).checkpoint)
+    note = (f"random weights (seeded) saved as a {source.description or source.name} checkpoint stand in for "
+            f"its ImageNet file (offline)")
+    say(f"{note}: {path}")
+    return dataclasses.replace(config, weights=path, weights_note=note)
 
 
 def _write_config(config, world, data, split):
     """`config.json`: the options, what was decided, the processes (`World.describe`) and the data."""
     from kerasimpl.data.provenance import test_split_record
 
-    write_json(os.path.join(config["out"], "config.json"), {
-        **config, "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),
+    write_json(os.path.join(config.out, "config.json"), {
+        **config.record(), "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),
         **world.describe(),
         "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
         "class_names": list(data.class_names), "data_notes": list(data.notes),
         "skipped_files": [{"file": p, "reason": r} for p, r in data.skipped],
         # which images are the test set, for experiments.saliency to reuse and check
-        "test_split": test_split_record(data, config["data"], config["seed"], config["test_fraction"],
-                                        config.get("data_size")),
+        "test_split": test_split_record(data, config.data, config.seed, config.test_fraction, config.data_size),
     })
 
 
@@ -144,26 +152,35 @@ def _distribution(config) -> distributed.World:
     The one place a comparison decides distribution.
 
     Raises:
-        ValueError: `--batch-size` (the global batch) does not split evenly over the processes.
+        ConfigError: `batch_size` (the global batch) does not split evenly over the processes.
     """
-    world = (distributed.configure(config.get("distribute_timeout", distributed.DEFAULT_TIMEOUT_S))
-             if config["distribute"] else distributed.world())
-    if config["batch_size"] % world.size:
-        raise ValueError(f"--batch-size is the global batch, split evenly over the processes. Received: "
-                         f"--batch-size {config['batch_size']} for {world.size} processes")
+    from kerasimpl.run_config import ConfigError
+
+    world = distributed.configure(config.distribute_timeout) if config.distribute else distributed.world()
+    if config.batch_size % world.size:
+        raise ConfigError(f"{{batch_size}} is the global batch, split evenly over the processes. Received: "
+                          f"{config.batch_size} for {world.size} processes")
     return world
 
 
-def load_data(config, say=_logger.info):
-    """The dataset, with what was skipped or decided about it said aloud (`config["workers"]` completed)."""
-    from kerasimpl.data import FILE_KINDS, load_dataset, source_kind
+def with_workers(config):
+    """`config` with its loader threads decided where unset: the CPU count for sources of image files
+    (decoding is the work), else 1."""
+    from kerasimpl.data import FILE_KINDS, source_kind
 
-    folder = source_kind(config["data"]) in FILE_KINDS
-    if config["workers"] is None:
-        config["workers"] = (os.cpu_count() or 1) if folder else 1
-    say(f"loading data: {config['data']}")
-    data = load_dataset(config["data"], image_size=config.get("data_size"), test_fraction=config["test_fraction"],
-                        seed=config["seed"], workers=config["workers"], classes=config.get("classes"))
+    if config.workers is not None:
+        return config
+    folder = source_kind(config.data) in FILE_KINDS
+    return dataclasses.replace(config, workers=(os.cpu_count() or 1) if folder else 1)
+
+
+def load_data(config, say=_logger.info):
+    """The dataset of `config`, with what was skipped or decided about it said aloud."""
+    from kerasimpl.data import load_dataset
+
+    say(f"loading data: {config.data}")
+    data = load_dataset(config.data, image_size=config.data_size, test_fraction=config.test_fraction,
+                        seed=config.seed, workers=config.workers or 1, classes=config.classes)
     say(f"{len(data.y_train)} train+val and {len(data.y_test)} test images of "
         f"{data.image_shape[0]}x{data.image_shape[1]} px, {data.num_classes} classes: "
         f"{', '.join(data.class_names[:10])}{' ...' if data.num_classes > 10 else ''}")
@@ -179,9 +196,9 @@ def row_kinds(row, config) -> tuple:
     the row's plan caches a frozen base's features (`RunPlan.can_probe`)."""
     from kerasimpl.plan import plan_for
 
-    if not config["linear_probe"] or comparison.parse_row(row)[1] == "finetune":  # its base's probe is NAME's
+    if not config.linear_probe or comparison.parse_row(row)[1] == "finetune":  # its base's probe is NAME's
         return ("mlp",)
-    return ("mlp", "linear-probe") if plan_for(*comparison.row_setup(row, config, config["seed"])).can_probe \
+    return ("mlp", "linear-probe") if plan_for(*comparison.row_setup(row, config, config.seed)).can_probe \
         else ("mlp",)
 
 
@@ -193,12 +210,12 @@ def run_row(row, seed, config, data, split, verbose, kind="mlp", label=None, say
     run, train_config = comparison.row_setup(row, config, seed, kind)
     plan = plan_for(run, train_config)
     label = label or comparison.row_label(row, kind)
-    folder = comparison.row_folder(config["out"], label, config["seeds"], seed)
+    folder = comparison.row_folder(config.out, label, config.seeds, seed)
     how = f"{plan.description}: {', '.join(plan.stages)}"
     say(f"{label} (seed {seed}, {run.weights or 'random'} weights, {how}) -> {folder}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Keras' input-size notes for non-224 MobileNets
-        features = os.path.join(config["out"], comparison.features_label(row))  # per image: one for every seed
+        features = os.path.join(config.out, comparison.features_label(row))  # per image: one for every seed
         result = comparison.run_backbone(run, data, split, train_config, folder, verbose=verbose,
                                          features_folder=features, plan=plan)
     if result is None:  # --distribute: a process other than rank 0
@@ -213,17 +230,17 @@ def tuned_row(row, config, data, split, verbose, say=_logger.info) -> dict:
     from kerasimpl import tuning
 
     base = comparison.row_label(row)
-    say(f"{base}: hyperparameter search, {config['tune']} trials on validation accuracy")
-    run, train_config = comparison.row_setup(row, config, config["seed"])
-    chosen = tuning.tune(run, data, split, train_config, config["out"], config["tune"], verbose=verbose,
-                         features_folder=os.path.join(config["out"], base))
+    say(f"{base}: hyperparameter search, {config.tune} trials on validation accuracy")
+    run, train_config = comparison.row_setup(row, config, config.seed)
+    chosen = tuning.tune(run, data, split, train_config, config.out, config.tune, verbose=verbose,
+                         features_folder=os.path.join(config.out, base))
     _, best = tuning.apply(chosen, run, train_config)
-    overrides = {"lr": best.learning_rate, "dropout": chosen["dropout"], "hidden": [int(chosen["head_width"])],
-                 "finetune_layers": None if best.finetune_from else best.finetune_top_layers,
-                 "finetune_from": best.finetune_from, "finetune_epochs": best.finetune_epochs, "seeds": 1}
-    result = run_row(row, config["seed"], {**config, **overrides}, data, split, verbose, label=f"{base}-tuned",
-                     say=say)
-    result.update(trained=f"{result['trained']} (tuned: best of {config['tune']} trials on validation)", tuned=chosen)
+    tuned = dataclasses.replace(
+        config, learning_rate=best.learning_rate, dropout=chosen["dropout"], hidden=(int(chosen["head_width"]),),
+        finetune_top_layers=None if best.finetune_from else best.finetune_top_layers,
+        finetune_from=best.finetune_from, finetune_epochs=best.finetune_epochs, seeds=1)
+    result = run_row(row, config.seed, tuned, data, split, verbose, label=f"{base}-tuned", say=say)
+    result.update(trained=f"{result['trained']} (tuned: best of {config.tune} trials on validation)", tuned=chosen)
     return result
 
 
@@ -231,14 +248,13 @@ def write_outputs(config, results, data, plots_dir="", say=_logger.info):
     """Tables, the comparison figure, and the plot gallery."""
     from kerasimpl import gallery, reporting
 
-    out = config["out"]
+    out = config.out
     reporting.write_tables(out, results, note=_note(config, data))
-    seeds = [""] if config["seeds"] == 1 else [f"seed{s}" for s in range(config["seed"],
-                                                                          config["seed"] + config["seeds"])]
-    plots = gallery.write_gallery(out, results, seeds, f"{config['preset']} preset on "
+    seeds = [""] if config.seeds == 1 else [f"seed{s}" for s in config.seed_list]
+    plots = gallery.write_gallery(out, results, seeds, f"{config.preset} preset on "
                                   f"{os.path.basename(str(data.source))}: accuracy vs training time")
     if plots_dir:
-        gallery.copy_gallery(plots, os.path.join(plots_dir, config["preset"]))
+        gallery.copy_gallery(plots, os.path.join(plots_dir, config.preset))
     with open(os.path.join(out, "results.md")) as f:
         say("results:\n" + f.read())
     say(f"wrote {out}")
@@ -247,7 +263,7 @@ def write_outputs(config, results, data, plots_dir="", say=_logger.info):
 def _model_paths(config, results) -> dict:
     """`{label: saved model}` of each result (the first seed's with `--seeds N`)."""
     labels = [r.get("run", r["backbone"]) for r in results]
-    return {label: os.path.join(comparison.row_folder(config["out"], label, config["seeds"], config["seed"]),
+    return {label: os.path.join(comparison.row_folder(config.out, label, config.seeds, config.seed),
                                 "model.keras") for label in labels}
 
 
@@ -256,20 +272,19 @@ def saliency_figure(config, results, data, plots_dir="", say=_logger.info):
     from kerasimpl.artifacts import copy_file
     from kerasimpl.saliency.report import models_figure
 
-    figure = os.path.join(config["out"], "plots", "saliency_backbones.png")
-    models_figure(_model_paths(config, results), data, int(config["saliency"]),
-                  config.get("saliency_method") or "gradcam", figure,
-                  os.path.join(config["out"], "saliency_backbones.json"), seed=config["seed"],
-                  precision=config.get("precision", "float32"), say=say)
+    figure = os.path.join(config.out, "plots", "saliency_backbones.png")
+    models_figure(_model_paths(config, results), data, config.saliency, config.saliency_method, figure,
+                  os.path.join(config.out, "saliency_backbones.json"), seed=config.seed,
+                  precision=config.precision, say=say)
     if plots_dir:
-        copy_file(figure, os.path.join(plots_dir, config["preset"], "saliency_backbones.png"))
+        copy_file(figure, os.path.join(plots_dir, config.preset, "saliency_backbones.png"))
     say(f"wrote {figure}")
 
 
 def gradcam_galleries(config, results, data, plots_dir="", say=_logger.info):
     """Per model: Grad-CAM of N test images, half misclassified (the "right-wrong" rule of
     `kerasimpl.saliency.choose_images`), in `<row folder>/gradcam/` and `plots/<row>_gradcam_gallery.png`.
-    With `config["gallery_occlusion"]`: the reference experiment's occlusion study beside it (a black
+    With `config.gallery_occlusion`: the reference experiment's occlusion study beside it (a black
     square, 30 px with stride 20 at 224 px, scaled to the model's input) and both maps explain the TRUE
     class, as that study recorded the true class's probability."""
     from kerasimpl.artifacts import copy_file, load_model
@@ -277,7 +292,7 @@ def gradcam_galleries(config, results, data, plots_dir="", say=_logger.info):
     from kerasimpl.saliency.occlusion import scaled_window
     from kerasimpl.saliency.report import explain_test_images
 
-    occlusion = bool(config.get("gallery_occlusion"))
+    occlusion = config.gallery_occlusion
     for label, path in _model_paths(config, results).items():
         target = os.path.join(os.path.dirname(path), "gradcam")
         model = load_model(path)
@@ -285,20 +300,20 @@ def gradcam_galleries(config, results, data, plots_dir="", say=_logger.info):
         if occlusion:
             patch, stride = scaled_window(model.input_shape[1])
             methods.append(Occlusion(model, patch=patch, stride=stride, fill=0.0))
-        explain_test_images(model, data, methods, int(config["gradcam_gallery"]), target, seed=config["seed"],
+        explain_test_images(model, data, methods, config.gradcam_gallery, target, seed=config.seed,
                             model_path=path, explain="true" if occlusion else "predicted", say=say)
-        gallery = os.path.join(config["out"], "plots", f"{label}_gradcam_gallery.png")
+        gallery = os.path.join(config.out, "plots", f"{label}_gradcam_gallery.png")
         copy_file(os.path.join(target, "gallery.png"), gallery)
         if plots_dir:
-            copy_file(gallery, os.path.join(plots_dir, config["preset"], os.path.basename(gallery)))
+            copy_file(gallery, os.path.join(plots_dir, config.preset, os.path.basename(gallery)))
 
 
 def _note(config, data):
     parts = [f"data: {data.source} ({len(data.y_train)} train+val, {len(data.y_test)} test images)"]
     if data.source != "cifar10" and len(data.y_test) != 10000:
         parts.append("NOT the full CIFAR-10 test set: figures are for this data only")
-    if config["weights"] is None:
+    if config.weights is None:
         parts.append("random initial weights (no ImageNet): backbones trained end to end")
-    if config.get("weights_note"):
-        parts.append(config["weights_note"])
+    if config.weights_note:
+        parts.append(config.weights_note)
     return "; ".join(parts) + "."

@@ -44,17 +44,17 @@ def test_compare_rejects_out_of_range_numbers_before_anything_runs(tmp_path, cap
 
 
 def test_slow_warning_names_vgg16_on_a_cpu_and_the_way_to_skip_it():
-    cfg = {"image_size": None, "backbones": ["vgg16", "mobilenetv2", "mobilenetv3large"]}
-    message = comparison_checks.slow_warning(cfg, accelerator=False)
+    rows = ["vgg16", "mobilenetv2", "mobilenetv3large"]
+    message = comparison_checks.slow_warning(rows, None, accelerator=False)
     assert "hours" in message and "--backbones mobilenetv2,mobilenetv3large" in message
     assert "vgg16 at 224 px about 7.6 h" in message  # 60,000 images at its measured 2.2 img/s
     assert "mobilenetv2 at" not in message  # 0.30 G multiply-adds: minutes, not hours
     # The registry's count decides, not the name: ResNet50's 4.1 G at 224 px is about 2 h, at 96 px 0.4 h.
-    assert "resnet50 at 224 px about 2.0 h" in comparison_checks.slow_warning({**cfg, "backbones": ["resnet50"]}, False)
-    assert comparison_checks.slow_warning({"image_size": 96, "backbones": ["resnet50"]}, False) == ""
-    assert comparison_checks.slow_warning(cfg, accelerator=True) == ""
-    assert comparison_checks.slow_warning({**cfg, "image_size": 32}, accelerator=False) == ""
-    assert comparison_checks.slow_warning({**cfg, "backbones": ["mobilenetv2"]}, accelerator=False) == ""
+    assert "resnet50 at 224 px about 2.0 h" in comparison_checks.slow_warning(["resnet50"], None, False)
+    assert comparison_checks.slow_warning(["resnet50"], 96, False) == ""
+    assert comparison_checks.slow_warning(rows, None, accelerator=True) == ""
+    assert comparison_checks.slow_warning(rows, 32, accelerator=False) == ""
+    assert comparison_checks.slow_warning(["mobilenetv2"], None, accelerator=False) == ""
 
 
 def test_resume_only_with_the_same_options_and_every_seed_in_the_gallery(compare_run, compare_run_copy, capsys):
@@ -73,7 +73,7 @@ def test_resume_only_with_the_same_options_and_every_seed_in_the_gallery(compare
     # Other result-changing options: refused, naming what differs; nothing rewritten.
     assert compare.main([*argv, "--lr", "0.01", "--dropout", "0.5"]) == 2
     err = _error(capsys)
-    assert "lr: 0.001 there, 0.01 now" in err and "dropout: 0.3 there, 0.5 now" in err
+    assert "--lr: 0.001 there, 0.01 now" in err and "--dropout: 0.3 there, 0.5 now" in err  # named by flag
     assert json.load(open(os.path.join(out, "config.json"))) == config
     # Options that do not change results may differ: it resumes (nothing trained again).
     assert compare.main([*argv, "--workers", "2", "--inference-batch-size", "4"]) == 0
@@ -94,9 +94,9 @@ def test_the_mobilenetv2_subset_presets_occlusion_gallery_can_be_turned_off():
     parse = compare.build_parser().parse_args
     on = compare.resolve(parse(["--preset", "mobilenetv2-subset", "--data", "x.tar.gz"]))
     off = compare.resolve(parse(["--preset", "mobilenetv2-subset", "--data", "x.tar.gz", "--no-gallery-occlusion"]))
-    assert (on["gallery_occlusion"], on["gradcam_gallery"], on["backbones"]) == (
-        True, 8, ["mobilenetv2_tv", "mobilenetv2_tv:finetune"])
-    assert off["gallery_occlusion"] is False and off["gradcam_gallery"] == 8
+    assert (on.gallery_occlusion, on.gradcam_gallery, on.backbones) == (
+        True, 8, ("mobilenetv2_tv", "mobilenetv2_tv:finetune"))
+    assert off.gallery_occlusion is False and off.gradcam_gallery == 8
 
 
 def test_processes_other_than_rank_0_run_silent_through_a_log_level_not_a_stdout_redirect(monkeypatch, capsys):
@@ -116,7 +116,6 @@ def test_processes_other_than_rank_0_run_silent_through_a_log_level_not_a_stdout
         on_slow("slow")
         return []
 
-    monkeypatch.setattr(comparison_run, "validate", lambda config: None)
     monkeypatch.setattr(comparison_run, "check_resume", lambda config: None)
     monkeypatch.setattr(comparison_run, "_distribution", lambda config: types.SimpleNamespace(writer=False))
     monkeypatch.setattr(comparison_run, "_run", fake_run)

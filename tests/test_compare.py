@@ -10,6 +10,7 @@ from experiments import compare
 from kerasimpl import comparison, evaluation, inference, models
 from kerasimpl.artifacts import load_model, read_csv
 from kerasimpl.data import load_dataset, stratified_split
+from kerasimpl.run_config import RunConfig
 
 # float32: these tests compare against float32 Keras to 1e-4 (auto would pick bfloat16 on an AMX CPU).
 FAST = ["--epochs", "2", "--batch-size", "32", "--quiet", "--plots-dir", "", "--hidden", "16", "--precision", "float32"]
@@ -252,7 +253,7 @@ def test_finetune_row_shares_its_bases_features_and_fine_tunes_on_cached_activat
     assert os.path.exists(os.path.join(out, "mobilenetv2", "features_train.npz"))
     assert not any(f.startswith("features_") for f in os.listdir(os.path.join(out, "mobilenetv2-finetune")))
     config = json.load(open(os.path.join(out, "config.json")))
-    assert (config["finetune_lr"], config["finetune_views"], config["finetune_layers"]) == (1e-4, 2, 10)
+    assert (config["finetune_learning_rate"], config["finetune_views"], config["finetune_top_layers"]) == (1e-4, 2, 10)
 
 
 def test_the_width_option_reaches_exactly_the_backbones_whose_builder_takes_it():
@@ -262,9 +263,8 @@ def test_the_width_option_reaches_exactly_the_backbones_whose_builder_takes_it()
 
     takers = sorted(n for n in list_backbones() if accepts(n, "alpha"))
     assert takers == ["mobilenetv2", "mobilenetv2_tv", "mobilenetv3large", "mobilenetv3small"]
-    options = {"weights": None, "image_size": 32, "hidden": [8], "dropout": 0.0, "alpha": 0.35,
-               "keep_top_hidden": False, "epochs": 1, "batch_size": 8, "lr": 1e-3, "finetune_epochs": 0,
-               "cache_features": True, "augment": [], "workers": 1}
+    options = RunConfig(("mobilenetv2_tv", "vgg16"), "synthetic", "unused", weights=None, image_size=32,
+                        hidden=(8,), dropout=0.0, alpha=0.35, epochs=1, batch_size=8, augment=(), workers=1)
     for name in ("mobilenetv2_tv", "vgg16"):
         run, _ = comparison.row_setup(name, options, 0)
         assert run.backbone_kwargs == ({"alpha": 0.35} if name == "mobilenetv2_tv" else {})

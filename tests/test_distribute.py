@@ -266,13 +266,16 @@ def _resolved(*argv):
 
 
 def test_tune_and_a_batch_that_does_not_split_are_refused_before_anything_runs(tmp_path, monkeypatch):
-    from kerasimpl import comparison_checks, comparison_run, distributed
+    from experiments import compare
+    from kerasimpl import comparison_run, distributed
+    from kerasimpl.run_config import ConfigError
 
-    with pytest.raises(ValueError, match="--tune runs its trials in one process"):
-        comparison_checks.validate(_resolved("--tune", "2", "--distribute"))
+    with pytest.raises(ConfigError, match="tune runs its trials in one process") as refused:
+        _resolved("--tune", "2", "--distribute")
+    assert refused.value.render(compare.flag).startswith("--tune runs its trials in one process")
     monkeypatch.setattr(distributed, "configure", lambda timeout_s: distributed.World("torch", 0, 3))
     config = _resolved("--batch-size", "64", "--distribute", "--out", str(tmp_path / "r"))
-    with pytest.raises(ValueError, match="--batch-size 64 for 3 processes"):
+    with pytest.raises(ConfigError, match="batch_size is the global batch.*Received: 64 for 3 processes"):
         comparison_run.run_comparison(config)
     assert not (tmp_path / "r").exists()
     accepted = comparison_run._distribution(_resolved("--batch-size", "63", "--distribute"))  # 3 x 21: no error

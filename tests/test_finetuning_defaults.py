@@ -6,18 +6,24 @@ import warnings
 import keras
 import pytest
 
+import dataclasses
+
 from kerasimpl import comparison, models
 from kerasimpl.backbones import Finetuning, get_spec, list_backbones
+from kerasimpl.run_config import ConfigError, RunConfig
 
-OPTIONS = {"weights": "imagenet", "image_size": None, "hidden": [8], "dropout": 0.0, "alpha": None,
-           "keep_top_hidden": False, "epochs": 1, "batch_size": 8, "lr": 1e-3, "finetune_epochs": 0,
-           "cache_features": True, "augment": ["flip"], "workers": 1}
+OPTIONS = RunConfig(("efficientnetlite0", "efficientnetlite2", "vgg16"), "synthetic", "unused", hidden=(8,),
+                    dropout=0.0, epochs=1, batch_size=8, augment=("flip",), workers=1)
+
+
+def _with(**fields):
+    return dataclasses.replace(OPTIONS, **fields)
 
 
 def test_a_row_takes_its_backbones_registry_defaults():
     lite = get_spec("efficientnetlite0").finetune
     assert (lite.unfreeze_from, lite.learning_rate, lite.views, lite.epochs) == ("block5a", 3e-4, 2, 6)
-    _, plain = comparison.row_setup("efficientnetlite0", {**OPTIONS, "finetune_epochs": 4}, 0)
+    _, plain = comparison.row_setup("efficientnetlite0", _with(finetune_epochs=4), 0)
     assert (plain.finetune_from, plain.finetune_learning_rate, plain.finetune_views, plain.finetune_epochs) == (
         "block5a", 3e-4, 2, 4)  # --finetune-epochs 4 and nothing else: the registry's block, rate and views
     _, row = comparison.row_setup("efficientnetlite0:finetune", OPTIONS, 0)
@@ -29,25 +35,27 @@ def test_a_row_takes_its_backbones_registry_defaults():
 
 
 def test_each_flag_overrides_its_field_and_a_layer_count_replaces_the_block():
-    tune = comparison.finetuning("efficientnetlite2", {"finetune_layers": 40, "finetune_lr": 1e-4,
-                                                       "finetune_views": 0})
+    tune = comparison.finetuning("efficientnetlite2", _with(finetune_top_layers=40, finetune_learning_rate=1e-4,
+                                                            finetune_views=0))
     assert (tune.unfreeze_from, tune.top_layers, tune.learning_rate, tune.views) == (None, 40, 1e-4, 0)
-    assert comparison.finetuning("efficientnetlite2", {"finetune_from": "block6a"}).unfreeze_from == "block6a"
-    assert comparison.finetuning("efficientnetlite2", {"finetune_layers": None}) == get_spec(
-        "efficientnetlite2").finetune
-    with pytest.raises(ValueError, match="--finetune-layers and --finetune-from.*Received: 40 and 'block6a'"):
-        comparison.finetuning("efficientnetlite2", {"finetune_layers": 40, "finetune_from": "block6a"})
+    assert comparison.finetuning("efficientnetlite2", _with(finetune_from="block6a")).unfreeze_from == "block6a"
+    assert comparison.finetuning("efficientnetlite2", OPTIONS) == get_spec("efficientnetlite2").finetune
+    with pytest.raises(ConfigError, match="finetune_top_layers and finetune_from.*Received: 40 and 'block6a'"):
+        _with(finetune_top_layers=40, finetune_from="block6a")  # refused when the options are made
     with pytest.raises(ValueError, match="learning_rate > 0"):
         Finetuning(learning_rate=0.0)
 
 
-def test_compare_validates_fine_tuning_flags_before_running(tmp_path):
+def test_compare_validates_fine_tuning_flags_before_running(tmp_path, capsys):
     from experiments import compare
 
     base = ["--data", "synthetic", "--backbones", "mobilenetv2", "--out", str(tmp_path / "run"), "--quiet"]
-    assert compare.main([*base, "--finetune-layers", "0"]) == 2
-    assert compare.main([*base, "--finetune-layers", "4", "--finetune-from", "block_13"]) == 2
-    assert compare.main([*base, "--finetune-lr", "-1"]) == 2
+    for argv, message in ((["--finetune-layers", "0"], "error: --finetune-layers must be >= 1. Received: 0"),
+                          (["--finetune-layers", "4", "--finetune-from", "block_13"],
+                           "error: --finetune-layers and --finetune-from both say where fine-tuning starts"),
+                          (["--finetune-lr", "-1"], "error: --finetune-lr must be > 0. Received: -1.0")):
+        assert compare.main([*base, *argv]) == 2
+        assert capsys.readouterr().err.startswith(message)  # the flag's name, not the library field's
     assert not (tmp_path / "run").exists()  # refused before any folder was made
 
 
@@ -72,7 +80,7 @@ def test_the_default_preset_runs_each_backbone_at_its_own_size():
 
     config = compare.resolve(compare.build_parser().parse_args(
         ["--backbones", "efficientnetlite2:finetune,mobilenetv3large", "--weights", "imagenet"]))
-    assert config["image_size"] is None
+    assert config.image_size is None
     for row, size in (("efficientnetlite2:finetune", 260), ("mobilenetv3large", 224)):
         run, _ = comparison.row_setup(row, config, 0)
         assert (run.image_size or get_spec(run.backbone).input_size) == size

@@ -22,9 +22,7 @@ FRAME = "frozen features + pretrained top trained, last layer new"
 
 def _cfg(*argv):
     """The CLI's resolved options (no data is loaded)."""
-    cfg = compare.resolve(compare.build_parser().parse_args(["--data", "synthetic", *argv]))
-    cfg["workers"] = 1
-    return cfg
+    return compare.resolve(compare.build_parser().parse_args(["--data", "synthetic", "--workers", "1", *argv]))
 
 
 # (row, CLI options, head kind) -> (stages, eval path, description, compare's kinds with --linear-probe)
@@ -60,7 +58,7 @@ def test_every_kind_of_row_has_its_plan(row, argv, kind, stages, eval_path, desc
     assert plan.train_top == description.startswith("frozen features + pretrained top")
     assert plan.cache_features == (stages[0] == "extract")
     # The CLI offers a linear probe exactly where the plan caches a frozen base's features.
-    assert comparison_run.row_kinds(row, {**cfg, "linear_probe": True}) == kinds
+    assert comparison_run.row_kinds(row, dataclasses.replace(cfg, linear_probe=True)) == kinds
     assert comparison_run.row_kinds(row, cfg) == ("mlp",)
     assert json.loads(json.dumps(plan.to_dict()))["stages"] == list(stages)
 

@@ -230,11 +230,11 @@ def test_compare_on_tiny_imagenet_zip_with_classes(tmp_path, capsys):
 
 
 def test_compare_decodes_image_files_with_every_cpu_and_arrays_with_one(tmp_path):
-    from kerasimpl.comparison_run import load_data
+    from kerasimpl.comparison_run import with_workers
+    from kerasimpl.run_config import RunConfig
 
     every = os.cpu_count() or 1
     expected = {"synthetic": 1, make_folder(tmp_path / "folder"): every, make_tiny(tmp_path / "tiny"): every}
     for data, workers in expected.items():
-        config = {"data": data, "workers": None, "test_fraction": 0.2, "seed": 0}
-        load_data(config, say=lambda line: None)
-        assert config["workers"] == workers, data
+        assert with_workers(RunConfig(("smallcnn",), data, "unused")).workers == workers, data
+    assert with_workers(RunConfig(("smallcnn",), "synthetic", "unused", workers=3)).workers == 3  # a given count

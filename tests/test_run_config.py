@@ -1,0 +1,87 @@
+"""The comparison's options (`kerasimpl.run_config.RunConfig`): one frozen record, its defaults in one place,
+checked when made, with errors that name the library's fields in the library and the flags at the CLI."""
+
+import ast
+import dataclasses
+import json
+import pathlib
+
+import pytest
+
+from experiments import compare
+from kerasimpl.comparison_checks import check_resume
+from kerasimpl.run_config import ConfigError, RunConfig
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _resolve(*argv):
+    return compare.resolve(compare.build_parser().parse_args(list(argv)))
+
+
+def test_the_command_line_adds_no_default_of_its_own():
+    """With no flag, every field the preset does not set is RunConfig's default: the parser holds none."""
+    config = _resolve("--data", "synthetic", "--out", "o")
+    preset = set(compare.PRESETS["full"]) | {"data", "out", "preset", "backbones"}
+    for field in dataclasses.fields(RunConfig):
+        if field.name not in preset:
+            assert getattr(config, field.name) == field.default, field.name
+    assert config.backbones == ("vgg16", "mobilenetv2", "mobilenetv3large") and config.data == "synthetic"
+    assert _resolve("--data", "synthetic", "--lr", "0.01", "--augment", "none", "--hidden", "").learning_rate == 0.01
+    assert _resolve("--data", "synthetic", "--augment", "none", "--hidden", "").augment == ()
+    assert _resolve("--preset", "alexnet-smoke", "--data", "x.tar.gz").learning_rate == 1e-4  # a preset's value
+
+
+def test_it_is_frozen_and_its_record_round_trips_through_json():
+    config = _resolve("--data", "synthetic", "--out", "o", "--hidden", "64,32", "--finetune-lr", "1e-4")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.epochs = 3
+    record = json.loads(json.dumps(config.record()))
+    assert record["hidden"] == [64, 32] and record["finetune_learning_rate"] == 1e-4
+    assert RunConfig(**record) == config  # lists come back as the tuples they were
+
+
+@pytest.mark.parametrize("fields, library, flags", [
+    ({"finetune_top_layers": 0}, "finetune_top_layers must be >= 1. Received: 0",
+     "--finetune-layers must be >= 1. Received: 0"),
+    ({"learning_rate": 0.0}, "learning_rate must be > 0. Received: 0.0", "--lr must be > 0. Received: 0.0"),
+    ({"val_fraction": 1.5}, "val_fraction must be between 0 and 1", "--val-fraction must be between 0 and 1"),
+    ({"augment": ("flip", "blur")}, "Unknown augmentation in augment: blur", "Unknown augmentation in --augment: blur"),
+    ({"backbones": ("vgg16", "vgg16")}, "A row appears twice in backbones", "A row appears twice in --backbones"),
+    ({"tune": 2, "distribute": True}, "tune runs its trials in one process: it does not combine with distribute",
+     "--tune runs its trials in one process: it does not combine with --distribute"),
+])
+def test_a_bad_option_is_refused_when_made_naming_the_field_or_the_flag(fields, library, flags):
+    base = RunConfig(("vgg16",), "synthetic", "o")
+    with pytest.raises(ConfigError) as e:
+        dataclasses.replace(base, **fields)
+    assert str(e.value).startswith(library)
+    assert e.value.render(compare.flag).startswith(flags)
+
+
+def test_an_option_newer_than_a_run_folder_resumes_it_at_its_default_only(tmp_path):
+    config = _resolve("--data", "synthetic", "--out", str(tmp_path))
+    old = config.record()
+    del old["precise_bn"]  # a run folder from before the option existed
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    check_resume(config)  # the option at its default: the same run
+    with pytest.raises(ConfigError, match="precise_bn: absent there, 16 now") as e:  # the field, in the library
+        check_resume(dataclasses.replace(config, precise_bn=16))
+    assert f"--out {tmp_path} is a run started with other options" in e.value.render(compare.flag)
+    assert "(--precise-bn: absent there, 16 now)" in e.value.render(compare.flag)
+
+
+def _raised_strings(path):
+    """The string pieces of every `raise` statement in the module at `path`."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and node.exc is not None:
+            for sub in ast.walk(node.exc):
+                if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                    yield sub.value
+
+
+@pytest.mark.parametrize("module", ["run_config", "comparison", "comparison_run", "comparison_checks"])
+def test_the_comparison_library_names_fields_not_flags_in_its_errors(module):
+    flags = [s for s in _raised_strings(ROOT / "kerasimpl" / f"{module}.py") if "--" in s]
+    assert flags == [], f"kerasimpl/{module}.py raises errors that name command-line flags: {flags}"
