@@ -19,9 +19,6 @@ pyproject.toml pins the tested minor version for the same reason.
 - `BACKUP_HOOKS`: the `BackupAndRestore` methods and attributes our backup
   callback overrides or reads (`_save_model`, `_load_model`,
   `_current_epoch`, `_last_batch_seen`).
-- `jax_backend_nn()`: Keras' JAX backend `nn` module
-  (`keras.src.backend.jax.nn`), whose `depthwise_conv` the JAX fast path
-  replaces while it traces.
 - `jax_variable_state(v)` / `set_jax_variable_state(v, value, layout)`: a
   JAX variable's array and layout (`Variable._value`, `_layout`), swapped
   for a process-local copy around inference under a multi-process
@@ -63,13 +60,6 @@ def set_initial_epoch(model, epoch):
 def loss_tracker(model):
     """The model's mean-loss tracker (`model.metrics[0]` reports it as `loss`)."""
     return model._loss_tracker
-
-
-def jax_backend_nn():
-    """Keras' JAX backend `nn` module (imported only when called: it needs JAX)."""
-    from keras.src.backend.jax import nn
-
-    return nn
 
 
 def jax_variable_state(variable) -> tuple:

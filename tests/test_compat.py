@@ -73,12 +73,6 @@ def test_backup_and_restore_has_the_hooks_our_callback_overrides(tmp_path):
     assert callable(callback._save_model) and callable(callback._load_model)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed (the jax extra)")
-def test_jax_backend_nn_has_the_depthwise_conv_the_fast_path_replaces():
-    nn = compat.jax_backend_nn()
-    assert nn.__name__ == "keras.src.backend.jax.nn" and callable(nn.depthwise_conv)
-
-
 @pytest.mark.skipif(not ON_JAX, reason="a JAX variable's state (the JAX backend; CI's JAX stage runs it)")
 def test_jax_variable_state_round_trip():
     import jax.numpy as jnp

@@ -41,20 +41,40 @@ def test_shifted_depthwise_passes_other_cases_to_keras(kw):
                                np.asarray(keras.ops.depthwise_conv(x2, w2, padding="same")), rtol=1e-6)
 
 
-def test_patch_is_scoped_and_the_program_keeps_it():
-    from keras.src.backend.jax import nn as jax_nn
-
-    from kerasimpl.backend.jax.inference import JAX_PATH, compile_jax, depthwise_conv_shifted, shifted_depthwise
-
-    original = jax_nn.depthwise_conv
-    with shifted_depthwise():
-        assert jax_nn.depthwise_conv is depthwise_conv_shifted
-    assert jax_nn.depthwise_conv is original
+def _nested_depthwise_model():
+    """A classifier whose depthwise convolutions sit in a nested functional base (as keras.applications')."""
     inp = keras.Input((12, 12, 3))
-    model = keras.Model(inp, keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(inp))
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu")(inp)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", dilation_rate=2)(x)  # not covered: Keras' own
+    base = keras.Model(inp, x, name="base")
+    outer = keras.Input((12, 12, 3))
+    return keras.Model(outer, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(base(outer))))
+
+
+def test_the_program_computes_covered_depthwise_convolutions_as_shifted_sums_in_nested_bases():
+    """keras.models.clone_model (public API) rebuilds the graph with the covered depthwise layers computed as
+    shifted sums: the jitted program holds exactly one grouped convolution (the dilated one, Keras' own), it
+    equals Keras, and the model itself is untouched and shares its variables with the program."""
+    import jax
+
+    from kerasimpl.backend.jax.inference import JAX_PATH, compile_jax, shifted_graph
+
+    model = _nested_depthwise_model()
     x = np.random.default_rng(1).normal(size=(2, 12, 12, 3)).astype("float32")
-    np.testing.assert_allclose(compile_jax(model)(x), np.asarray(model.predict_on_batch(x)), rtol=1e-5, atol=1e-6)
-    assert jax_nn.depthwise_conv is original and "shifted sums" in JAX_PATH
+    expected = np.asarray(model.predict_on_batch(x))
+    np.testing.assert_allclose(compile_jax(model)(x), expected, rtol=1e-5, atol=1e-6)
+    graph = shifted_graph(model)
+    assert {id(v) for v in graph.variables} == {id(v) for v in model.variables}
+
+    def grouped(m):
+        jaxpr = jax.make_jaxpr(lambda t, n, a: m.stateless_call(t, n, a)[0])(
+            [v.value for v in m.trainable_variables], [v.value for v in m.non_trainable_variables], x)
+        return str(jaxpr).count("feature_group_count=3")
+
+    assert (grouped(model), grouped(graph)) == (3, 1)
+    np.testing.assert_allclose(np.asarray(model.predict_on_batch(x)), expected, rtol=1e-6)
+    assert "shifted sums" in JAX_PATH
 
 
 def test_compile_jax_refuses_several_inputs():

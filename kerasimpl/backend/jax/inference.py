@@ -7,9 +7,10 @@ fifteen depthwise shapes (batch 16, 224 px) 1.17 s against 0.09 s for
 the k x k shifted multiply-adds below, equal to 6e-6 (docs/benchmarks.md,
 2-core AMD EPYC; jax 0.10.2). XLA's own options (XNNPACK/YNNPACK convolution
 fusions, oneDNN, single-threaded Eigen) did not close it. `compile_jax`
-jits the model's stateless forward pass with `keras.ops.depthwise_conv`
-computed that way for the common case (channels-last, no dilation, depth
-multiplier 1); any other depthwise convolution runs as Keras' own.
+jits the stateless forward pass of `shifted_graph(model)`: the model rebuilt
+by `keras.models.clone_model` (public API; the same layers and variables)
+with each depthwise layer of the common case (channels-last, no dilation,
+depth multiplier 1) computed that way; any other runs as Keras' own.
 
 Reference: jax-ml/jax#23713 ("Depthwise convolution ... significantly
 slower than PyTorch and TensorFlow", open).
@@ -17,22 +18,10 @@ slower than PyTorch and TensorFlow", open).
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import threading
-
+import keras
 import numpy as np
 
 JAX_PATH = "compiled jax (XLA, depthwise convolutions as shifted sums)"
-_PATCH_LOCK = threading.Lock()
-
-
-@functools.cache
-def _keras_depthwise():
-    """Keras' own JAX `depthwise_conv`, read once before any patch (importing this module needs no JAX)."""
-    from kerasimpl import compat
-
-    return compat.jax_backend_nn().depthwise_conv
 
 
 def depthwise_conv_shifted(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
@@ -48,8 +37,8 @@ def depthwise_conv_shifted(inputs, kernel, strides=1, padding="valid", data_form
     stride = _pair(strides)
     if (data_format not in (None, "channels_last") or _pair(dilation_rate) != (1, 1) or kernel.ndim != 4
             or kernel.shape[3] != 1 or inputs.ndim != 4 or str(padding).lower() not in ("valid", "same")):
-        return _keras_depthwise()(inputs, kernel, strides, padding, data_format, dilation_rate)
-    inputs, kernel = jnp.asarray(inputs), jnp.asarray(kernel)
+        return keras.ops.depthwise_conv(inputs, kernel, strides, padding, data_format, dilation_rate)
+    inputs, kernel = jnp.asarray(inputs), jnp.asarray(keras.ops.convert_to_tensor(kernel))  # a variable's value
     kh, kw = kernel.shape[:2]
     n, h, w, c = inputs.shape
     if str(padding).lower() == "same":
@@ -74,25 +63,55 @@ def _pair(value):
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
-@contextlib.contextmanager
-def shifted_depthwise():
-    """Within the block, `keras.ops.depthwise_conv` on JAX is `depthwise_conv_shifted`.
+def shifted_graph(model):
+    """`model`'s graph with every `keras.layers.DepthwiseConv2D` computed by `depthwise_conv_shifted`.
 
-    Meant to wrap the TRACING of a jitted function (the compiled program
-    keeps the shifted sums afterwards). It replaces a Keras backend function
-    (private API, Keras 3.15) for the whole process while the block runs, so
-    blocks are serialised by a lock.
+    `keras.models.clone_model` (recursive, so nested functional bases too)
+    keeps every layer, hence every variable, and calls each depthwise layer
+    through `_Shifted`, which reads the same kernel and bias. Models it
+    cannot rebuild (subclassed; a Sequential, which takes no `call_function`)
+    are returned as they are: their depthwise convolutions run as Keras' own.
     """
-    from kerasimpl import compat
+    if not any(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in _all_layers(model)):
+        return model
+    try:
+        return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=_shifted_call,
+                                        recursive=True)
+    except ValueError:  # a Sequential or a subclassed model: no call_function
+        return model
 
-    jax_nn = compat.jax_backend_nn()
-    with _PATCH_LOCK:
-        original = _keras_depthwise()
-        jax_nn.depthwise_conv = depthwise_conv_shifted
-        try:
-            yield
-        finally:
-            jax_nn.depthwise_conv = original
+
+def _all_layers(model):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)
+
+
+def _shifted_call(layer, *args, **kwargs):
+    """Call `layer` as it is, or through `_Shifted` when it is a depthwise convolution the shifted sums cover
+    (channels-last, dilation 1, depth multiplier 1)."""
+    if (type(layer) is keras.layers.DepthwiseConv2D and layer.data_format == "channels_last"
+            and tuple(layer.dilation_rate) == (1, 1) and layer.depth_multiplier == 1):
+        return _Shifted(layer)(*args, **kwargs)
+    return layer(*args, **kwargs)
+
+
+class _Shifted(keras.layers.Layer):
+    """A channels-last `DepthwiseConv2D` (its own variables, tracked) computed by `depthwise_conv_shifted`."""
+
+    def __init__(self, depthwise, **kwargs):
+        super().__init__(name=f"{depthwise.name}_shifted", dtype=depthwise.dtype_policy, **kwargs)
+        self.depthwise = depthwise
+
+    def call(self, inputs):
+        d = self.depthwise
+        out = depthwise_conv_shifted(inputs, d.kernel, d.strides, d.padding, d.data_format, d.dilation_rate)
+        if d.use_bias:
+            out = out + d.bias
+        return d.activation(out) if d.activation is not None else out
+
+    def compute_output_shape(self, input_shape):
+        return self.depthwise.compute_output_shape(input_shape)
 
 
 def compile_jax(model):
@@ -100,14 +119,12 @@ def compile_jax(model):
 
     The variables' current values are passed on every call (Keras' own jitted
     steps donate and replace their buffers, so none is kept), so the program
-    follows the model's weights. Each new input shape is traced once, and
-    only that tracing runs inside `shifted_depthwise()`.
+    follows the model's weights. Each new input shape is traced once. The
+    program runs `shifted_graph(model)`, which shares the model's variables.
 
     Raises:
         NotImplementedError: not the JAX backend, or a model with several inputs.
     """
-    import keras
-
     if keras.backend.backend() != "jax":
         raise NotImplementedError(f"compile_jax needs the JAX backend. Received: {keras.backend.backend()!r}")
     if len(model.inputs) != 1:
@@ -115,18 +132,18 @@ def compile_jax(model):
     import jax
 
     dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
+    graph = shifted_graph(model)
 
     def forward(trainable, non_trainable, x):  # runs only when jax traces a new input shape
-        with shifted_depthwise():
-            out, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+        out, _ = graph.stateless_call(trainable, non_trainable, x, training=False)
         return out
 
     jitted = jax.jit(forward)
 
     def run(x):
         x = np.asarray(keras.ops.convert_to_numpy(x), dtype=dtype)
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
+        trainable = [v.value for v in graph.trainable_variables]  # the model's own variables
+        non_trainable = [v.value for v in graph.non_trainable_variables]
         return np.asarray(jitted(trainable, non_trainable, x), dtype=np.float32)
 
     return run
