@@ -140,6 +140,9 @@ def data_parallel(model, size, agree):
     # broadcasts rank 0's weights.
     ddp = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[torch.cuda.current_device()] if _backend_name() == "nccl" else None)
+    # The step is set on this model for the block, not by a Model subclass: `fit_stage(data_parallel=True)` takes
+    # any Keras model (tests/test_distribute.py trains a plain Sequential so), and a subclass would tie DDP to
+    # models built as kerasimpl's own class, whose name would also reach every file BestCheckpoint saves mid-fit.
     model.train_step = functools.partial(_ddp_train_step, model, ddp)
     try:
         yield [_InStep(size, agree)]
