@@ -35,7 +35,7 @@ def check_resume(config):
     Raises:
         ValueError: naming each option that differs, with both values.
     """
-    from kerasimpl.run_config import ConfigError, RunConfig
+    from kerasimpl.run_config import ConfigError, RunConfig, quote
 
     path = os.path.join(config.out, "config.json")
     if not os.path.exists(path):
@@ -46,19 +46,16 @@ def check_resume(config):
         if not isinstance(old, dict):
             raise ValueError(f"a JSON object is expected, not {type(old).__name__}")
     except (OSError, ValueError, RecursionError) as e:
-        raise ConfigError(f"{{out}} {config.out} holds a config.json that cannot be read ({e}): "
+        raise ConfigError(f"{{out}} {quote(config.out)} holds a config.json that cannot be read ({quote(e)}): "
                           "it cannot be resumed; choose another {out}") from e
     new = json.loads(json.dumps({k: v for k, v in config.record().items() if k not in RESUME_MAY_DIFFER}))
     defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(RunConfig)
                                       if f.default is not dataclasses.MISSING}))
-    def shown(value):  # a value inside the error's template, its braces escaped
-        return repr(value).replace("{", "{{").replace("}", "}}")
-
-    diffs = [f"{{{k}}}: {shown(old[k])} there, {shown(v)} now" if k in old else
-             f"{{{k}}}: absent there, {shown(v)} now"
+    diffs = [f"{{{k}}}: {quote(repr(old[k]))} there, {quote(repr(v))} now" if k in old else
+             f"{{{k}}}: absent there, {quote(repr(v))} now"
              for k, v in new.items() if (old[k] != v if k in old else v != defaults.get(k))]
     if diffs:
-        raise ConfigError(f"{{out}} {config.out} is a run started with other options, so its finished backbones "
+        raise ConfigError(f"{{out}} {quote(config.out)} is a run started with other options, so its finished backbones "
                           f"would not match this configuration ({'; '.join(diffs)}). Use another {{out}}, or "
                           "repeat the original options to resume it")
 

@@ -30,19 +30,31 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 class ConfigError(ValueError):
-    """A bad option. `template` names fields as `{field}`; `fields` lists them.
+    """A bad option. `template` names fields as `{field}` (`str.format` syntax: a received value goes in
+    through `quote`); `fields` lists them.
 
     `str(error)` names the fields as they are (`finetune_top_layers`);
     `error.render(name)` with a command line's `name(field) -> "--flag"`.
     """
 
-    def __init__(self, template, **values):
-        self.template, self.values = template, values
-        self.fields = tuple(f for _, f, _, _ in string.Formatter().parse(template) if f)
+    def __init__(self, template):
+        self.template = template
+        try:
+            self.fields = tuple(f for _, f, _, _ in string.Formatter().parse(template) if f)
+        except ValueError:  # an unquoted brace: the message as written, never a second error
+            self.fields = ()
         super().__init__(self.render(lambda field: field))
 
     def render(self, name) -> str:
-        return self.template.format(**{f: name(f) for f in self.fields})
+        try:
+            return self.template.format(**{f: name(f) for f in self.fields})
+        except (KeyError, IndexError, ValueError):
+            return self.template
+
+
+def quote(value) -> str:
+    """`value` as text for a `ConfigError` template (its braces doubled)."""
+    return str(value).replace("{", "{{").replace("}", "}}")
 
 
 def at_least(field, value, low):
@@ -148,8 +160,16 @@ class RunConfig:
 
     @classmethod
     def default(cls, field):
-        """The default of `field` (the one place defaults live)."""
-        return cls.__dataclass_fields__[field].default
+        """The default of `field` (the one place defaults live).
+
+        Raises:
+            ValueError: `field` is required (`backbones`, `data`, `out`) or not a field.
+        """
+        default = cls.__dataclass_fields__[field].default if field in cls.__dataclass_fields__ else None
+        if default is dataclasses.MISSING or field not in cls.__dataclass_fields__:
+            raise ValueError(f"RunConfig.{field} has no default. Fields with one: "
+                             f"{', '.join(f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING)}")
+        return default
 
     def record(self) -> dict:
         """The options as JSON-ready values (`config.json`)."""
@@ -189,7 +209,7 @@ def _check(c: RunConfig):
     from kerasimpl.augmentation import AUGMENTATIONS
 
     if not c.data:
-        raise ConfigError("{data} names no data source. Received: " + repr(c.data))
+        raise ConfigError("{data} names no data source. Received: " + quote(repr(c.data)))
     if not c.backbones:
         raise ConfigError("{backbones} names no backbone. Received: an empty list")
     rows = [parse_row(b) for b in c.backbones]  # listing the accepted names and variants
@@ -241,5 +261,5 @@ def _check(c: RunConfig):
         raise ConfigError(f"{{weights}} {RANDOM_CHECKPOINT} makes a random checkpoint in one backbone's checkpoint "
                           f"format: it fits the rows of one of {', '.join(formats)}. Received it for {pretrained}")
     if c.weights not in (None, "imagenet", RANDOM_CHECKPOINT) and len(pretrained) > 1:
-        raise ConfigError(f"A weights file fits one backbone. Received {{weights}} {c.weights} for {pretrained}; "
+        raise ConfigError(f"A weights file fits one backbone. Received {{weights}} {quote(c.weights)} for {pretrained}; "
                           "run them one at a time, or use imagenet / none")

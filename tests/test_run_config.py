@@ -85,3 +85,18 @@ def _raised_strings(path):
 def test_the_comparison_library_names_fields_not_flags_in_its_errors(module):
     flags = [s for s in _raised_strings(ROOT / "kerasimpl" / f"{module}.py") if "--" in s]
     assert flags == [], f"kerasimpl/{module}.py raises errors that name command-line flags: {flags}"
+
+
+def test_received_values_with_braces_reach_the_message_unchanged(tmp_path):
+    """Paths and values are quoted into the error's template: a brace in them is text, not a field."""
+    out = tmp_path / "run{1}"
+    out.mkdir()
+    (out / "config.json").write_text("[1, 2]")
+    config = RunConfig(("vgg16",), "synthetic", str(out))
+    with pytest.raises(ConfigError) as e:
+        check_resume(config)
+    assert e.value.render(compare.flag).startswith(f"--out {out} holds a config.json that cannot be read")
+    with pytest.raises(ConfigError, match=r"Received weights w\{x\}\.h5 for"):
+        RunConfig(("efficientnetlite0", "efficientnetlite1"), "synthetic", "o", weights="w{x}.h5")
+    with pytest.raises(ValueError, match="RunConfig.data has no default"):
+        RunConfig.default("data")
