@@ -46,18 +46,26 @@ def _nested_depthwise_model():
     inp = keras.Input((12, 12, 3))
     x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu")(inp)
     x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    x = keras.layers.SeparableConv2D(3, 3, padding="same", activation="relu")(x)  # Xception's layer
     x = keras.layers.DepthwiseConv2D(3, padding="same", dilation_rate=2)(x)  # not covered: Keras' own
     base = keras.Model(inp, x, name="base")
     outer = keras.Input((12, 12, 3))
     return keras.Model(outer, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(base(outer))))
 
 
-def test_the_program_computes_covered_depthwise_convolutions_as_shifted_sums_in_nested_bases():
-    """keras.models.clone_model (public API) rebuilds the graph with the covered depthwise layers computed as
-    shifted sums: the jitted program holds exactly one grouped convolution (the dilated one, Keras' own), it
-    equals Keras, and the model itself is untouched and shares its variables with the program."""
+def _grouped_convolutions(model, x):
+    """Grouped (depthwise) convolutions in the jitted forward pass of `model`."""
     import jax
 
+    jaxpr = jax.make_jaxpr(lambda t, n, a: model.stateless_call(t, n, a)[0])(
+        [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables], x)
+    return str(jaxpr).count("feature_group_count=3")
+
+
+def test_the_program_computes_covered_depthwise_convolutions_as_shifted_sums_in_nested_bases():
+    """keras.models.clone_model (public API) rebuilds the graph with the covered depthwise and separable layers
+    computed as shifted sums: the jitted program holds exactly one grouped convolution (the dilated one, Keras'
+    own), it equals Keras, and the model itself is untouched and shares its variables with the program."""
     from kerasimpl.backend.jax.inference import JAX_PATH, compile_jax, shifted_graph
 
     model = _nested_depthwise_model()
@@ -66,15 +74,40 @@ def test_the_program_computes_covered_depthwise_convolutions_as_shifted_sums_in_
     np.testing.assert_allclose(compile_jax(model)(x), expected, rtol=1e-5, atol=1e-6)
     graph = shifted_graph(model)
     assert {id(v) for v in graph.variables} == {id(v) for v in model.variables}
-
-    def grouped(m):
-        jaxpr = jax.make_jaxpr(lambda t, n, a: m.stateless_call(t, n, a)[0])(
-            [v.value for v in m.trainable_variables], [v.value for v in m.non_trainable_variables], x)
-        return str(jaxpr).count("feature_group_count=3")
-
-    assert (grouped(model), grouped(graph)) == (3, 1)
+    assert (_grouped_convolutions(model, x), _grouped_convolutions(graph, x)) == (4, 1)
     np.testing.assert_allclose(np.asarray(model.predict_on_batch(x)), expected, rtol=1e-6)
     assert "shifted sums" in JAX_PATH
+
+
+def test_the_shifted_graph_is_made_once_per_model_and_never_compiled():
+    """A compiled model (as during training) is cloned once, through an uncompiled functional view: no
+    optimizer state is built for the program, and a second compile_jax reuses the graph."""
+    from kerasimpl.backend.jax.inference import shifted_graph
+
+    model = _nested_depthwise_model()
+    model.compile(optimizer="adam", loss="mse")
+    graph = shifted_graph(model)
+    assert graph is not model and not graph.compiled and shifted_graph(model) is graph
+    # A Sequential takes no call_function: its functional view does, so it is covered too.
+    plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.DepthwiseConv2D(3)])
+    x = np.random.default_rng(3).normal(size=(1, 8, 8, 3)).astype("float32")
+    assert (_grouped_convolutions(plain, x), _grouped_convolutions(shifted_graph(plain), x)) == (1, 0)
+
+
+def test_the_shifted_graph_keeps_a_mixed_precision_policy():
+    """Under mixed_bfloat16 the shifted layers compute in bfloat16 like Keras' own (variables stay float32)."""
+    from kerasimpl.backend.jax.inference import compile_jax
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = _nested_depthwise_model()
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    x = np.random.default_rng(2).normal(size=(2, 12, 12, 3)).astype("float32")
+    expected = np.asarray(model.predict_on_batch(x), dtype=np.float32)
+    got = compile_jax(model)(x)
+    assert all(v.dtype == "float32" for v in model.variables)
+    np.testing.assert_allclose(got, expected, rtol=0.05, atol=0.05)  # bfloat16 arithmetic, both ways
 
 
 def test_compile_jax_refuses_several_inputs():

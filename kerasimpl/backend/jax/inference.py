@@ -18,6 +18,8 @@ slower than PyTorch and TensorFlow", open).
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 
@@ -63,22 +65,35 @@ def _pair(value):
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
+_GRAPHS = weakref.WeakKeyDictionary()  # model -> its shifted graph, made once per model
+
+
 def shifted_graph(model):
-    """`model`'s graph with every `keras.layers.DepthwiseConv2D` computed by `depthwise_conv_shifted`.
+    """`model`'s graph with each covered depthwise convolution computed by `depthwise_conv_shifted`.
 
     `keras.models.clone_model` (recursive, so nested functional bases too)
-    keeps every layer, hence every variable, and calls each depthwise layer
-    through `_Shifted`, which reads the same kernel and bias. Models it
-    cannot rebuild (subclassed; a Sequential, which takes no `call_function`)
-    are returned as they are: their depthwise convolutions run as Keras' own.
+    keeps every layer, hence every variable, and calls each
+    `DepthwiseConv2D` through `_Shifted` and each `SeparableConv2D` (its
+    depthwise half; Xception) through `_ShiftedSeparable`, which read the same
+    kernels and bias. The clone is of an uncompiled functional view of the
+    model (no optimizer state is built for it; a Sequential's view is
+    functional, so it is covered too) and is made once per model. Models it
+    cannot rebuild (subclassed, or any other failure) are returned as they
+    are, and a Sequential nested inside is kept whole (Keras clones those
+    without `call_function`): their depthwise convolutions run as Keras' own.
     """
-    if not any(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in _all_layers(model)):
-        return model
-    try:
-        return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=_shifted_call,
-                                        recursive=True)
-    except ValueError:  # a Sequential or a subclassed model: no call_function
-        return model
+    if model in _GRAPHS:
+        return _GRAPHS[model]
+    graph = model
+    if any(type(layer) in _SWAPS for layer in _all_layers(model)):
+        try:
+            view = keras.Model(model.inputs, model.outputs)  # the same layers, not compiled
+            graph = keras.models.clone_model(view, clone_function=lambda layer: layer, call_function=_shifted_call,
+                                             recursive=True)
+        except Exception:  # noqa: BLE001 (any model Keras cannot clone: the model itself, Keras' own convolutions)
+            graph = model
+    _GRAPHS[model] = graph
+    return graph
 
 
 def _all_layers(model):
@@ -87,31 +102,56 @@ def _all_layers(model):
         yield from _all_layers(layer)
 
 
+def _covered(layer) -> bool:
+    """A channels-last, undilated depthwise convolution with depth multiplier 1 (what the shifted sums do)."""
+    return (layer.data_format == "channels_last" and tuple(layer.dilation_rate) == (1, 1)
+            and layer.depth_multiplier == 1)
+
+
 def _shifted_call(layer, *args, **kwargs):
-    """Call `layer` as it is, or through `_Shifted` when it is a depthwise convolution the shifted sums cover
-    (channels-last, dilation 1, depth multiplier 1)."""
-    if (type(layer) is keras.layers.DepthwiseConv2D and layer.data_format == "channels_last"
-            and tuple(layer.dilation_rate) == (1, 1) and layer.depth_multiplier == 1):
-        return _Shifted(layer)(*args, **kwargs)
+    """Call `layer` as it is, or through its shifted twin when it is a covered depthwise convolution."""
+    swap = _SWAPS.get(type(layer))
+    if swap is not None and _covered(layer):
+        return swap(layer)(*args, **kwargs)
     return layer(*args, **kwargs)
 
 
 class _Shifted(keras.layers.Layer):
-    """A channels-last `DepthwiseConv2D` (its own variables, tracked) computed by `depthwise_conv_shifted`."""
+    """A `DepthwiseConv2D` (its own variables, tracked) computed by `depthwise_conv_shifted`."""
 
-    def __init__(self, depthwise, **kwargs):
-        super().__init__(name=f"{depthwise.name}_shifted", dtype=depthwise.dtype_policy, **kwargs)
-        self.depthwise = depthwise
+    def __init__(self, conv, **kwargs):
+        super().__init__(name=f"{conv.name}_shifted", dtype=conv.dtype_policy, **kwargs)
+        self.conv = conv
 
     def call(self, inputs):
-        d = self.depthwise
-        out = depthwise_conv_shifted(inputs, d.kernel, d.strides, d.padding, d.data_format, d.dilation_rate)
-        if d.use_bias:
-            out = out + d.bias
-        return d.activation(out) if d.activation is not None else out
+        return self.finish(self.depthwise(inputs, self.conv.kernel))
+
+    def depthwise(self, inputs, kernel):
+        c = self.conv
+        return depthwise_conv_shifted(inputs, kernel, c.strides, c.padding, c.data_format, c.dilation_rate)
+
+    def finish(self, out):
+        c = self.conv
+        if c.use_bias:
+            out = out + c.bias
+        return c.activation(out) if c.activation is not None else out
 
     def compute_output_shape(self, input_shape):
-        return self.depthwise.compute_output_shape(input_shape)
+        return self.conv.compute_output_shape(input_shape)
+
+
+class _ShiftedSeparable(_Shifted):
+    """A `SeparableConv2D`: its depthwise half by `depthwise_conv_shifted`, then Keras' 1x1 convolution (as
+    Keras' own `separable_conv` does)."""
+
+    def call(self, inputs):
+        c = self.conv
+        out = self.depthwise(inputs, c.depthwise_kernel)
+        return self.finish(keras.ops.conv(out, c.pointwise_kernel, strides=1, padding="valid",
+                                          data_format=c.data_format))
+
+
+_SWAPS = {keras.layers.DepthwiseConv2D: _Shifted, keras.layers.SeparableConv2D: _ShiftedSeparable}
 
 
 def compile_jax(model):
