@@ -66,8 +66,8 @@ PRESETS = {
 
 # The flag of each RunConfig field whose flag is not --<field with dashes>: errors name the flag.
 FLAGS = {"learning_rate": "--lr", "finetune_learning_rate": "--finetune-lr",
-         "finetune_top_layers": "--finetune-layers", "cache_features": "--no-cache-features",
-         "precision_requested": "--precision"}
+         "finetune_top_layers": "--finetune-layers", "cache_features": "cache_features (--no-cache-features)",
+         "precision_requested": "--precision", "precision": "the precision --precision resolved to"}
 
 
 def flag(field) -> str:
@@ -229,7 +229,7 @@ def resolve(args):
         ConfigError: a bad option (render it with `flag` to name the flag).
     """
     from kerasimpl import precision
-    from kerasimpl.run_config import ConfigError, RunConfig
+    from kerasimpl.run_config import ConfigError, RunConfig, quote
 
     options = dict(PRESETS[args.preset], preset=args.preset)
     given = {field: getattr(args, field, None) for field in RunConfig.__dataclass_fields__}
@@ -252,7 +252,7 @@ def resolve(args):
             options["hidden"] = [int(h) for h in str(options["hidden"]).split(",") if h.strip()]
         except ValueError:
             raise ConfigError("{hidden} takes comma-separated widths, e.g. 512,256, or '' for none. Received: "
-                              f"{options['hidden']!r}") from None
+                              f"{quote(repr(options['hidden']))}") from None
     options["out"] = args.out or os.path.join("runs", f"compare-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     return RunConfig(**options)
 

@@ -13,6 +13,11 @@ from kerasimpl import comparison
 # Options that do not change a finished backbone's figures: a run folder may
 # be resumed with other values of these (any other option must match).
 # `weights_note` is the run's own record of what stood in for the weights.
+# Keys of config.json files written before RunConfig (2026-12-05), read under today's names.
+LEGACY_KEYS = {"lr": "learning_rate", "finetune_lr": "finetune_learning_rate",
+               "finetune_layers": "finetune_top_layers"}
+# What any run's config.json holds: a JSON object without them is not a run's configuration.
+CORE_KEYS = ("backbones", "data", "seed", "epochs", "batch_size")
 RESUME_MAY_DIFFER = ("out", "preset", "backbones", "workers", "distribute", "distribute_timeout",
                      "inference_batch_size", "saliency", "saliency_method", "weights_note")
 
@@ -30,12 +35,13 @@ def check_resume(config):
     """Refuse to resume `config.out` (a `RunConfig`) when it was started with other result-changing options.
 
     An option that the folder's `config.json` lacks (a run from before the option existed) matches when it
-    holds its default now.
+    holds its default now; the keys of older files are read under today's names (`LEGACY_KEYS`). A random
+    checkpoint (`RANDOM_CHECKPOINT`) matches the file its earlier run wrote in the folder.
 
     Raises:
         ValueError: naming each option that differs, with both values.
     """
-    from kerasimpl.run_config import ConfigError, RunConfig, quote
+    from kerasimpl.run_config import RANDOM_CHECKPOINT, ConfigError, RunConfig, quote
 
     path = os.path.join(config.out, "config.json")
     if not os.path.exists(path):
@@ -45,9 +51,17 @@ def check_resume(config):
             old = json.load(f)
         if not isinstance(old, dict):
             raise ValueError(f"a JSON object is expected, not {type(old).__name__}")
+        missing = [k for k in CORE_KEYS if k not in old]
+        if missing:
+            raise ValueError(f"not a run's configuration: it lacks {', '.join(missing)}")
     except (OSError, ValueError, RecursionError) as e:
         raise ConfigError(f"{{out}} {quote(config.out)} holds a config.json that cannot be read ({quote(e)}): "
                           "it cannot be resumed; choose another {out}") from e
+    old = {LEGACY_KEYS.get(k, k): v for k, v in old.items()}
+    if (config.weights == RANDOM_CHECKPOINT and isinstance(old.get("weights"), str)
+            and os.path.dirname(os.path.abspath(old["weights"])) == os.path.abspath(config.out)
+            and old["weights"].endswith("-random-init.pth")):
+        old["weights"] = RANDOM_CHECKPOINT  # the checkpoint that request wrote here
     new = json.loads(json.dumps({k: v for k, v in config.record().items() if k not in RESUME_MAY_DIFFER}))
     defaults = json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(RunConfig)
                                       if f.default is not dataclasses.MISSING}))

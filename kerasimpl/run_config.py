@@ -193,7 +193,7 @@ def finetuning(name, options):
     layers, block = options.finetune_top_layers, options.finetune_from
     if layers is not None and block is not None:
         raise ConfigError("{finetune_top_layers} and {finetune_from} both say where fine-tuning starts. "
-                          f"Received: {layers} and {block!r}. Accepted: one of them")
+                          f"Received: {layers} and {quote(repr(block))}. Accepted: one of them")
     if layers is not None:
         tune = dataclasses.replace(tune, unfreeze_from=None, top_layers=int(layers))
     elif block is not None:
@@ -233,14 +233,13 @@ def _check(c: RunConfig):
         raise ConfigError(f"{{dropout}} must be in [0, 1). Received: {c.dropout}")
     bad = [a for a in c.augment if a not in AUGMENTATIONS]
     if bad:
-        raise ConfigError(f"Unknown augmentation in {{augment}}: {', '.join(bad)}. Accepted: "
+        raise ConfigError(f"Unknown augmentation in {{augment}}: {quote(', '.join(bad))}. Accepted: "
                           f"{', '.join(AUGMENTATIONS)}, or none")
     if c.precision not in PRECISIONS:
         raise ConfigError(f"{{precision}} must be resolved (kerasimpl.precision.resolve). Received: "
                           f"{c.precision!r}. Accepted: {', '.join(PRECISIONS)}")
     for name, variant in rows:  # the fine-tuning options against each row's backbone, before anything runs
-        if get_spec(name).pretrained and variant != "scratch":
-            finetuning(name, c)
+        finetuning(name, c)
     pretrained = sorted({n for n, v in rows if get_spec(n).pretrained and v != "scratch"})
     if any(v == "lastlayer" for _, v in rows) and c.weights is None:
         raise ConfigError("NAME:lastlayer keeps pretrained layers: it needs {weights} imagenet or a weights "

@@ -100,3 +100,37 @@ def test_received_values_with_braces_reach_the_message_unchanged(tmp_path):
         RunConfig(("efficientnetlite0", "efficientnetlite1"), "synthetic", "o", weights="w{x}.h5")
     with pytest.raises(ValueError, match="RunConfig.data has no default"):
         RunConfig.default("data")
+
+
+def test_a_folder_from_before_run_config_is_read_under_todays_names(tmp_path):
+    """config.json files written before RunConfig say lr / finetune_lr / finetune_layers: a resume with the
+    same values matches, one with other values is refused naming them; a JSON object that lacks a run's core
+    options is not a run's configuration."""
+    config = _resolve("--data", "synthetic", "--out", str(tmp_path), "--finetune-lr", "3e-4",
+                      "--finetune-layers", "60")
+    old = config.record()
+    for new, legacy in (("learning_rate", "lr"), ("finetune_learning_rate", "finetune_lr"),
+                        ("finetune_top_layers", "finetune_layers")):
+        old[legacy] = old.pop(new)
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    check_resume(config)
+    with pytest.raises(ConfigError) as e:
+        check_resume(dataclasses.replace(config, finetune_top_layers=None))
+    assert "(--finetune-layers: 60 there, None now)" in e.value.render(compare.flag)
+    (tmp_path / "config.json").write_text(json.dumps({"data": "synthetic"}))
+    with pytest.raises(ConfigError, match="not a run's configuration: it lacks backbones, seed, epochs, batch_size"):
+        check_resume(config)
+
+
+def test_a_random_checkpoint_run_resumes_with_the_file_it_wrote(tmp_path):
+    """The run records the checkpoint it wrote (a path in its folder) where the request said random-checkpoint:
+    repeating the request resumes; a checkpoint elsewhere is another run."""
+    config = _resolve("--preset", "alexnet-smoke", "--data", "x.tar.gz", "--out", str(tmp_path))
+    written = config.record()
+    written["weights"] = str(tmp_path / "alexnet-random-init.pth")
+    (tmp_path / "config.json").write_text(json.dumps(written))
+    check_resume(config)
+    written["weights"] = str(tmp_path.parent / "alexnet-random-init.pth")
+    (tmp_path / "config.json").write_text(json.dumps(written))
+    with pytest.raises(ConfigError, match="weights: "):
+        check_resume(config)

@@ -189,8 +189,9 @@ def test_compare_saliency_figure_chooses_one_image_per_class_through_the_library
     spy = Spy()
     monkeypatch.setattr(saliency, "choose_images", spy)
     data = load_dataset("synthetic")
-    cfg = {"saliency": 3, "saliency_method": "gradcam", "seed": 2, "seeds": 1, "out": str(tmp_path),
-           "preset": "smoke", "precision": "float32"}
+    from kerasimpl.run_config import RunConfig
+
+    cfg = RunConfig(("smallcnn",), "synthetic", str(tmp_path), preset="smoke", saliency=3, seed=2)
     comparison_run.saliency_figure(cfg, [{"backbone": "smallcnn"}], data)
     assert spy.calls == [{"n": 3, "mode": "per-class", "seed": 2, "predictions": False}]
     report = json.load(open(tmp_path / "saliency_backbones.json"))
