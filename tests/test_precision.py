@@ -116,9 +116,11 @@ def test_precision_defaults_to_float32_whatever_the_cpu():
     from experiments import compare, infer, saliency
 
     assert precision.resolve(device="cpu", flags={"avx512_bf16", "amx_bf16"}) == "float32"
-    for module in (compare, infer, saliency):
-        parser = module.build_parser()
-        assert parser.get_default("precision") == "float32", module.__name__
+    for module in (infer, saliency):
+        assert module.build_parser().get_default("precision") == "float32", module.__name__
+    # compare's defaults are RunConfig's: a run without --precision asks for and runs float32
+    config = compare.resolve(compare.build_parser().parse_args(["--data", "synthetic"]))
+    assert (config.precision_requested, config.precision) == ("float32", "float32")
 
 
 def test_features_cache_key_holds_the_precision(tmp_path, synthetic):
