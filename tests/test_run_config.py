@@ -134,3 +134,17 @@ def test_a_random_checkpoint_run_resumes_with_the_file_it_wrote(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(written))
     with pytest.raises(ConfigError, match="weights: "):
         check_resume(config)
+
+
+def test_a_run_from_python_is_the_command_lines_run(compare_run_copy):
+    """docs/training.md's Python route: a RunConfig built by hand with the options of the shared compare run
+    equals the command line's, and run_comparison resumes that run from it (nothing trained again)."""
+    from kerasimpl.comparison_run import run_comparison
+
+    argv, out = compare_run_copy
+    config = RunConfig(("smallcnn",), "synthetic", str(out), classes="3", seeds=2, epochs=1, batch_size=32,
+                       hidden=(16,), inference_batch_size=16, precision="float32")
+    assert config == _resolve(*argv)
+    results = (out / "results.json").read_text()
+    rows = run_comparison(config, say=lambda line: None, verbose=0)
+    assert [r["backbone"] for r in rows] == ["smallcnn"] and (out / "results.json").read_text() == results
