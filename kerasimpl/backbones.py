@@ -57,7 +57,7 @@ class Finetuning:
 _LITE_MEASURED = {
     0: "the best row of a sweep of Lite0 on the CIFAR-10 subset (lent H200), then 3 seeds on 2 CPU cores",
     1: "Lite0's settings at the same block; not measured for Lite1",
-    2: "Lite0's settings at the same block; 2 seeds on 2 CPU cores (from block4a with 4 views and 8 epochs: "
+    2: "Lite0's settings at the same block; 3 seeds on 2 CPU cores (from block4a with 4 views and 8 epochs: "
        "no better, one draw)",
 }
 
