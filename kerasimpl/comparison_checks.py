@@ -10,25 +10,16 @@ import os
 
 from kerasimpl import comparison
 
-# Options that do not change a finished backbone's figures: a run folder may
-# be resumed with other values of these (any other option must match).
-# `weights_note` is the run's own record of what stood in for the weights.
 # Keys of config.json files written before RunConfig (2026-12-05), read under today's names.
 LEGACY_KEYS = {"lr": "learning_rate", "finetune_lr": "finetune_learning_rate",
                "finetune_layers": "finetune_top_layers"}
 # What any run's config.json holds: a JSON object without them is not a run's configuration.
 CORE_KEYS = ("backbones", "data", "seed", "epochs", "batch_size")
+# Options that do not change a finished backbone's figures: a run folder may
+# be resumed with other values of these (any other option must match).
+# `weights_note` is the run's own record of what stood in for the weights.
 RESUME_MAY_DIFFER = ("out", "preset", "backbones", "workers", "distribute", "distribute_timeout",
                      "inference_batch_size", "saliency", "saliency_method", "weights_note")
-
-
-def pretrained_backbones(rows) -> list:
-    """The backbones of `rows` (`NAME` or `NAME:VARIANT`) that start from pretrained weights (not
-    NAME:scratch), sorted."""
-    from kerasimpl.backbones import get_spec
-
-    rows = [comparison.parse_row(b) for b in rows]
-    return sorted({n for n, v in rows if get_spec(n).pretrained and v != "scratch"})
 
 
 def check_resume(config):

@@ -29,7 +29,8 @@ import warnings
 
 from kerasimpl import comparison, distributed, runtime
 from kerasimpl.artifacts import write_json
-from kerasimpl.comparison_checks import check_resume, pretrained_backbones, slow_warning
+from kerasimpl.comparison_checks import check_resume, slow_warning
+from kerasimpl.rows import pretrained_backbones
 from kerasimpl.run_config import RANDOM_CHECKPOINT
 
 _logger = logging.getLogger("kerasimpl")

@@ -39,3 +39,10 @@ def parse_row(text):
         raise ValueError(f"{text!r}: 'lastlayer' needs a backbone whose ImageNet top is kept and trained. "
                          f"Accepted: {', '.join(f'{n}:lastlayer' for n in accepted)}")
     return spec.name, variant
+
+
+def pretrained_backbones(rows) -> list:
+    """The backbones of `rows` (`NAME` or `NAME:VARIANT`) that start from pretrained weights (not
+    NAME:scratch), sorted."""
+    parsed = [parse_row(b) for b in rows]
+    return sorted({n for n, v in parsed if get_spec(n).pretrained and v != "scratch"})

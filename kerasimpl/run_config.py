@@ -23,7 +23,7 @@ import string
 from kerasimpl.backbones import get_spec, list_backbones
 from kerasimpl.distributed import DEFAULT_TIMEOUT_S
 from kerasimpl.precise_bn import DEFAULT_IMAGES as PRECISE_BN_IMAGES
-from kerasimpl.rows import parse_row
+from kerasimpl.rows import parse_row, pretrained_backbones
 
 RANDOM_CHECKPOINT = "random-checkpoint"  # weights value: a random checkpoint (e.g. AlexNet's .pth) made in the run folder
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -165,8 +165,8 @@ class RunConfig:
         Raises:
             ValueError: `field` is required (`backbones`, `data`, `out`) or not a field.
         """
-        default = cls.__dataclass_fields__[field].default if field in cls.__dataclass_fields__ else None
-        if default is dataclasses.MISSING or field not in cls.__dataclass_fields__:
+        default = getattr(cls.__dataclass_fields__.get(field), "default", dataclasses.MISSING)
+        if default is dataclasses.MISSING:
             raise ValueError(f"RunConfig.{field} has no default. Fields with one: "
                              f"{', '.join(f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING)}")
         return default
@@ -240,7 +240,7 @@ def _check(c: RunConfig):
                           f"{c.precision!r}. Accepted: {', '.join(PRECISIONS)}")
     for name, variant in rows:  # the fine-tuning options against each row's backbone, before anything runs
         finetuning(name, c)
-    pretrained = sorted({n for n, v in rows if get_spec(n).pretrained and v != "scratch"})
+    pretrained = pretrained_backbones(c.backbones)
     if any(v == "lastlayer" for _, v in rows) and c.weights is None:
         raise ConfigError("NAME:lastlayer keeps pretrained layers: it needs {weights} imagenet or a weights "
                           "file. Received: none")
