@@ -241,12 +241,14 @@ def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True,
 
     `writes=False` (a process other than rank 0 under data parallelism):
     the same decisions (early stopping, learning rate, the best score, the
-    backup restored on resume), no file written.
+    backup restored on resume), no file written. `folder=None`: the same
+    decisions in memory, nothing written and nothing restored.
 
     Returns:
         `(callbacks, timer, nan_guard)`: the list for `fit`, plus the timer
         and NaN guard to read afterwards.
     """
+    writes = writes and folder is not None
     timer, nan_guard = Timer(), NaNGuard()
     reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, patience // 2),
                                                   verbose=0)
@@ -260,9 +262,9 @@ def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True,
         tracked.append(best)
     if writes:
         cbs.append(CSVHistory(os.path.join(folder, "history.csv"), stage))
-    # Last: it restores the tracked callbacks' state after their own reset.
-    cbs.append(AtomicBackupAndRestore(os.path.join(folder, f"backup_{stage}"), track=tracked, save=writes,
-                                      delete_checkpoint=writes))
+    if folder is not None:  # last: it restores the tracked callbacks' state after their own reset
+        cbs.append(AtomicBackupAndRestore(os.path.join(folder, f"backup_{stage}"), track=tracked, save=writes,
+                                          delete_checkpoint=writes))
     if hasattr(dataset, "start_epoch"):
         cbs.insert(0, EpochSync(dataset))
     return cbs, timer, nan_guard

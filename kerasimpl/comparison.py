@@ -1,13 +1,14 @@
 """Train, evaluate and record backbones side by side (what `experiments.compare` runs).
 
 Each backbone gets a folder with `model.keras`, `history.csv`, its plots and
-`result.json`; a finished backbone is not trained again when a run resumes.
+`result.json`, written through `kerasimpl.run_folder.RowFolder` (`measure`
+and `figures` return what `run_backbone` has it keep); a finished backbone
+is not trained again when a run resumes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
@@ -15,12 +16,12 @@ import keras
 import numpy as np
 
 from kerasimpl import distributed, evaluation, features, inference, models, plotting, precision, training
-from kerasimpl.artifacts import read_csv, save_figure, save_model, write_json
 from kerasimpl.backbones import accepts, get_spec
 from kerasimpl.heads import HeadConfig
 from kerasimpl.plan import CACHED_EVAL, plan_for, row_config
 from kerasimpl.rows import ROW_VARIANTS, parse_row  # noqa: F401 (ROW_VARIANTS: part of this API)
 from kerasimpl.run_config import finetuning
+from kerasimpl.run_folder import RowFolder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +138,7 @@ def build_model(run, data, plan):
 
 def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="auto", features_folder=None,
                  plan=None) -> dict:
-    """Train and evaluate one backbone; write its artifacts; return its result.
+    """Train and evaluate one backbone; keep its artifacts in its folder; return its result.
 
     The run's `RunPlan` (`plan`, default `kerasimpl.plan.plan_for(run,
     config)`) is built first, so a contradictory set-up fails before
@@ -146,40 +147,52 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
     (default `config.extract_batch`, the measured default for the device)
     is the batch of evaluation and of the throughput figure.
 
-    If `folder/result.json` exists the backbone finished earlier: it is
-    returned unchanged. `features_folder` holds the feature caches (default
-    `folder`; a linear probe shares its MLP run's).
+    `folder` (a path or a `kerasimpl.run_folder.RowFolder`) receives what
+    the run keeps: the stages, `model.keras`, the figures and `result.json`,
+    all written through the `RowFolder`. If `result.json` exists the backbone
+    finished earlier: it is returned unchanged. `features_folder` holds the
+    feature caches (default `folder`; a linear probe shares its MLP run's).
 
     Across processes (`kerasimpl.distributed`) every process trains and
     evaluates; only rank 0 saves, measures the throughput and writes, and the
     others return None.
     """
-    done = os.path.join(folder, "result.json")
-    if distributed.agree(os.path.exists(done), f"whether {done} exists"):
-        return _finished(done)
+    row = folder if isinstance(folder, RowFolder) else RowFolder(folder)
+    finished = row.finished_result()
+    if finished is not None:
+        return finished
     the_plan = plan or plan_for(run, config)
-    eval_batch = eval_batch or config.extract_batch
     keras.utils.set_random_seed(config.seed)  # the initial weights too (else the first row's differ run to run)
     with precision.keras_policy(config.precision):  # Keras' mixed policy for training; float32 is a no-op
         model = build_model(run, data, the_plan)
-    seconds = training.train_classifier(model, data, split, config, folder, verbose=verbose,
+    seconds = training.train_classifier(model, data, split, config, row.stages, verbose=verbose,
                                         features_folder=features_folder, plan=the_plan)
     with distributed.local_model(model):  # JAX across processes: each process's own copy from here on
-        return _record(model, run, data, split, config, folder, seconds, the_plan, eval_batch, verbose,
-                       features_folder)
+        row.keep_model(model)  # before measuring: the result reports the file's size
+        result = measure(model, run, data, split, config, seconds, the_plan, eval_batch, verbose,
+                         features_folder or row.path, probe=row.stages.read_record("probe"))
+    if result is None:
+        return None
+    result["model_mb"] = evaluation.file_size_mb(row.model_path)
+    result["epochs_run"] = len(row.stages.history())
+    row.finish(result, figures(result, row.stages.history(), data.class_names))
+    return result
 
 
-def _record(model, run, data, split, config, folder, seconds, the_plan, eval_batch, verbose, features_folder):
-    """Save, evaluate and measure a trained model; write and return its result (None off rank 0)."""
-    writer = distributed.is_writer()
-    model_path = os.path.join(folder, "model.keras")
-    # The saved file is a float32 model (same weights): float32 predictions on any backend and device.
-    if writer:
-        save_model(model, model_path)  # a float32 file whatever the training policy
+def measure(model, run, data, split, config, seconds, plan, eval_batch=None, verbose="auto", features_folder=None,
+            probe=None):
+    """A trained model's result: accuracy, loss, per-class figures, seconds, size and speed (None off rank 0).
+
+    Nothing is written but the feature caches in `features_folder` (`None`:
+    none). `seconds` are `train_classifier`'s; `probe` is the linear probe's
+    record (its chosen L2), for the `trained` column. The caller adds what
+    its files say (`model_mb`, `epochs_run`).
+    """
+    eval_batch = eval_batch or config.extract_batch
     start = time.perf_counter()
-    test_probs, val_probs, eval_path = evaluate(model, run, data, split, config, features_folder or folder,
-                                                eval_batch, verbose, plan=the_plan)
-    if not writer:
+    test_probs, val_probs, eval_path = evaluate(model, run, data, split, config, features_folder, eval_batch,
+                                                verbose, plan=plan)
+    if not distributed.is_writer():
         return None
     test = evaluation.classification_metrics(test_probs, data.y_test, data.class_names)
     val = evaluation.classification_metrics(val_probs, data.y_train[split.val])
@@ -187,49 +200,31 @@ def _record(model, run, data, split, config, folder, seconds, the_plan, eval_bat
     params = models.parameter_counts(model)
     speed, speed_path = evaluation.throughput(model, data.image_shape, eval_batch, precision=config.precision,
                                               with_path=True)
-    result = {
+    return {
         "backbone": run.backbone,
         "weights": run.weights if run.weights is None or isinstance(run.weights, str) else str(run.weights),
         "image_size": run.image_size or get_spec(run.backbone).input_size,
-        "trained": trained_label(the_plan, folder),
-        "plan": the_plan.to_dict(),
+        "trained": trained_label(plan, probe),
+        "plan": plan.to_dict(),
         "seed": config.seed,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "top5_accuracy": test["top5_accuracy"],
         "val_accuracy": val["accuracy"],
         "val_loss": val["loss"],
-        **the_plan.result_seconds(seconds),
+        **plan.result_seconds(seconds),
         "eval_seconds": eval_seconds,
         "eval_path": eval_path,
         "params_total": params["total"],
         "params_trainable": params["trainable"],
-        "model_mb": evaluation.file_size_mb(model_path),
         "images_per_second": speed,
         "throughput_batch": eval_batch,
         "throughput_path": f"saved model: {speed_path}, raw uint8 images in, probabilities out",
         "precision": config.precision,
-        "epochs_run": len(read_csv(os.path.join(folder, "history.csv"))),
         "num_test": int(len(data.y_test)),
         "per_class": test["per_class"],
         "confusion_matrix": test["confusion_matrix"],
     }
-    write_plots(result, folder, data.class_names)
-    write_json(os.path.join(folder, "result.json"), result)
-    return result
-
-
-def _finished(path):
-    """A finished backbone's result, read back; a damaged one is an error naming the file."""
-    try:
-        with open(path) as f:
-            result = json.load(f)
-        if not isinstance(result, dict) or not {"backbone", "test_accuracy", "train_seconds"} <= set(result):
-            raise ValueError("not a kerasimpl result (an object with backbone, test_accuracy, ...)")
-    except (OSError, ValueError, RecursionError) as e:
-        raise ValueError(f"{path}: a finished backbone's result cannot be read ({type(e).__name__}: "
-                         f"{' '.join(str(e).split())}). Delete that file to train the backbone again") from e
-    return result
 
 
 def evaluate(model, run, data, split, config, features_folder, eval_batch=None, verbose="auto", plan=None):
@@ -264,25 +259,24 @@ def head_probabilities(model, features, batch_size=1024):
     return keras.ops.convert_to_numpy(model.get_layer(models.PREDICTIONS)(logits)).astype(np.float32)
 
 
-def trained_label(plan, folder) -> str:
+def trained_label(plan, probe=None) -> str:
     """The `trained` column: the plan's description; a linear probe's adds the
-    L2 strength it chose (from `folder/probe.json`, written by its stage)."""
+    L2 strength it chose (`probe`: the probe stage's record, `{"l2": ...}`)."""
     if not plan.probe:
         return plan.description
-    with open(os.path.join(folder, "probe.json")) as f:
-        return f"{plan.description} (L2 {json.load(f)['l2']:g})"
+    if not probe:
+        raise ValueError(f"A linear probe's result needs the probe stage's record (its L2). Received: {probe!r}")
+    return f"{plan.description} (L2 {probe['l2']:g})"
 
 
-def write_plots(result, folder, class_names):
-    """Learning curves and confusion matrix of one backbone, as PNG."""
+def figures(result, history, class_names) -> list:
+    """One backbone's learning curves and test confusion matrix: `(file name, figure)` pairs."""
     name = result["backbone"]
-    rows = read_csv(os.path.join(folder, "history.csv"))
-    save_figure(plotting.learning_curves(rows, f"{name}: learning curves"), os.path.join(folder, "learning_curves.png"))
-    save_figure(
-        plotting.confusion_matrix(result["confusion_matrix"], class_names,
-                                  f"{name}: test confusion (acc {result['test_accuracy']:.1%})"),
-        os.path.join(folder, "confusion_matrix.png"),
-    )
+    return [
+        ("learning_curves.png", plotting.learning_curves(history, f"{name}: learning curves")),
+        ("confusion_matrix.png", plotting.confusion_matrix(
+            result["confusion_matrix"], class_names, f"{name}: test confusion (acc {result['test_accuracy']:.1%})")),
+    ]
 
 
 def seed_average(results) -> dict:

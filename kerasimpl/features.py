@@ -57,8 +57,12 @@ def cached_features(model, x, indices, path, key, batch_size=64, verbose="auto",
 
     The cache is written atomically after extraction completes, so an
     interrupted extraction leaves no file a later run could trust. Across
-    processes every one reads it and only rank 0 writes it.
+    processes every one reads it and only rank 0 writes it. `path=None`:
+    extracted, nothing cached.
     """
+    if path is None:
+        return extract_features(model, x, indices, batch_size, verbose, workers=workers, what=what,
+                                precision=precision)
     cached = None
     if os.path.exists(path):
         with np.load(path) as z:
@@ -99,13 +103,13 @@ def pool_features(model, data, pool, folder, config, verbose="auto"):
 
     The cache key holds the frozen base's weights, the data's fingerprint,
     the pool and the precision, so a changed model or file list is
-    extracted again.
+    extracted again. `folder=None`: extracted, not cached.
     """
     if pool not in ("train", "test"):
         raise ValueError(f"Unknown pool. Received: {pool!r}. Accepted: train, test")
     images = data.x_train if pool == "train" else data.x_test
     key = json.dumps({"base": weights_fingerprint(models.base_layers(model)), "source": data.source,
                       "data": data.fingerprint, "pool": pool, "precision": config.precision})
-    path = os.path.join(folder, f"features_{pool}.npz")
+    path = None if folder is None else os.path.join(folder, f"features_{pool}.npz")
     return cached_features(model, images, np.arange(len(images)), path, key, config.extract_batch, verbose,
                            workers=config.workers, what=f"extract {pool}", precision=config.precision)

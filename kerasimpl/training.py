@@ -1,157 +1,39 @@
-"""Staged fitting: the training configuration, compiling, and the stages of one run.
+"""Staged fitting: the stages of one run, written through the caller's `StageFolder`.
 
 A run's stages come from its `RunPlan` (`kerasimpl.plan`): with a frozen
 base and cached features, stage 1 fits the head on pooled features computed
 ONCE per split (`kerasimpl.features`); without augmentation this gives the
 same model as re-running the frozen base every epoch (`cache_features=False`,
-the reference experiment's way), in a fraction of the time. Augmentation lives in
-`kerasimpl.augmentation`.
+the reference experiment's way), in a fraction of the time. The training
+configuration and compiling are `kerasimpl.train_config`; augmentation is
+`kerasimpl.augmentation`. Nothing here opens a file: a finished stage, a
+stage's record and the epoch logs go to the `kerasimpl.run_folder.StageFolder`
+the caller passes (a path makes one; `None` trains in memory).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 import time
 
 import keras
 
 from kerasimpl import distributed, models, precise_bn, runtime
-from kerasimpl.backbones import Finetuning
-from kerasimpl.precise_bn import DEFAULT_IMAGES as PRECISE_BN_IMAGES
-from kerasimpl.artifacts import save_weights, write_json
-# Re-exported: these lived here before the split (`from kerasimpl.training import augmenter` keeps working).
+# Re-exported: these lived here before the splits (`from kerasimpl.training import augmenter, TrainConfig` works).
 from kerasimpl.augmentation import AUGMENTATIONS, MIXING, Augmenter, augmenter  # noqa: F401
-from kerasimpl.callbacks import standard_callbacks
 from kerasimpl.data import ArrayDataset
 from kerasimpl.features import (  # noqa: F401
     cached_features, extract_features, pool_features, split_features, weights_fingerprint,
 )
-
-HEAD_KINDS = ("mlp", "linear-probe")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """How to train one classifier.
-
-    Attributes:
-        epochs: epochs of stage 1 (head on a frozen base, or end to end).
-        batch_size: images (or feature rows) per training step.
-        inference_batch_size: images per batch of feature extraction and
-            evaluation, independent of training; `None`: the measured
-            default for the device (`runtime.inference_batch_size`).
-        learning_rate: Adam learning rate of stage 1.
-        finetune_epochs: epochs of stage 2 (0 skips it).
-        finetune_learning_rate: learning rate of stage 2.
-        finetune_top_layers: backbone layers unfrozen in stage 2 (when
-            `finetune_from` is `None`).
-        finetune_from: the block from which stage 2 unfreezes the backbone
-            (`models.unfreeze(from_block=...)`); `None`: the last
-            `finetune_top_layers` layers. The defaults of these four fields
-            are the generic `backbones.Finetuning()`; a comparison row takes
-            its backbone's (`comparison.row_setup`).
-        finetune_views: with a frozen bottom (`kerasimpl.partial`), stage 2
-            trains the top on cached activations of this many copies of
-            each training image (view 0 unaugmented, the others augmented
-            by `augment`); epoch e uses view `e mod finetune_views`.
-            `0`: always fine-tune the whole model (the frozen bottom runs
-            in every step).
-        cache_features: stage 1 on cached pooled features (frozen base only).
-        augment: augmentations for full-model stages, from `AUGMENTATIONS`.
-            `mixup`/`cutmix` switch those stages to one-hot labels and
-            categorical cross-entropy; the head stage on cached features
-            is never augmented.
-        patience: early-stopping patience (epochs).
-        seed: seed of initialisation, shuffles and augmentation.
-        workers: `PyDataset` workers (threads loading, and decoding image
-            files, ahead), also used by feature extraction.
-        head_kind: `"mlp"`: the head is trained with Adam (stage `head`);
-            `"linear-probe"`: the head (one Dense layer) is L2-regularised
-            softmax regression fitted on the cached features with the
-            strength chosen on validation (stage `probe`,
-            `kerasimpl.probe`; frozen base and cached features only).
-        precise_bn: training images (a fixed sample of the split, unaugmented)
-            over which the statistics of trainable BatchNormalization layers
-            are re-estimated before every validation and at the end of a
-            stage that updates them (`kerasimpl.precise_bn`); `0` keeps
-            Keras' moving averages. Frozen BatchNormalization (frozen bases,
-            fine-tuning) is never touched.
-        precision: `float32`, `bfloat16` or `float16` (resolved, see
-            `kerasimpl.precision`): feature extraction runs the compiled
-            program under autocast at it; the model is built and trained
-            under the matching Keras dtype policy by the caller
-            (`comparison.run_backbone`).
-    """
-
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    finetune_epochs: int = 0
-    finetune_learning_rate: float = Finetuning.learning_rate
-    finetune_top_layers: int = Finetuning.top_layers
-    finetune_views: int = Finetuning.views
-    finetune_from: str | None = Finetuning.unfreeze_from
-    cache_features: bool = True
-    augment: tuple = ("flip", "translate")
-    patience: int = 3
-    seed: int = 0
-    workers: int = 1
-    head_kind: str = "mlp"
-    inference_batch_size: int | None = None
-    precision: str = "float32"
-    precise_bn: int = PRECISE_BN_IMAGES
-
-    @property
-    def extract_batch(self) -> int:
-        """Images per batch of inference-only passes on this device."""
-        from kerasimpl.runtime import inference_batch_size
-
-        return inference_batch_size(self.inference_batch_size)
-
-    def __post_init__(self):
-        if self.head_kind not in HEAD_KINDS:
-            raise ValueError(f"Unknown head_kind. Received: {self.head_kind!r}. Accepted: {HEAD_KINDS}")
-        bad = [a for a in self.augment if a not in AUGMENTATIONS]
-        if bad:
-            raise ValueError(f"Unknown augmentation {bad}. Accepted: {AUGMENTATIONS}")
-        if self.precision not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"precision must be resolved (kerasimpl.precision.resolve). Received: "
-                             f"{self.precision!r}. Accepted: float32, bfloat16, float16")
-        if self.inference_batch_size is not None and self.inference_batch_size < 1:
-            raise ValueError(f"inference_batch_size must be >= 1 or None. Received: {self.inference_batch_size}")
-        if self.precise_bn < 0:
-            raise ValueError(f"precise_bn must be >= 0 (images; 0: off). Received: {self.precise_bn}")
-        if self.epochs < 0 or self.finetune_epochs < 0 or self.batch_size < 1:
-            raise ValueError(f"epochs, finetune_epochs must be >= 0 and batch_size >= 1. Received: {self}")
-
-
-def compile_full(model, learning_rate, one_hot=False):
-    """Adam + cross-entropy on the model's probabilities; `one_hot` for
-    one-hot or mixed (MixUp/CutMix) labels, else integer labels."""
-    if one_hot:
-        loss, accuracy = keras.losses.CategoricalCrossentropy(), keras.metrics.CategoricalAccuracy(name="accuracy")
-    else:
-        loss, accuracy = keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy(
-            name="accuracy")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[accuracy])
-
-
-def compile_head(head, learning_rate):
-    head.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+from kerasimpl.run_folder import StageFolder
+from kerasimpl.train_config import HEAD_KINDS, TrainConfig, compile_full, compile_head  # noqa: F401
 
 
 def fit_stage(model, train, val, folder, stage, config, epochs, verbose="auto", extra_callbacks=(), saved_model=None,
               data_parallel=False):
     """`model.fit` with the standard callbacks; returns the training seconds.
 
-    `saved_model`: what the best checkpoint saves when `model` is a part of
-    it (the top of a split model); default `model`. `data_parallel`: across
+    `folder`: a `StageFolder`, a path or `None` (nothing written). `saved_model`: what the best checkpoint
+    saves when `model` is a part of it (the top of a split model); default `model`. `data_parallel`: across
     torch processes, train through DDP (`kerasimpl.distributed.data_parallel`;
     `train` then serves this process's slice of each batch). Only the
     writing process (rank 0) writes the history, checkpoints and backups.
@@ -159,18 +41,17 @@ def fit_stage(model, train, val, folder, stage, config, epochs, verbose="auto", 
     Raises:
         FloatingPointError: the loss became NaN (training stopped there).
     """
-    cbs, timer, nan_guard = standard_callbacks(folder, stage, dataset=train, patience=config.patience,
-                                               saved_model=saved_model, writes=distributed.is_writer())
+    store = StageFolder.of(folder)
+    cbs, timer, nan_guard = store.callbacks(stage, dataset=train, patience=config.patience, saved_model=saved_model)
     # shuffle=False: ArrayDataset shuffles itself, by (seed, epoch); Keras would
     # also permute the batch order from the global RNG, which a resume cannot replay.
     with distributed.data_parallel(model, data_parallel) as in_step:
         model.fit(train, validation_data=val, epochs=epochs, callbacks=in_step + cbs + list(extra_callbacks),
                   verbose=verbose, shuffle=False)
     if nan_guard.fired:
-        raise FloatingPointError(
-            f"{stage}: loss became NaN; training stopped. The best model so far is in "
-            f"{os.path.join(folder, f'best_{stage}.keras')} (if any epoch finished)."
-        )
+        best = store.file(f"best_{stage}.keras")
+        raise FloatingPointError(f"{stage}: loss became NaN; training stopped. " + (
+            f"The best model so far is in {best} (if any epoch finished)." if best else "Nothing was saved."))
     return timer.seconds
 
 
@@ -185,11 +66,14 @@ def train_classifier(model, data, split, config, folder, verbose="auto", extra_c
     `head_kind="linear-probe"`), else the whole model with what is
     trainable (`frozen` or `train`); then `finetune` (if
     `config.finetune_epochs`) unfreezes the top of the base.
-    A finished stage saves `<stage>.weights.h5`; a rerun in the same folder
-    loads it and skips the stage, and `BackupAndRestore` resumes a stage
-    that was killed mid-way. `extra_callbacks` run after the standard ones.
-    `features_folder` (default `folder`) holds the feature caches, so runs
-    of one base (an MLP head and a linear probe) share them.
+    `folder` (a `kerasimpl.run_folder.StageFolder`, or a path that makes one)
+    keeps each finished stage (`<stage>.weights.h5`): a rerun into the same
+    folder loads it and skips the stage, and `BackupAndRestore` resumes a
+    stage that was killed mid-way; a stage's record (`probe`, `finetune`)
+    goes there too. `folder=None` trains in memory and writes nothing.
+    `extra_callbacks` run after the standard ones. `features_folder`
+    (default `folder`'s path) holds the feature caches, so runs of one base
+    (an MLP head and a linear probe) share them.
 
     Returns:
         Seconds per stage, one key per name in `plan.stages`: `extract`,
@@ -217,14 +101,10 @@ def train_classifier(model, data, split, config, folder, verbose="auto", extra_c
 class _StagedRun:
     def __init__(self, model, data, split, config, folder, verbose, extra_callbacks, features_folder=None):
         self.model, self.data, self.split, self.config = model, data, split, config
-        self.folder, self.verbose, self.extra_callbacks = folder, verbose, extra_callbacks
-        self.features_folder = features_folder or folder
-        os.makedirs(folder, exist_ok=True)
-        self.times_path = os.path.join(folder, "stages.json")
-        self.seconds = {}
-        if os.path.exists(self.times_path):
-            with open(self.times_path) as f:
-                self.seconds = json.load(f)
+        self.verbose, self.extra_callbacks = verbose, extra_callbacks
+        self.store = StageFolder.of(folder)
+        self.features_folder = features_folder or self.store.path
+        self.seconds = self.store.seconds
 
     def run(self, plan):
         cfg = self.config
@@ -243,17 +123,14 @@ class _StagedRun:
         return {name: self.seconds[name] for name in plan.stages}
 
     def stage(self, name, run):
-        done = os.path.join(self.folder, f"{name}.weights.h5")
-        if distributed.agree(os.path.exists(done) and name in self.seconds, f"whether stage {name} is done"):
-            self.model.load_weights(done)  # finished in an earlier, interrupted run
+        if distributed.agree(self.store.finished(name), f"whether stage {name} is done"):
+            self.store.restore(name, self.model)  # finished in an earlier, interrupted run
             return
         run()
-        if distributed.is_writer():
-            save_weights(self.model, done)
-            write_json(self.times_path, self.seconds)
+        self.store.finish(name, self.model, self.seconds[name])
 
     def fit(self, model, train, val, stage, epochs, saved_model=None, data_parallel=False, own_callbacks=()):
-        self.seconds[stage] = fit_stage(model, train, val, self.folder, stage, self.config, epochs, self.verbose,
+        self.seconds[stage] = fit_stage(model, train, val, self.store, stage, self.config, epochs, self.verbose,
                                         [*own_callbacks, *self.extra_callbacks], saved_model, data_parallel)
 
     def features(self):
@@ -278,7 +155,6 @@ class _StagedRun:
         self.fit(head, train, val, "head", cfg.epochs)
 
     def probe_on_features(self):
-        from kerasimpl.artifacts import write_csv
         from kerasimpl.probe import fit_linear_probe
 
         data, split = self.data, self.split
@@ -292,11 +168,8 @@ class _StagedRun:
                                data.num_classes)
         dense[0].set_weights([fit.kernel, fit.bias])
         self.seconds["probe"] = time.perf_counter() - start
-        if not distributed.is_writer():
-            return
-        write_json(os.path.join(self.folder, "probe.json"), {"l2": fit.l2, "grid": list(fit.table)})
-        write_csv(os.path.join(self.folder, "history.csv"),
-                  [{"stage": "probe", "epoch": i, **row} for i, row in enumerate(fit.table)])
+        self.store.record("probe", {"l2": fit.l2, "grid": list(fit.table)})
+        self.store.add_history([{"stage": "probe", "epoch": i, **row} for i, row in enumerate(fit.table)])
 
     def finetune(self):
         """The top of the base and the head: on cached activations where the model splits, else whole."""
@@ -311,7 +184,6 @@ class _StagedRun:
     def top_on_activations(self):
         """Fine-tuning as `kerasimpl.partial` splits it: the frozen bottom once per view, the top trained."""
         from kerasimpl import partial
-        from kerasimpl.artifacts import write_json
         from kerasimpl.data import ViewsDataset
 
         cfg, data, split = self.config, self.data, self.split
@@ -330,7 +202,7 @@ class _StagedRun:
         val = ArrayDataset(val_acts, data.y_train[split.val], cfg.batch_size, multiple_of=m)
         self.fit(top, train, val, "finetune", cfg.finetune_epochs, saved_model=self.model)
         self.seconds["finetune"] += extract_seconds
-        write_json(os.path.join(self.folder, "finetune.json"), {
+        self.store.record("finetune", {
             "mode": "top on cached activations", "cut_after": cut, "views": views,
             "activation_shape": list(train_acts.shape[1:]), "extract_seconds": extract_seconds,
             "trainable_layers": [layer.name for layer in top.layers if layer.trainable_weights]})

@@ -21,12 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kerasimpl.artifacts import ArtifactError, load_model
-from kerasimpl.comparison import _finished
 from kerasimpl.data import DatasetError
 from kerasimpl.data.cifar10 import load_cifar10
 from kerasimpl.data.folder import load_image_folder
 from kerasimpl.images import ImageError, probe_image, read_image
 from kerasimpl.models import imagenet_class_names
+from kerasimpl.run_folder import read_result
 
 FUZZ_EXAMPLES = 30
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=20_000, derandomize=True, database=None,
@@ -307,7 +307,7 @@ JSON_FILES = {
                                   lambda names: len(names) == 1000 and all(isinstance(n, str) for n in names)),
     # a resumed run's finished backbone
     "result.json": (json.dumps({"backbone": "smallcnn", "test_accuracy": 0.5, "train_seconds": 1.0}).encode(),
-                    _finished, "cannot be read",
+                    read_result, "cannot be read",
                     lambda result: {"backbone", "test_accuracy", "train_seconds"} <= set(result)),
 }
 

@@ -11,6 +11,7 @@ from kerasimpl.artifacts import read_csv
 from kerasimpl.callbacks import standard_callbacks
 from kerasimpl.data import ArrayDataset, stratified_split
 from kerasimpl.heads import HeadConfig
+from kerasimpl.run_folder import StageFolder
 
 
 def frozen_smallcnn(data, seed=0):
@@ -341,3 +342,49 @@ def test_backup_carries_callback_state_exactly(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match=r"can carry the state of EarlyStopping.*Received: CSVLogger"):
         AtomicBackupAndRestore(tmp_path / "b2", track=[keras.callbacks.CSVLogger(str(tmp_path / "x.csv"))])
+
+
+@pytest.mark.parametrize("head_kind", ["mlp", "linear-probe"])
+def test_training_without_a_folder_writes_nothing_and_trains_the_same(synthetic, tmp_path, monkeypatch, head_kind):
+    """`folder=None`: the stages run in memory (no file anywhere, the probe's record kept) and give the
+    weights a run into a folder gives."""
+    split = stratified_split(synthetic.y_train, 0.25, 0)
+    head = HeadConfig((16,), 0.0) if head_kind == "mlp" else HeadConfig((), 0.0)
+
+    def model():
+        keras.utils.set_random_seed(0)
+        return models.build_classifier("smallcnn", synthetic.num_classes, weights=None, head=head,
+                                       backbone_kwargs={"widths": (8, 16)})
+
+    config = cfg(epochs=2, head_kind=head_kind)
+    in_folder = model()
+    training.train_classifier(in_folder, synthetic, split, config, tmp_path / "run", verbose=0)
+    memory = model()
+    store = StageFolder(None)
+    empty = tmp_path / "cwd"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    seconds = training.train_classifier(memory, synthetic, split, config, store, verbose=0)
+    assert set(seconds) == ({"extract", "head"} if head_kind == "mlp" else {"extract", "probe"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "run"] and not any(empty.iterdir())
+    x = synthetic.x_test
+    np.testing.assert_allclose(memory.predict(x, verbose=0), in_folder.predict(x, verbose=0), atol=1e-5)
+    if head_kind == "linear-probe":  # the record the folder got, kept in memory
+        with open(tmp_path / "run" / "probe.json") as f:
+            assert store.read_record("probe") == json.load(f)
+
+
+def test_stage_folder_resumes_what_it_kept_and_a_reader_writes_nothing(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    store = StageFolder(tmp_path / "a", writes=True)
+    store.finish("head", model, 1.5)
+    store.record("probe", {"l2": 0.1})
+    again = StageFolder(tmp_path / "a")
+    assert again.finished("head") and not again.finished("finetune") and again.seconds == {"head": 1.5}
+    assert again.read_record("probe") == {"l2": 0.1} and again.read_record("finetune") is None
+    reader = StageFolder(tmp_path / "b", writes=False)  # a process other than rank 0
+    reader.finish("head", model, 2.0)
+    reader.record("probe", {"l2": 1.0})
+    reader.add_history([{"stage": "probe", "epoch": 0}])
+    assert not any((tmp_path / "b").iterdir()) and not reader.finished("head")
+    assert reader.read_record("probe") == {"l2": 1.0}
