@@ -51,8 +51,7 @@ class StageFolder:
         self.writes = self.path is not None and (distributed.is_writer() if writes is None else writes)
         self.seconds = {}
         self._records = {}
-        if self.path is not None:
-            os.makedirs(self.path, exist_ok=True)
+        if self.path is not None:  # the folder itself is made by the first write
             times = os.path.join(self.path, STAGE_TIMES)
             if os.path.exists(times):
                 with open(times) as f:
@@ -121,10 +120,17 @@ class RowFolder:
     resumed run reads it instead of training again (`finished_result`).
     """
 
-    def __init__(self, path, writes=None):
+    def __init__(self, path):
         self.path = os.fspath(path)
-        self.writes = distributed.is_writer() if writes is None else writes
-        self.stages = StageFolder(self.path, writes=self.writes)
+        self.writes = distributed.is_writer()  # as `comparison.measure` decides who measures
+        self._stages = None
+
+    @property
+    def stages(self) -> StageFolder:
+        """The row's training stages (read when first asked: after `finished_result`, nothing is read)."""
+        if self._stages is None:
+            self._stages = StageFolder(self.path, writes=self.writes)
+        return self._stages
 
     @property
     def model_path(self) -> str:

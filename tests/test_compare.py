@@ -293,3 +293,17 @@ def test_seeds_of_a_frozen_row_share_one_feature_extraction(tmp_path, monkeypatc
     per_seed = [json.load(open(out / "mobilenetv2" / f"seed{s}" / "result.json")) for s in (0, 1)]
     assert per_seed[0]["test_accuracy"] != per_seed[1]["test_accuracy"] or per_seed[0]["test_loss"] != \
         per_seed[1]["test_loss"]  # two heads, one set of features
+
+
+def test_a_finished_row_is_read_back_without_touching_its_stages(tmp_path):
+    """A row whose result.json exists returns it, whatever else its folder holds (a damaged stages.json is
+    never read); a row folder is not made before training starts."""
+    from kerasimpl.run_folder import RowFolder
+
+    row = tmp_path / "row"
+    row.mkdir()
+    (row / "stages.json").write_text("{damaged")
+    (row / "result.json").write_text(json.dumps({"backbone": "smallcnn", "test_accuracy": 0.5, "train_seconds": 1}))
+    assert comparison.run_backbone(None, None, None, None, str(row)) == {
+        "backbone": "smallcnn", "test_accuracy": 0.5, "train_seconds": 1}
+    assert RowFolder(tmp_path / "new").finished_result() is None and not (tmp_path / "new").exists()
