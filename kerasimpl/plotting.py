@@ -92,8 +92,13 @@ def comparison(results, title="") -> Figure:
     the times span more than 30x the time axis is logarithmic instead. Each
     point carries its row's number; the legend beside the axes names the rows
     (run, parameters, accuracy, seconds), so close points never hide each
-    other's labels.
+    other's labels. Two vertical bars say which differences are real: a thin
+    light one, the test set's own 95% interval (Wilson, where a row gives
+    `num_test`), and a dark capped one, ± one standard deviation over
+    training seeds (seed-averaged rows); the legend quotes the std.
     """
+    from kerasimpl.evaluation import wilson_interval
+
     fig = Figure(figsize=(9, 5), layout="constrained")
     ax = fig.subplots()
     params = np.array([_mean(r["params_total"]) for r in results], dtype=float)
@@ -111,12 +116,23 @@ def comparison(results, title="") -> Figure:
     colors = matplotlib.colormaps["tab10" if len(results) <= 10 else "tab20"].colors
     for i, (r, x, y, s) in enumerate(zip(results, xs, ys, sizes)):
         color = colors[i % len(colors)]
-        label = (f"{i + 1}  {r.get('run', r['backbone'])}: {y:.1f}%, {x:.0f} s, "
+        std = r["test_accuracy"].get("std") if isinstance(r["test_accuracy"], dict) else None
+        spread = f" ± {100 * std:.1f}" if std else ""
+        label = (f"{i + 1}  {r.get('run', r['backbone'])}: {y:.1f}%{spread}, {x:.0f} s, "
                  f"{_mean(r['params_total']) / 1e6:.1f}M params")
         ax.scatter(x, y, s=s, alpha=0.55, color=color, edgecolors="black", linewidths=0.5, label=label)
-        ax.annotate(str(i + 1), (x, y), ha="center", va="center", fontsize=8, fontweight="bold")
+        n = r.get("num_test")
+        if n:
+            low, high = wilson_interval(min(max(y / 100, 0.0), 1.0), int(_mean(n)))
+            ax.vlines(x, 100 * low, 100 * high, color="0.45", alpha=0.7, linewidth=2.5, zorder=2)
+        if std:
+            ax.errorbar(x, y, yerr=100 * std, fmt="none", ecolor="black", elinewidth=1.0, capsize=3, zorder=3)
+        ax.annotate(str(i + 1), (x, y), xytext=(-10, 8), textcoords="offset points", ha="center", va="center",
+                    fontsize=8, fontweight="bold", zorder=4)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False, markerscale=0.5,
-              title="row: test acc, train s, size", title_fontsize=8)
+              title="row: test acc (± std over seeds), train s, size\n"
+                    "bars: black ± std over seeds, grey the test set's 95% interval",
+              title_fontsize=8)
     ax.set_xlabel("training time (s)" + (", log scale" if log else ""))
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)

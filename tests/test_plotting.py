@@ -60,3 +60,20 @@ def test_comparison_reads_seed_averaged_rows():
            "params_total": {"mean": 1e6, "std": 0.0}}
     ax = plotting.comparison([row]).axes[0]
     np.testing.assert_allclose(ax.collections[0].get_offsets()[0], [5.0, 50.0])
+
+
+def test_comparison_draws_the_seed_spread_and_the_test_sets_interval():
+    from kerasimpl.evaluation import wilson_interval
+
+    row = {"backbone": "a", "train_seconds": {"mean": 5.0, "std": 1.0}, "test_accuracy": {"mean": 0.9, "std": 0.02},
+           "params_total": {"mean": 1e6, "std": 0.0}, "num_test": {"mean": 500, "std": 0.0}}
+    single = {**_result("b", 8.0, 0.8, 1e6), "num_test": 500}
+    ax = plotting.comparison([row, single]).axes[0]
+    interval = [c for c in ax.collections if c.__class__.__name__ == "LineCollection"]
+    spans = sorted(tuple(np.round(seg[:, 1], 6)) for c in interval for seg in c.get_segments())
+    expected = sorted(tuple(np.round(100 * np.array(wilson_interval(a, 500)), 6)) for a in (0.9, 0.8))
+    seed_bars = [tuple(np.round(seg[:, 1], 6)) for seg in ax.containers[0].lines[2][0].get_segments()]
+    assert len(ax.containers) == 1 and seed_bars == [(88.0, 92.0)]  # the single draw has no seed bar
+    assert set(expected) <= set(spans)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[0].startswith("1  a: 90.0% ± 2.0, 5 s") and legend[1].startswith("2  b: 80.0%, 8 s")
