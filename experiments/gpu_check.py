@@ -137,6 +137,7 @@ def _median_seconds(fns, x, repeats, warmup=3):
 
 def extraction(args):
     """One row per backbone and precision: kerasimpl's compiled img/s, the native one, their ratio."""
+    from experiments.bench.common import native_twin
     from kerasimpl import models
     from kerasimpl.backbones import get_spec
     from kerasimpl.heads import HeadConfig
@@ -151,7 +152,7 @@ def extraction(args):
             model = models.build_classifier(name, 10, input_shape=(size, size, 3), image_size=size, weights=None,
                                             head=HeadConfig((), 0.0))
         extractor = models.feature_extractor(model)
-        native = _native(name)
+        native = native_twin(name, "cuda" if _on_cuda() else "cpu")
         for precision in PRECISIONS:
             if precision == "float16" and not _on_cuda():
                 continue
@@ -175,50 +176,6 @@ def _on_cuda():
     import torch
 
     return torch.cuda.is_available()
-
-
-def _native(name):
-    """`f(uint8 NHWC batch, precision) -> pooled features on the host` in native PyTorch, or why not."""
-    import torch
-
-    from kerasimpl.backbones import get_spec
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    native = get_spec(name).native  # the registry's twin: a torchvision constructor or the Lite reference
-    if native is None:
-        return "no native twin in the registry"
-    if native.startswith("efficientnet-lite"):
-        try:
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as e:
-            return f"not installed ({e})"
-        net = EfficientNet.from_name(native)
-        features, mean, std = net.extract_features, (127.0,) * 3, (128.0,) * 3
-    else:
-        try:
-            import torchvision
-        except ImportError as e:
-            return f"not installed ({e})"
-        net = getattr(torchvision.models, native)()
-        features = net.features  # torchvision's transforms: ImageNet mean/std
-        mean, std = tuple(255 * m for m in (0.485, 0.456, 0.406)), tuple(255 * s for s in (0.229, 0.224, 0.225))
-    net = net.eval().to(device).to(memory_format=torch.channels_last)
-    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
-    @torch.inference_mode()
-    def run(batch, precision):
-        x = torch.from_numpy(batch).to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-        x = ((x - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
-        if precision == "float32":
-            y = features(x)
-        else:
-            with torch.autocast(device, dtype=dtypes[precision]):
-                y = features(x)
-        return y.float().mean((2, 3)).cpu().numpy()
-
-    return run
 
 
 # --- full-size frozen run ------------------------------------------------------------------------

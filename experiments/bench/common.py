@@ -31,6 +31,59 @@ def build_classifier(name, num_classes=10, **kwargs):
         return models.build_classifier(name, num_classes, **kwargs)
 
 
+def native_twin(name, device="cpu"):
+    """The native PyTorch twin of a backbone as `run(uint8 NHWC batch, precision) -> pooled features`, or a
+    string saying why there is none.
+
+    The twin is the registry's `BackboneSpec.native`: a torchvision constructor's `features` (with
+    torchvision's ImageNet mean/std), or for EfficientNet-Lite the reference implementation its
+    checkpoints were made for (`efficientnet-lite-pytorch`, its `(x - 127) / 128`), then a global average
+    pool; random weights, eval mode, channels-last, under `torch.inference_mode`, `bfloat16`/`float16`
+    under `torch.autocast`. Like `kerasimpl.inference.Forward` it takes the host's uint8 batch and returns
+    the features on the host, so both are timed on the same work. Used by the bench and `gpu_check`.
+    """
+    import keras
+
+    from kerasimpl.backbones import get_spec
+
+    native = get_spec(name).native
+    if native is None:
+        return "no native twin in the registry"
+    if keras.backend.backend() != "torch":
+        return f"the native twin runs beside Keras' torch backend (backend: {keras.backend.backend()})"
+    import torch
+
+    try:
+        if native.startswith("efficientnet-lite"):
+            from efficientnet_lite_pytorch import EfficientNet
+
+            net = EfficientNet.from_name(native)
+            features, mean, std = net.extract_features, (127.0,) * 3, (128.0,) * 3
+        else:
+            import torchvision
+
+            net = getattr(torchvision.models, native)(weights=None)
+            features = net.features
+            mean = tuple(255 * m for m in (0.485, 0.456, 0.406))
+            std = tuple(255 * s for s in (0.229, 0.224, 0.225))
+    except Exception as e:  # not installed, or built for another torch
+        return f"not available ({type(e).__name__}: {e})"
+    net.eval().to(device).to(memory_format=torch.channels_last)
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    dtypes = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+    @torch.inference_mode()
+    def run(batch, precision="float32"):
+        x = torch.from_numpy(batch).to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+        x = ((x - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device, dtype=dtypes.get(precision, torch.bfloat16), enabled=precision in dtypes):
+            y = features(x)
+        return y.float().mean((2, 3)).cpu().numpy()
+
+    return run
+
+
 def interleaved(fns, repeats, warmup=1):
     """Median seconds of each callable, timed A, B, A, B ... after warm-up."""
     for fn in fns:

@@ -11,7 +11,9 @@ multiply-adds/s (published counts x img/s) next to this CPU's float32 peak. Ever
 
 from __future__ import annotations
 
-from experiments.bench.common import achieved_macs, build_classifier, cpu_peak_macs, interleaved, markdown_table
+from experiments.bench.common import (
+    achieved_macs, build_classifier, cpu_peak_macs, interleaved, markdown_table, native_twin,
+)
 
 
 def native_names() -> dict:
@@ -38,49 +40,6 @@ def run(plan, args):
 
         rows += other_backends(plan["backends"], args)
     return rows
-
-
-def native_extractor(name):
-    """The native PyTorch twin of a backbone (`native_names`), or None where it has none or its library is
-    missing."""
-    import keras
-
-    if keras.backend.backend() != "torch":
-        return None
-    native = native_names().get(name)
-    if native is None:
-        return None
-    try:
-        import torch
-        if native.startswith("efficientnet-lite"):
-            from efficientnet_lite_pytorch import EfficientNet
-
-            net = EfficientNet.from_name(native).eval()
-            features = _Features(net)
-        else:
-            import torchvision
-
-            net = getattr(torchvision.models, native)(weights=None).eval()
-            features = net.features
-    except Exception:  # not installed, or built for another torch
-        return None
-    model = torch.nn.Sequential(features, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    return model.to(memory_format=torch.channels_last)
-
-
-def _Features(net):
-    """The reference EfficientNet-Lite's `extract_features` as a module."""
-    import torch
-
-    class Features(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            return self.net.extract_features(x)
-
-    return Features()
 
 
 def fast_path(model, precision):
@@ -111,10 +70,11 @@ def bench_extraction(names, batch, size, repeats, precisions=("float32",)):
         fns = [lambda: fe.predict_on_batch(x)]
         for p in done:
             fns += [lambda f=base[p]: f(x), lambda f=whole[p]: f(x)]
-        native = native_extractor(name)
-        native_precisions = [p for p in (done or ["float32"]) if p in ("float32", "bfloat16")] if native else []
+        native = native_twin(name)
+        native_precisions = [p for p in (done or ["float32"]) if p in ("float32", "bfloat16")] if callable(
+            native) else []
         for p in native_precisions:  # the native twin at the same precision (torch.autocast for bfloat16)
-            fns.append(_native_run(native, x, p))
+            fns.append(lambda p=p: native(x, p))
         secs = interleaved(fns, repeats)
         native_secs = dict(zip(native_precisions, secs[len(secs) - len(native_precisions):]))
         ref = base["float32"](x) if base.get("float32") is not None else None
@@ -122,19 +82,6 @@ def bench_extraction(names, batch, size, repeats, precisions=("float32",)):
             rows.append(_row(name, p, batch, size, secs, i, bool(done), native_secs.get(p),
                              base[p](x) if done and ref is not None else None, ref))
     return rows
-
-
-def _native_run(native, x, precision="float32"):
-    import torch
-
-    xt = torch.from_numpy(x).permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
-    low = precision == "bfloat16"
-
-    def run_native():
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
-            native(xt)
-
-    return run_native
 
 
 def _row(name, p, batch, size, secs, i, compiled, native_seconds, features, ref):
