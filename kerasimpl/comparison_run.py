@@ -6,9 +6,9 @@ other result-changing options, decides distribution (`_distribution`, the
 one place: with `--distribute` every process runs the comparison and rank 0
 alone writes, `kerasimpl.distributed`), loads the data, trains and evaluates each row (each seed, the
 linear probe and `--tune`'s best where asked: `kerasimpl.comparison`) and
-writes `config.json`, the tables, the plot gallery and, where asked, the
-saliency figure of every model and each model's Grad-CAM gallery
-(`kerasimpl.saliency.report`). Rows are labelled and foldered by one rule
+has `config.json`, the tables, the plot gallery and, where asked, the
+saliency figure of every model and each model's Grad-CAM gallery written
+(`kerasimpl.comparison_outputs`). Rows are labelled and foldered by one rule
 (`comparison.row_label`, `comparison.row_folder`).
 
 `config` is a `kerasimpl.run_config.RunConfig` (`experiments.compare.resolve`
@@ -27,8 +27,7 @@ import os
 import tempfile
 import warnings
 
-from kerasimpl import comparison, distributed, runtime
-from kerasimpl.artifacts import write_json
+from kerasimpl import comparison, comparison_outputs, distributed, runtime
 from kerasimpl.comparison_checks import check_resume, slow_warning
 from kerasimpl.rows import pretrained_backbones
 from kerasimpl.run_config import RANDOM_CHECKPOINT
@@ -96,7 +95,7 @@ def _run(config, world, plots_dir, verbose, say, on_slow):
     data = load_data(config, say)
     split = data.split(config.val_fraction, config.seed)
     if world.writer:
-        _write_config(config, world, data, split)
+        comparison_outputs.write_config(config, world, data, split)
     results = []
     for row in config.backbones:
         for kind in row_kinds(row, config):
@@ -108,11 +107,11 @@ def _run(config, world, plots_dir, verbose, say, on_slow):
     distributed.finish()  # from here rank 0 alone
     if not world.writer:
         return []
-    write_outputs(config, results, data, plots_dir, say)
+    comparison_outputs.write_outputs(config, results, data, plots_dir, say)
     if config.saliency:
-        saliency_figure(config, results, data, plots_dir, say)
+        comparison_outputs.saliency_figure(config, results, data, plots_dir, say)
     if config.gradcam_gallery:
-        gradcam_galleries(config, results, data, plots_dir, say)
+        comparison_outputs.gradcam_galleries(config, results, data, plots_dir, say)
     return results
 
 
@@ -130,21 +129,6 @@ def _random_checkpoint(config, world, say):
             f"its ImageNet file (offline)")
     say(f"{note}: {path}")
     return dataclasses.replace(config, weights=path, weights_note=note)
-
-
-def _write_config(config, world, data, split):
-    """`config.json`: the options, what was decided, the processes (`World.describe`) and the data."""
-    from kerasimpl.data.provenance import test_split_record
-
-    write_json(os.path.join(config.out, "config.json"), {
-        **config.record(), "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),
-        **world.describe(),
-        "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
-        "class_names": list(data.class_names), "data_notes": list(data.notes),
-        "skipped_files": [{"file": p, "reason": r} for p, r in data.skipped],
-        # which images are the test set, for experiments.saliency to reuse and check
-        "test_split": test_split_record(data, config.data, config.seed, config.test_fraction, config.data_size),
-    })
 
 
 def _distribution(config) -> distributed.World:
@@ -243,78 +227,3 @@ def tuned_row(row, config, data, split, verbose, say=_logger.info) -> dict:
     result = run_row(row, config.seed, tuned, data, split, verbose, label=f"{base}-tuned", say=say)
     result.update(trained=f"{result['trained']} (tuned: best of {config.tune} trials on validation)", tuned=chosen)
     return result
-
-
-def write_outputs(config, results, data, plots_dir="", say=_logger.info):
-    """Tables, the comparison figure, and the plot gallery."""
-    from kerasimpl import gallery, reporting
-
-    out = config.out
-    reporting.write_tables(out, results, note=_note(config, data))
-    seeds = [""] if config.seeds == 1 else [f"seed{s}" for s in config.seed_list]
-    plots = gallery.write_gallery(out, results, seeds, f"{config.preset} preset on "
-                                  f"{os.path.basename(str(data.source))}: accuracy vs training time")
-    if plots_dir:
-        gallery.copy_gallery(plots, os.path.join(plots_dir, config.preset))
-    with open(os.path.join(out, "results.md")) as f:
-        say("results:\n" + f.read())
-    say(f"wrote {out}")
-
-
-def _model_paths(config, results) -> dict:
-    """`{label: saved model}` of each result (the first seed's with `--seeds N`)."""
-    labels = [r.get("run", r["backbone"]) for r in results]
-    return {label: os.path.join(comparison.row_folder(config.out, label, config.seeds, config.seed),
-                                "model.keras") for label in labels}
-
-
-def saliency_figure(config, results, data, plots_dir="", say=_logger.info):
-    """The same N test images explained by every compared model, side by side."""
-    from kerasimpl.artifacts import copy_file
-    from kerasimpl.saliency.report import models_figure
-
-    figure = os.path.join(config.out, "plots", "saliency_backbones.png")
-    models_figure(_model_paths(config, results), data, config.saliency, config.saliency_method, figure,
-                  os.path.join(config.out, "saliency_backbones.json"), seed=config.seed,
-                  precision=config.precision, say=say)
-    if plots_dir:
-        copy_file(figure, os.path.join(plots_dir, config.preset, "saliency_backbones.png"))
-    say(f"wrote {figure}")
-
-
-def gradcam_galleries(config, results, data, plots_dir="", say=_logger.info):
-    """Per model: Grad-CAM of N test images, half misclassified (the "right-wrong" rule of
-    `kerasimpl.saliency.choose_images`), in `<row folder>/gradcam/` and `plots/<row>_gradcam_gallery.png`.
-    With `config.gallery_occlusion`: the reference experiment's occlusion study beside it (a black
-    square, 30 px with stride 20 at 224 px, scaled to the model's input) and both maps explain the TRUE
-    class, as that study recorded the true class's probability."""
-    from kerasimpl.artifacts import copy_file, load_model
-    from kerasimpl.saliency import GradCAM, Occlusion
-    from kerasimpl.saliency.occlusion import scaled_window
-    from kerasimpl.saliency.report import explain_test_images
-
-    occlusion = config.gallery_occlusion
-    for label, path in _model_paths(config, results).items():
-        target = os.path.join(os.path.dirname(path), "gradcam")
-        model = load_model(path)
-        methods = [GradCAM(model)]
-        if occlusion:
-            patch, stride = scaled_window(model.input_shape[1])
-            methods.append(Occlusion(model, patch=patch, stride=stride, fill=0.0))
-        explain_test_images(model, data, methods, config.gradcam_gallery, target, seed=config.seed,
-                            model_path=path, explain="true" if occlusion else "predicted", say=say)
-        gallery = os.path.join(config.out, "plots", f"{label}_gradcam_gallery.png")
-        copy_file(os.path.join(target, "gallery.png"), gallery)
-        if plots_dir:
-            copy_file(gallery, os.path.join(plots_dir, config.preset, os.path.basename(gallery)))
-
-
-def _note(config, data):
-    parts = [f"data: {data.source} ({len(data.y_train)} train+val, {len(data.y_test)} test images)"]
-    if data.source != "cifar10" and len(data.y_test) != 10000:
-        parts.append("NOT the full CIFAR-10 test set: figures are for this data only")
-    if config.weights is None:
-        parts.append("random initial weights (no ImageNet): backbones trained end to end")
-    if config.weights_note:
-        parts.append(config.weights_note)
-    return "; ".join(parts) + "."

@@ -183,7 +183,7 @@ def test_candidates_fall_back_to_every_image_predicting_only_the_rest(tiny_model
 
 
 def test_compare_saliency_figure_chooses_one_image_per_class_through_the_library(tmp_path, tiny_model, monkeypatch):
-    from kerasimpl import comparison_run
+    from kerasimpl import comparison_outputs
     from kerasimpl.data import load_dataset
 
     spy = Spy()
@@ -192,7 +192,7 @@ def test_compare_saliency_figure_chooses_one_image_per_class_through_the_library
     from kerasimpl.run_config import RunConfig
 
     cfg = RunConfig(("smallcnn",), "synthetic", str(tmp_path), preset="smoke", saliency=3, seed=2)
-    comparison_run.saliency_figure(cfg, [{"backbone": "smallcnn"}], data)
+    comparison_outputs.saliency_figure(cfg, [{"backbone": "smallcnn"}], data)
     assert spy.calls == [{"n": 3, "mode": "per-class", "seed": 2, "predictions": False}]
     report = json.load(open(tmp_path / "saliency_backbones.json"))
     assert report["images"] == spy.result.indices.tolist() and list(report["models"]) == ["smallcnn"]
