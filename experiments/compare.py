@@ -142,8 +142,9 @@ def build_parser():
     p.add_argument("--seeds", type=int, help="repeat with seeds seed..seed+N-1; report mean ± std (default 1)")
     p.add_argument("--augment",
                    help="augmentations of full-model stages (fine-tuning, end-to-end): any of "
-                        "flip,translate,randaugment,mixup,cutmix, or 'none' (default: "
-                        f"{','.join(_default('augment'))})")
+                        "flip,translate,randaugment,mixup,cutmix, or 'none'; randaugment=F sets RandAugment's "
+                        "strength (0 < F <= 1; plain randaugment: Keras' 0.5, harsh on 32 px images; 0.1 keeps "
+                        f"them recognisable) (default: {','.join(_default('augment'))})")
     p.add_argument("--no-cache-features", action="store_true",
                    help="re-run the frozen base every epoch (the reference experiment's way) instead of caching "
                         "features")

@@ -9,6 +9,35 @@ import numpy as np
 
 AUGMENTATIONS = ("flip", "translate", "randaugment", "mixup", "cutmix")
 MIXING = ("mixup", "cutmix")  # mix pairs of images and their labels: need one-hot labels
+RANDAUGMENT_FACTOR = 0.5  # Keras' own default; harsh on 32 px images (see `Augmenter`)
+
+
+def unknown(names) -> list:
+    """The names of `names` that are not augmentations: each must be one of `AUGMENTATIONS`, or
+    `randaugment=F` with a strength 0 < F <= 1."""
+    bad = []
+    for name in names:
+        kind, _, value = str(name).partition("=")
+        if kind not in AUGMENTATIONS or (value and (kind != "randaugment" or not _strength_ok(value))):
+            bad.append(name)
+    return bad
+
+
+def _strength_ok(value) -> bool:
+    try:
+        return 0.0 < float(value) <= 1.0
+    except ValueError:
+        return False
+
+
+def randaugment_factor(names):
+    """The RandAugment strength `names` asks for (`randaugment`: Keras' default 0.5; `randaugment=F`: F),
+    or `None` without RandAugment."""
+    for name in names:
+        kind, _, value = str(name).partition("=")
+        if kind == "randaugment":
+            return float(value) if value else RANDAUGMENT_FACTOR
+    return None
 
 
 def augmenter(names, seed=0, pad=4, mixup_alpha=0.2, cutmix_factor=1.0):
@@ -25,7 +54,11 @@ class Augmenter:
     layers `RandomFlip`/`RandomTranslation` cost ~100 ms (measured on torch,
     2 cores). `randaugment`, `mixup` and `cutmix` are Keras core's
     `RandAugment`, `MixUp(alpha=mixup_alpha)` and `CutMix(factor=cutmix_factor)`
-    (keras>=3.9). With `mixup` or `cutmix` the labels must come one-hot
+    (keras>=3.9). RandAugment's one `factor` sets every operation's
+    strength: Keras' default 0.5 (`randaugment`) means rotations up to
+    ±180°, shifts up to half the image and strong solarization, which
+    leaves many 32 px CIFAR-10 images unrecognisable; `randaugment=0.1`
+    (rotations up to ±36°, shifts up to 10%) keeps them recognisable. With `mixup` or `cutmix` the labels must come one-hot
     (`ArrayDataset(num_classes=...)`) and leave mixed, and images leave as
     float32 in [0, 255]; with both, each batch gets one of the two (p=0.5,
     as timm does). Otherwise labels pass through unchanged.
@@ -43,8 +76,13 @@ class Augmenter:
         self.names, self.seed, self.pad = tuple(names), int(seed), int(pad)
         self._rng = np.random.default_rng(self.seed)
         self._lock = threading.Lock()  # Keras layers' seed state is shared by loader threads
-        self.rand_augment = (keras.layers.RandAugment(value_range=(0, 255), seed=self.seed)
-                             if "randaugment" in self.names else None)
+        bad = unknown(self.names)
+        if bad:
+            raise ValueError(f"Unknown augmentation {bad}. Accepted: {', '.join(AUGMENTATIONS)}, and randaugment=F "
+                             f"(0 < F <= 1)")
+        factor = randaugment_factor(self.names)
+        self.rand_augment = (keras.layers.RandAugment(value_range=(0, 255), factor=factor, seed=self.seed)
+                             if factor is not None else None)
         self.mixers = []
         if "mixup" in self.names:
             self.mixers.append(keras.layers.MixUp(alpha=mixup_alpha, seed=self.seed))

@@ -206,7 +206,7 @@ def finetuning(name, options):
 
 def _check(c: RunConfig):
     """Fail early, naming the bad field and what is accepted (before any folder is made)."""
-    from kerasimpl.augmentation import AUGMENTATIONS
+    from kerasimpl.augmentation import AUGMENTATIONS, unknown
 
     if not c.data:
         raise ConfigError("{data} names no data source. Received: " + quote(repr(c.data)))
@@ -231,10 +231,10 @@ def _check(c: RunConfig):
             raise ConfigError(f"{{{field}}} must be between 0 and 1. Received: {getattr(c, field)}")
     if not 0 <= c.dropout < 1:
         raise ConfigError(f"{{dropout}} must be in [0, 1). Received: {c.dropout}")
-    bad = [a for a in c.augment if a not in AUGMENTATIONS]
+    bad = unknown(c.augment)
     if bad:
         raise ConfigError(f"Unknown augmentation in {{augment}}: {quote(', '.join(bad))}. Accepted: "
-                          f"{', '.join(AUGMENTATIONS)}, or none")
+                          f"{', '.join(AUGMENTATIONS)}, randaugment=F (its strength, 0 < F <= 1), or none")
     if c.precision not in PRECISIONS:
         raise ConfigError(f"{{precision}} must be resolved (kerasimpl.precision.resolve). Received: "
                           f"{c.precision!r}. Accepted: {', '.join(PRECISIONS)}")

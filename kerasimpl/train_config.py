@@ -11,7 +11,7 @@ import dataclasses
 
 import keras
 
-from kerasimpl.augmentation import AUGMENTATIONS
+from kerasimpl.augmentation import AUGMENTATIONS, unknown
 from kerasimpl.backbones import Finetuning
 from kerasimpl.precise_bn import DEFAULT_IMAGES as PRECISE_BN_IMAGES
 
@@ -99,9 +99,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.head_kind not in HEAD_KINDS:
             raise ValueError(f"Unknown head_kind. Received: {self.head_kind!r}. Accepted: {HEAD_KINDS}")
-        bad = [a for a in self.augment if a not in AUGMENTATIONS]
+        bad = unknown(self.augment)
         if bad:
-            raise ValueError(f"Unknown augmentation {bad}. Accepted: {AUGMENTATIONS}")
+            raise ValueError(f"Unknown augmentation {bad}. Accepted: {AUGMENTATIONS}, and randaugment=F (0 < F <= 1)")
         if self.precision not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"precision must be resolved (kerasimpl.precision.resolve). Received: "
                              f"{self.precision!r}. Accepted: float32, bfloat16, float16")

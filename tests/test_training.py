@@ -388,3 +388,24 @@ def test_stage_folder_resumes_what_it_kept_and_a_reader_writes_nothing(tmp_path)
     reader.add_history([{"stage": "probe", "epoch": 0}])
     assert not (tmp_path / "b").exists() and not reader.finished("head")
     assert reader.read_record("probe") == {"l2": 1.0}
+
+
+def test_randaugment_strength_is_an_option_and_a_weaker_one_changes_images_less(synthetic):
+    from kerasimpl.augmentation import RANDAUGMENT_FACTOR, augmenter, randaugment_factor, unknown
+
+    assert randaugment_factor(("flip", "randaugment")) == RANDAUGMENT_FACTOR == 0.5  # Keras' own default
+    assert randaugment_factor(("randaugment=0.1",)) == 0.1 and randaugment_factor(("flip",)) is None
+    assert unknown(("randaugment=0.1", "flip")) == []
+    assert unknown(("randaugment=0", "randaugment=2", "randaugment=x", "flip=0.1", "rotate")) == [
+        "randaugment=0", "randaugment=2", "randaugment=x", "flip=0.1", "rotate"]
+    with pytest.raises(ValueError, match="randaugment=F"):
+        augmenter(("randaugment=1.5",))
+    with pytest.raises(ValueError, match="randaugment=F"):
+        training.TrainConfig(augment=("randaugment=-1",))
+    x, y = synthetic.x_train[:32], synthetic.y_train[:32]
+    change = {}
+    for name in ("randaugment=0.05", "randaugment"):
+        a = augmenter((name,), seed=0)
+        changes = [np.abs(a(x, y, key=(0, b))[0].astype(np.float32) - x).mean() for b in range(4)]
+        change[name] = float(np.mean(changes))
+    assert 0 < change["randaugment=0.05"] < change["randaugment"]
