@@ -29,6 +29,7 @@ def test_the_command_line_adds_no_default_of_its_own():
     assert config.backbones == ("vgg16", "mobilenetv2", "mobilenetv3large") and config.data == "synthetic"
     assert _resolve("--data", "synthetic", "--lr", "0.01", "--augment", "none", "--hidden", "").learning_rate == 0.01
     assert _resolve("--data", "synthetic", "--augment", "none", "--hidden", "").augment == ()
+    assert _resolve("--data", "synthetic", "--augment", "flip,randaugment=0.1").augment == ("flip", "randaugment=0.1")
     assert _resolve("--preset", "alexnet-smoke", "--data", "x.tar.gz").learning_rate == 1e-4  # a preset's value
 
 
@@ -47,6 +48,8 @@ def test_it_is_frozen_and_its_record_round_trips_through_json():
     ({"learning_rate": 0.0}, "learning_rate must be > 0. Received: 0.0", "--lr must be > 0. Received: 0.0"),
     ({"val_fraction": 1.5}, "val_fraction must be between 0 and 1", "--val-fraction must be between 0 and 1"),
     ({"augment": ("flip", "blur")}, "Unknown augmentation in augment: blur", "Unknown augmentation in --augment: blur"),
+    ({"augment": ("randaugment=7",)}, "Unknown augmentation in augment: randaugment=7",
+     "Unknown augmentation in --augment: randaugment=7"),
     ({"backbones": ("vgg16", "vgg16")}, "A row appears twice in backbones", "A row appears twice in --backbones"),
     ({"tune": 2, "distribute": True}, "tune runs its trials in one process: it does not combine with distribute",
      "--tune runs its trials in one process: it does not combine with --distribute"),
