@@ -58,7 +58,8 @@ class Augmenter:
     strength: Keras' default 0.5 (`randaugment`) means rotations up to
     ±180°, shifts up to half the image and strong solarization, which
     leaves many 32 px CIFAR-10 images unrecognisable; `randaugment=0.1`
-    (rotations up to ±36°, shifts up to 10%) keeps them recognisable. With `mixup` or `cutmix` the labels must come one-hot
+    (rotations up to ±36°, shifts up to 10%) keeps them recognisable.
+    With `mixup` or `cutmix` the labels must come one-hot
     (`ArrayDataset(num_classes=...)`) and leave mixed, and images leave as
     float32 in [0, 255]; with both, each batch gets one of the two (p=0.5,
     as timm does). Otherwise labels pass through unchanged.

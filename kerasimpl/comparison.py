@@ -173,9 +173,10 @@ def run_backbone(run, data, split, config, folder, eval_batch=None, verbose="aut
                          features_folder or row.path, probe=row.stages.read_record("probe"))
     if result is None:
         return None
+    history = row.stages.history()
     result["model_mb"] = evaluation.file_size_mb(row.model_path)
-    result["epochs_run"] = len(row.stages.history())
-    row.finish(result, figures(result, row.stages.history(), data.class_names))
+    result["epochs_run"] = len(history)
+    row.finish(result, figures(result, history, data.class_names))
     return result
 
 

@@ -15,6 +15,7 @@ import os
 
 from kerasimpl import comparison, runtime
 from kerasimpl.artifacts import write_json
+from kerasimpl.run_folder import RowFolder
 
 _logger = logging.getLogger("kerasimpl")
 
@@ -53,8 +54,8 @@ def write_outputs(config, results, data, plots_dir="", say=_logger.info):
 def _model_paths(config, results) -> dict:
     """`{label: saved model}` of each result (the first seed's with `--seeds N`)."""
     labels = [r.get("run", r["backbone"]) for r in results]
-    return {label: os.path.join(comparison.row_folder(config.out, label, config.seeds, config.seed),
-                                "model.keras") for label in labels}
+    return {label: RowFolder(comparison.row_folder(config.out, label, config.seeds, config.seed)).model_path
+            for label in labels}
 
 
 def saliency_figure(config, results, data, plots_dir="", say=_logger.info):

@@ -70,9 +70,9 @@ def bench_extraction(names, batch, size, repeats, precisions=("float32",)):
         fns = [lambda: fe.predict_on_batch(x)]
         for p in done:
             fns += [lambda f=base[p]: f(x), lambda f=whole[p]: f(x)]
-        native = native_twin(name)
-        native_precisions = [p for p in (done or ["float32"]) if p in ("float32", "bfloat16")] if callable(
-            native) else []
+        native = native_twin(name)  # a string says why there is none
+        native_precisions = [p for p in (done or ["float32"]) if p in ("float32", "bfloat16")] \
+            if callable(native) else []
         for p in native_precisions:  # the native twin at the same precision (torch.autocast for bfloat16)
             fns.append(lambda p=p: native(x, p))
         secs = interleaved(fns, repeats)
