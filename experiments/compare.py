@@ -82,7 +82,7 @@ def _default(field):
 
 
 def build_parser():
-    from kerasimpl.backbones import list_backbones
+    from kerasimpl.backbones import SCHEDULES, list_backbones
     from kerasimpl.comparison import ROW_VARIANTS
 
     p = argparse.ArgumentParser(
@@ -129,6 +129,11 @@ def build_parser():
                    help="fine-tuning on cached activations (a frozen bottom, kerasimpl.partial): copies of each "
                         "training image, view 0 plain, the others augmented; epoch e uses view e mod N "
                         "(0: fine-tune the whole model every step)")
+    p.add_argument("--finetune-schedule", choices=SCHEDULES,
+                   help="fine-tuning's learning rate: plateau (constant, halved when the validation loss stalls) or "
+                        "cosine (decays per step to 0 over the fine-tuning epochs)")
+    p.add_argument("--finetune-label-smoothing", type=float, metavar="S",
+                   help="label smoothing of fine-tuning's cross-entropy, 0 <= S < 1 (0: none)")
     p.add_argument("--lr", type=float,
                    help=f"learning rate (default {_default('learning_rate'):g}; alexnet-smoke: 1e-4)")
     p.add_argument("--batch-size", type=int)
@@ -212,7 +217,8 @@ def _finetune_defaults():
         tune = get_spec(name).finetune
         if get_spec(name).pretrained:
             shown.append(f"{name} from {tune.unfreeze_from or f'the last {tune.top_layers} layers'}, "
-                         f"lr {tune.learning_rate:g}, {tune.views} views, {tune.epochs} epochs")
+                         f"lr {tune.learning_rate:g} ({tune.schedule}), {tune.views} views, {tune.epochs} epochs"
+                         + (f", label smoothing {tune.label_smoothing:g}" if tune.label_smoothing else ""))
     return "; ".join(shown)
 
 

@@ -224,6 +224,33 @@ def _plain(value):
     return float(value)
 
 
+class CosineDecay(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate before every step: cosine decay from
+    `initial` to 0 over `epochs` epochs (`keras.optimizers.schedules.CosineDecay`
+    with alpha 0, set by a callback so that a resumed stage, whose epoch and batch
+    numbers Keras replays, gets the same rates). Epochs of unknown length decay
+    per epoch."""
+
+    def __init__(self, initial, epochs):
+        super().__init__()
+        self.initial, self.epochs, self.epoch = float(initial), int(epochs), 0
+
+    def rate(self, epoch, batch=0, steps=None):
+        """The learning rate of step `batch` of epoch `epoch` (`steps` per epoch; `None`: per epoch)."""
+        t = (epoch + (batch / steps if steps else 0.0)) / max(self.epochs, 1)
+        return self.initial * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate = self.rate(self.epoch, batch, self.params.get("steps"))
+
+    def on_epoch_end(self, epoch, logs=None):  # the epoch's last rate in its logs, as ReduceLROnPlateau's
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
 class NaNGuard(keras.callbacks.TerminateOnNaN):
     """`TerminateOnNaN` that also records that it fired (`self.fired`)."""
 
@@ -236,8 +263,12 @@ class NaNGuard(keras.callbacks.TerminateOnNaN):
         super().on_batch_end(batch, logs)
 
 
-def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True, saved_model=None, writes=True):
+def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True, saved_model=None, writes=True,
+                       lr_schedule=None):
     """The callbacks every kerasimpl training stage uses.
+
+    `lr_schedule`: a callback that sets the learning rate itself (`CosineDecay`);
+    it replaces the `ReduceLROnPlateau` the stage has otherwise.
 
     `writes=False` (a process other than rank 0 under data parallelism):
     the same decisions (early stopping, learning rate, the best score, the
@@ -250,12 +281,14 @@ def standard_callbacks(folder, stage, dataset=None, patience=3, checkpoint=True,
     """
     writes = writes and folder is not None
     timer, nan_guard = Timer(), NaNGuard()
-    reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, patience // 2),
-                                                  verbose=0)
     early_stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
                                                restore_best_weights=True)
-    tracked = [reduce_lr, early_stop]
-    cbs = [timer, nan_guard, reduce_lr, early_stop]
+    if lr_schedule is None:
+        reduce_lr = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                      patience=max(1, patience // 2), verbose=0)
+        tracked, cbs = [reduce_lr, early_stop], [timer, nan_guard, reduce_lr, early_stop]
+    else:
+        tracked, cbs = [early_stop], [timer, nan_guard, lr_schedule, early_stop]
     if checkpoint:
         best = BestCheckpoint(os.path.join(folder, f"best_{stage}.keras") if writes else None, saved_model=saved_model)
         cbs.append(best)

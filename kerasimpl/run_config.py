@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import string
 
-from kerasimpl.backbones import get_spec, list_backbones
+from kerasimpl.backbones import SCHEDULES, get_spec, list_backbones
 from kerasimpl.distributed import DEFAULT_TIMEOUT_S
 from kerasimpl.precise_bn import DEFAULT_IMAGES as PRECISE_BN_IMAGES
 from kerasimpl.rows import parse_row, pretrained_backbones
@@ -83,7 +83,8 @@ class RunConfig:
         finetune_epochs: epochs of fine-tuning (0: frozen; `NAME:finetune`
             rows: the backbone's registry default).
         finetune_from, finetune_top_layers, finetune_learning_rate,
-            finetune_views: override the backbone's registry defaults
+            finetune_views, finetune_schedule, finetune_label_smoothing:
+            override the backbone's registry defaults
             (`backbones.Finetuning`; `None`: keep them). `finetune_from` and
             `finetune_top_layers` exclude each other.
         val_fraction: the stratified validation share of the training pool.
@@ -126,6 +127,8 @@ class RunConfig:
     finetune_top_layers: int | None = None
     finetune_learning_rate: float | None = None
     finetune_views: int | None = None
+    finetune_schedule: str | None = None
+    finetune_label_smoothing: float | None = None
     val_fraction: float = 0.2
     seed: int = 0
     seeds: int = 1
@@ -183,7 +186,8 @@ class RunConfig:
 
 def finetuning(name, options):
     """Backbone `name`'s fine-tuning defaults (`backbones.Finetuning`) with the overrides of `options` (a
-    `RunConfig`: `finetune_top_layers`, `finetune_from`, `finetune_learning_rate`, `finetune_views`; `None`:
+    `RunConfig`: `finetune_top_layers`, `finetune_from`, `finetune_learning_rate`, `finetune_views`,
+    `finetune_schedule`, `finetune_label_smoothing`; `None`:
     the default) applied: a layer count replaces the default block, a block replaces it too.
 
     Raises:
@@ -198,7 +202,8 @@ def finetuning(name, options):
         tune = dataclasses.replace(tune, unfreeze_from=None, top_layers=int(layers))
     elif block is not None:
         tune = dataclasses.replace(tune, unfreeze_from=str(block))
-    for key, field in (("finetune_learning_rate", "learning_rate"), ("finetune_views", "views")):
+    for key, field in (("finetune_learning_rate", "learning_rate"), ("finetune_views", "views"),
+                       ("finetune_schedule", "schedule"), ("finetune_label_smoothing", "label_smoothing")):
         if getattr(options, key) is not None:
             tune = dataclasses.replace(tune, **{field: getattr(options, key)})
     return tune
@@ -226,6 +231,11 @@ def _check(c: RunConfig):
         value = getattr(c, field)
         if value is not None and not value > 0:
             raise ConfigError(f"{{{field}}} must be > 0. Received: {value}")
+    if c.finetune_schedule is not None and c.finetune_schedule not in SCHEDULES:
+        raise ConfigError(f"Unknown {{finetune_schedule}}. Received: {quote(repr(c.finetune_schedule))}. "
+                          f"Accepted: {', '.join(SCHEDULES)}")
+    if c.finetune_label_smoothing is not None and not 0 <= c.finetune_label_smoothing < 1:
+        raise ConfigError(f"{{finetune_label_smoothing}} must be in [0, 1). Received: {c.finetune_label_smoothing}")
     for field in ("val_fraction", "test_fraction"):
         if not 0 < getattr(c, field) < 1:
             raise ConfigError(f"{{{field}}} must be between 0 and 1. Received: {getattr(c, field)}")

@@ -81,10 +81,10 @@ class StageFolder:
             save_weights(model, self.file(f"{stage}.weights.h5"))
             write_json(self.file(STAGE_TIMES), self.seconds)
 
-    def callbacks(self, stage, dataset=None, patience=3, saved_model=None):
+    def callbacks(self, stage, dataset=None, patience=3, saved_model=None, lr_schedule=None):
         """`callbacks.standard_callbacks` writing into this folder: `(callbacks, timer, nan_guard)`."""
         return standard_callbacks(self.path, stage, dataset=dataset, patience=patience, saved_model=saved_model,
-                                  writes=self.writes)
+                                  writes=self.writes, lr_schedule=lr_schedule)
 
     def record(self, name, value):
         """Keep a stage's record (a JSON object) as `<name>.json`."""

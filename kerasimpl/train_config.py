@@ -12,7 +12,7 @@ import dataclasses
 import keras
 
 from kerasimpl.augmentation import AUGMENTATIONS, unknown
-from kerasimpl.backbones import Finetuning
+from kerasimpl.backbones import SCHEDULES, Finetuning
 from kerasimpl.precise_bn import DEFAULT_IMAGES as PRECISE_BN_IMAGES
 
 HEAD_KINDS = ("mlp", "linear-probe")
@@ -44,6 +44,9 @@ class TrainConfig:
             by `augment`); epoch e uses view `e mod finetune_views`.
             `0`: always fine-tune the whole model (the frozen bottom runs
             in every step).
+        finetune_schedule: stage 2's learning rate, `"plateau"` or
+            `"cosine"` (`backbones.Finetuning.schedule`).
+        finetune_label_smoothing: of stage 2's cross-entropy (0: none).
         cache_features: stage 1 on cached pooled features (frozen base only).
         augment: augmentations for full-model stages, from `AUGMENTATIONS`.
             `mixup`/`cutmix` switch those stages to one-hot labels and
@@ -79,6 +82,8 @@ class TrainConfig:
     finetune_top_layers: int = Finetuning.top_layers
     finetune_views: int = Finetuning.views
     finetune_from: str | None = Finetuning.unfreeze_from
+    finetune_schedule: str = Finetuning.schedule
+    finetune_label_smoothing: float = Finetuning.label_smoothing
     cache_features: bool = True
     augment: tuple = ("flip", "translate")
     patience: int = 3
@@ -109,18 +114,45 @@ class TrainConfig:
             raise ValueError(f"inference_batch_size must be >= 1 or None. Received: {self.inference_batch_size}")
         if self.precise_bn < 0:
             raise ValueError(f"precise_bn must be >= 0 (images; 0: off). Received: {self.precise_bn}")
+        if self.finetune_schedule not in SCHEDULES:
+            raise ValueError(f"Unknown finetune_schedule. Received: {self.finetune_schedule!r}. Accepted: {SCHEDULES}")
+        if not 0 <= self.finetune_label_smoothing < 1:
+            raise ValueError(f"finetune_label_smoothing must be in [0, 1). Received: {self.finetune_label_smoothing}")
         if self.epochs < 0 or self.finetune_epochs < 0 or self.batch_size < 1:
             raise ValueError(f"epochs, finetune_epochs must be >= 0 and batch_size >= 1. Received: {self}")
 
 
-def compile_full(model, learning_rate, one_hot=False):
+@keras.saving.register_keras_serializable(package="kerasimpl")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of probabilities against integer labels smoothed as
+    `keras.losses.CategoricalCrossentropy(label_smoothing=...)` smooths
+    one-hot ones: the target is `(1 - s) * one_hot + s / classes`.
+    (Keras' `SparseCategoricalCrossentropy` has no label smoothing.)"""
+
+    def __init__(self, label_smoothing=0.1, name="smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        one_hot = keras.ops.one_hot(labels, y_pred.shape[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+def compile_full(model, learning_rate, one_hot=False, label_smoothing=0.0):
     """Adam + cross-entropy on the model's probabilities; `one_hot` for
-    one-hot or mixed (MixUp/CutMix) labels, else integer labels."""
+    one-hot or mixed (MixUp/CutMix) labels, else integer labels;
+    `label_smoothing` as `keras.losses.CategoricalCrossentropy`'s."""
     if one_hot:
-        loss, accuracy = keras.losses.CategoricalCrossentropy(), keras.metrics.CategoricalAccuracy(name="accuracy")
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+        accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
     else:
-        loss, accuracy = keras.losses.SparseCategoricalCrossentropy(), keras.metrics.SparseCategoricalAccuracy(
-            name="accuracy")
+        loss = (SmoothedSparseCrossentropy(label_smoothing) if label_smoothing
+                else keras.losses.SparseCategoricalCrossentropy())
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=[accuracy])
 
 

@@ -29,20 +29,23 @@ from kerasimpl.train_config import HEAD_KINDS, TrainConfig, compile_full, compil
 
 
 def fit_stage(model, train, val, folder, stage, config, epochs, verbose="auto", extra_callbacks=(), saved_model=None,
-              data_parallel=False):
+              data_parallel=False, lr_schedule=None):
     """`model.fit` with the standard callbacks; returns the training seconds.
 
     `folder`: a `StageFolder`, a path or `None` (nothing written). `saved_model`: what the best checkpoint
     saves when `model` is a part of it (the top of a split model); default `model`. `data_parallel`: across
     torch processes, train through DDP (`kerasimpl.distributed.data_parallel`;
-    `train` then serves this process's slice of each batch). Only the
+    `train` then serves this process's slice of each batch). `lr_schedule`: a
+    callback setting the learning rate (`callbacks.CosineDecay`) instead of
+    `ReduceLROnPlateau`. Only the
     writing process (rank 0) writes the history, checkpoints and backups.
 
     Raises:
         FloatingPointError: the loss became NaN (training stopped there).
     """
     store = StageFolder.of(folder)
-    cbs, timer, nan_guard = store.callbacks(stage, dataset=train, patience=config.patience, saved_model=saved_model)
+    cbs, timer, nan_guard = store.callbacks(stage, dataset=train, patience=config.patience, saved_model=saved_model,
+                                            lr_schedule=lr_schedule)
     # shuffle=False: ArrayDataset shuffles itself, by (seed, epoch); Keras would
     # also permute the batch order from the global RNG, which a resume cannot replay.
     with distributed.data_parallel(model, data_parallel) as in_step:
@@ -130,8 +133,14 @@ class _StagedRun:
         self.store.finish(name, self.model, self.seconds[name])
 
     def fit(self, model, train, val, stage, epochs, saved_model=None, data_parallel=False, own_callbacks=()):
+        schedule = None
+        if stage == "finetune" and self.config.finetune_schedule == "cosine":
+            from kerasimpl.callbacks import CosineDecay
+
+            schedule = CosineDecay(self.config.finetune_learning_rate, epochs)
         self.seconds[stage] = fit_stage(model, train, val, self.store, stage, self.config, epochs, self.verbose,
-                                        [*own_callbacks, *self.extra_callbacks], saved_model, data_parallel)
+                                        [*own_callbacks, *self.extra_callbacks], saved_model, data_parallel,
+                                        lr_schedule=schedule)
 
     def features(self):
         """Cached pooled features of the train and validation rows."""
@@ -195,7 +204,7 @@ class _StagedRun:
                                              what="extract cut train", **common)
         val_acts = partial.cut_activations(bottom, data.x_train, split.val, what="extract cut val", **common)
         extract_seconds = time.perf_counter() - start
-        compile_full(top, cfg.finetune_learning_rate)
+        compile_full(top, cfg.finetune_learning_rate, label_smoothing=cfg.finetune_label_smoothing)
         m = runtime.batch_multiple()
         train = ViewsDataset(train_acts, data.y_train[split.train], views, batch_size=cfg.batch_size, shuffle=True,
                              seed=cfg.seed, multiple_of=m)
@@ -204,13 +213,15 @@ class _StagedRun:
         self.seconds["finetune"] += extract_seconds
         self.store.record("finetune", {
             "mode": "top on cached activations", "cut_after": cut, "views": views,
+            "schedule": cfg.finetune_schedule, "label_smoothing": cfg.finetune_label_smoothing,
             "activation_shape": list(train_acts.shape[1:]), "extract_seconds": extract_seconds,
             "trainable_layers": [layer.name for layer in top.layers if layer.trainable_weights]})
 
     def full_model(self, stage, epochs, learning_rate):
         cfg, data, split = self.config, self.data, self.split
         mixing = any(a in MIXING for a in cfg.augment)
-        compile_full(self.model, learning_rate, one_hot=mixing)
+        smoothing = cfg.finetune_label_smoothing if stage == "finetune" else 0.0
+        compile_full(self.model, learning_rate, one_hot=mixing, label_smoothing=smoothing)
         kw = {"workers": cfg.workers} if cfg.workers > 1 else {}
         classes = len(data.class_names) if mixing else None  # one-hot labels, train and val alike
         # Across torch processes: each loads its slice of every global batch (DDP); validation is whole everywhere.
