@@ -161,7 +161,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             self.model.save_weights(os.path.join(slot, "model.weights.h5"), overwrite=True)
         states = []
         for i, cb in enumerate(self.track):
-            states.append({a: _plain(getattr(cb, a, None)) for a in _state_attributes(cb)})
+            states.append({"kind": type(cb).__name__, **{a: _plain(getattr(cb, a, None)) for a in _state_attributes(cb)}})
             best_weights = getattr(cb, "best_weights", None)
             if best_weights is not None:  # the slot is published only below, whole
                 np.savez(os.path.join(slot, f"callback-{i}-best-weights.npz"), *best_weights)
@@ -191,11 +191,16 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
         compat.set_initial_epoch(self.model, meta["epoch"])
         states = meta.get("callbacks", [])
-        if len(states) != len(self.track):
-            return  # a backup from another callback set: weights and epoch only
-        for i, (cb, state) in enumerate(zip(self.track, states)):
+        kinds = [s.get("kind") for s in states]
+        if None in kinds:  # a backup from before states named their callback: by position, same count only
+            pairs = list(enumerate(zip(self.track, states))) if len(states) == len(self.track) else []
+        else:  # each tracked callback takes the state of its kind (another schedule may track fewer)
+            pairs = [(kinds.index(type(cb).__name__), (cb, states[kinds.index(type(cb).__name__)]))
+                     for cb in self.track if type(cb).__name__ in kinds]
+        for i, (cb, state) in pairs:
             for name, value in state.items():
-                setattr(cb, name, value)
+                if name != "kind":
+                    setattr(cb, name, value)
             path = os.path.join(slot, f"callback-{i}-best-weights.npz")
             if os.path.exists(path):
                 with np.load(path) as z:

@@ -26,13 +26,14 @@ def check_resume(config):
     """Refuse to resume `config.out` (a `RunConfig`) when it was started with other result-changing options.
 
     An option that the folder's `config.json` lacks (a run from before the option existed) matches when it
-    holds its default now; the keys of older files are read under today's names (`LEGACY_KEYS`). A random
+    holds its default now; the fine-tuning settings of its rows (`run_config.finetuning_record`, registry
+    defaults included) must match those recorded, and a folder that recorded none resumes no fine-tuning row; the keys of older files are read under today's names (`LEGACY_KEYS`). A random
     checkpoint (`RANDOM_CHECKPOINT`) matches the file its earlier run wrote in the folder.
 
     Raises:
         ValueError: naming each option that differs, with both values.
     """
-    from kerasimpl.run_config import RANDOM_CHECKPOINT, ConfigError, RunConfig, quote
+    from kerasimpl.run_config import RANDOM_CHECKPOINT, ConfigError, RunConfig, finetuning_record, quote
 
     path = os.path.join(config.out, "config.json")
     if not os.path.exists(path):
@@ -59,6 +60,11 @@ def check_resume(config):
     diffs = [f"{{{k}}}: {quote(repr(old[k]))} there, {quote(repr(v))} now" if k in old else
              f"{{{k}}}: absent there, {quote(repr(v))} now"
              for k, v in new.items() if (old[k] != v if k in old else v != defaults.get(k))]
+    then, now = old.get("finetuning"), json.loads(json.dumps(finetuning_record(config)))
+    if now and then != now:  # the registry's fine-tuning defaults changed since the folder was started
+        diffs += [f"{row}'s fine-tuning: " + (f"{quote(repr(then[row]))} there" if then and row in then else
+                                             "not recorded there") + f", {quote(repr(tune))} now"
+                  for row, tune in now.items() if not then or then.get(row) != tune]
     if diffs:
         raise ConfigError(f"{{out}} {quote(config.out)} is a run started with other options, so its finished backbones "
                           f"would not match this configuration ({'; '.join(diffs)}). Use another {{out}}, or "

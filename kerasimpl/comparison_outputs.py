@@ -15,6 +15,7 @@ import os
 
 from kerasimpl import comparison, runtime
 from kerasimpl.artifacts import write_json
+from kerasimpl.run_config import finetuning_record
 from kerasimpl.run_folder import RowFolder
 
 _logger = logging.getLogger("kerasimpl")
@@ -25,7 +26,8 @@ def write_config(config, world, data, split):
     from kerasimpl.data.provenance import test_split_record
 
     write_json(os.path.join(config.out, "config.json"), {
-        **config.record(), "split": split.summary(), "versions": runtime.versions(), "device": runtime.device_description(),
+        **config.record(), "finetuning": finetuning_record(config), "split": split.summary(),
+        "versions": runtime.versions(), "device": runtime.device_description(),
         **world.describe(),
         "data_source": data.source, "num_train_total": int(len(data.y_train)), "num_test": int(len(data.y_test)),
         "class_names": list(data.class_names), "data_notes": list(data.notes),

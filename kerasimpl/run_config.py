@@ -209,6 +209,20 @@ def finetuning(name, options):
     return tune
 
 
+def finetuning_record(options) -> dict:
+    """The fine-tuning settings each row of `options` runs with (`finetuning`, without `measured`), by row,
+    for the rows that fine-tune: what `config.json` keeps, so that a run folder is resumed only with the
+    settings it started with, even where the registry's defaults changed in between."""
+    record = {}
+    for row in options.backbones:
+        name, variant = parse_row(row)
+        if variant == "finetune" or options.finetune_epochs:
+            tune = dataclasses.asdict(finetuning(name, options))
+            tune.pop("measured")
+            record[row] = {**tune, "epochs": options.finetune_epochs or tune["epochs"]}
+    return record
+
+
 def _check(c: RunConfig):
     """Fail early, naming the bad field and what is accepted (before any folder is made)."""
     from kerasimpl.augmentation import AUGMENTATIONS, unknown

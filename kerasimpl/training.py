@@ -187,8 +187,16 @@ class _StagedRun:
         cfg = self.config
         # Across processes the whole model trains (DDP): the cached activations are not sharded (yet).
         if cfg.finetune_views < 1 or distributed.world().size > 1 or not partial.can_split(self.model, cfg.augment):
-            return self.full_model("finetune", cfg.finetune_epochs, cfg.finetune_learning_rate)
+            self.full_model("finetune", cfg.finetune_epochs, cfg.finetune_learning_rate)
+            self.store.record("finetune", {"mode": "whole model", **self.finetune_settings()})
+            return
         self.top_on_activations()
+
+    def finetune_settings(self):
+        cfg = self.config
+        return {"from": cfg.finetune_from, "top_layers": None if cfg.finetune_from else cfg.finetune_top_layers,
+                "learning_rate": cfg.finetune_learning_rate, "epochs": cfg.finetune_epochs,
+                "schedule": cfg.finetune_schedule, "label_smoothing": cfg.finetune_label_smoothing}
 
     def top_on_activations(self):
         """Fine-tuning as `kerasimpl.partial` splits it: the frozen bottom once per view, the top trained."""
@@ -212,8 +220,7 @@ class _StagedRun:
         self.fit(top, train, val, "finetune", cfg.finetune_epochs, saved_model=self.model)
         self.seconds["finetune"] += extract_seconds
         self.store.record("finetune", {
-            "mode": "top on cached activations", "cut_after": cut, "views": views,
-            "schedule": cfg.finetune_schedule, "label_smoothing": cfg.finetune_label_smoothing,
+            "mode": "top on cached activations", "cut_after": cut, "views": views, **self.finetune_settings(),
             "activation_shape": list(train_acts.shape[1:]), "extract_seconds": extract_seconds,
             "trainable_layers": [layer.name for layer in top.layers if layer.trainable_weights]})
 

@@ -120,6 +120,12 @@ def test_bad_options_are_refused_naming_the_field(fields, message):
         dataclasses.replace(OPTIONS, **fields)
     with pytest.raises(ValueError, match="schedule in"):
         Finetuning(schedule="step")
+    with pytest.raises(ValueError, match="0 <= label_smoothing < 1"):
+        Finetuning(label_smoothing=-0.1)
+    with pytest.raises(ValueError, match="Unknown finetune_schedule. Received: 'step'"):
+        training.TrainConfig(finetune_schedule="step")
+    with pytest.raises(ValueError, match=r"finetune_label_smoothing must be in \[0, 1\). Received: 1.0"):
+        training.TrainConfig(finetune_label_smoothing=1.0)
 
 
 def test_compare_takes_the_flags_and_refuses_a_bad_one(capsys):
@@ -133,3 +139,50 @@ def test_compare_takes_the_flags_and_refuses_a_bad_one(capsys):
         parser.parse_args(["--finetune-schedule", "linear"])
     err = capsys.readouterr().err
     assert "--finetune-schedule: invalid choice: 'linear'" in err and "plateau" in err and "cosine" in err
+
+
+def test_a_backup_restores_each_callback_by_kind_across_schedules(tmp_path):
+    """A fine-tuning stage killed under one schedule and resumed under the other (its tracked callbacks differ:
+    the cosine stage has no ReduceLROnPlateau) keeps early stopping's and the best checkpoint's state."""
+    from kerasimpl.callbacks import AtomicBackupAndRestore, BestCheckpoint
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    es, lr, best = (keras.callbacks.EarlyStopping(patience=5), keras.callbacks.ReduceLROnPlateau(patience=3),
+                    BestCheckpoint(None))
+    es.wait, es.best, es.best_epoch, lr.wait, best.best = 2, 0.75, 3, 1, 0.75
+    backup = AtomicBackupAndRestore(tmp_path / "backup", track=[lr, es, best])  # the plateau stage's set
+    backup.set_model(model)
+    backup.on_epoch_end(4)
+    es2, best2 = keras.callbacks.EarlyStopping(patience=5), BestCheckpoint(None)
+    es2.set_model(model)
+    es2.on_train_begin()
+    restore = AtomicBackupAndRestore(tmp_path / "backup", track=[es2, best2])  # the cosine stage's set
+    restore.set_model(model)
+    restore.on_train_begin()
+    assert (es2.wait, es2.best, es2.best_epoch, best2.best) == (2, 0.75, 3, 0.75)
+
+
+def test_a_run_folder_resumes_only_with_the_fine_tuning_it_started_with(tmp_path):
+    """The registry's defaults may change between a run's start and its resume (Lite2's did): config.json
+    keeps each fine-tuning row's resolved settings and a resume compares them."""
+    from experiments import compare
+    from kerasimpl.comparison_checks import check_resume
+    from kerasimpl.run_config import finetuning_record
+
+    config = dataclasses.replace(OPTIONS, backbones=("efficientnetlite2:finetune", "vgg16"), out=str(tmp_path))
+    record = finetuning_record(config)
+    assert list(record) == ["efficientnetlite2:finetune"]  # the frozen row has none
+    assert record["efficientnetlite2:finetune"]["schedule"] == get_spec("efficientnetlite2").finetune.schedule
+    saved = {**config.record(), "finetuning": record}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    check_resume(config)  # the same settings: resumed
+    then = {**record["efficientnetlite2:finetune"], "views": 2, "schedule": "plateau", "label_smoothing": 0.0}
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "finetuning": {"efficientnetlite2:finetune": then}}))
+    with pytest.raises(ConfigError, match="efficientnetlite2:finetune's fine-tuning: .*'plateau'.* there") as e:
+        check_resume(config)
+    assert e.value.render(compare.flag).startswith(f"--out {tmp_path} is a run started with other options")
+    del saved["finetuning"]  # a folder from before the record
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match="fine-tuning: not recorded there"):
+        check_resume(config)
