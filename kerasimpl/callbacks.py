@@ -249,6 +249,8 @@ class CosineDecay(keras.callbacks.Callback):
         self.epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
+        # Through `self.model` on every batch: on JAX that property syncs the trainer's state first, and the
+        # loop re-reads the assigned rate before the step (a cached optimizer would set a stale copy).
         self.model.optimizer.learning_rate = self.rate(self.epoch, batch, self.params.get("steps"))
 
     def on_epoch_end(self, epoch, logs=None):  # the epoch's last rate in its logs, as ReduceLROnPlateau's
