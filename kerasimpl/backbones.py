@@ -69,8 +69,9 @@ class Finetuning:
 _LITE_MEASURED = {
     0: "the best row of a sweep of Lite0 on the CIFAR-10 subset (lent H200), then 3 seeds on 2 CPU cores",
     1: "Lite0's settings at the same block; not measured for Lite1",
-    2: "3 seeds on 2 CPU cores against Lite0's settings (constant rate, 2 views, no smoothing) at the same "
-       "block; from block4a with 4 views and 8 epochs: no better, one draw",
+    2: "3 seeds on 2 CPU cores: 93.52% +- 0.33 on 2,000 other CIFAR-10 test images against 92.93% +- 0.10 "
+       "with Lite0's settings (constant rate, 2 views, no smoothing) at the same block; the three changes "
+       "together, not one by one",
 }
 
 

@@ -23,6 +23,10 @@ def _with(**fields):
 def test_a_row_takes_its_backbones_registry_defaults():
     lite = get_spec("efficientnetlite0").finetune
     assert (lite.unfreeze_from, lite.learning_rate, lite.views, lite.epochs) == ("block5a", 3e-4, 2, 6)
+    lite2 = get_spec("efficientnetlite2").finetune  # chosen on 3 seeds (docs/benchmarks.md)
+    assert (lite2.unfreeze_from, lite2.learning_rate, lite2.views, lite2.epochs, lite2.schedule,
+            lite2.label_smoothing) == ("block5a", 3e-4, 4, 6, "cosine", 0.1)
+    assert (lite.schedule, lite.label_smoothing) == ("plateau", 0.0)
     _, plain = comparison.row_setup("efficientnetlite0", _with(finetune_epochs=4), 0)
     assert (plain.finetune_from, plain.finetune_learning_rate, plain.finetune_views, plain.finetune_epochs) == (
         "block5a", 3e-4, 2, 4)  # --finetune-epochs 4 and nothing else: the registry's block, rate and views
