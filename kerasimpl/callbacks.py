@@ -161,7 +161,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
             self.model.save_weights(os.path.join(slot, "model.weights.h5"), overwrite=True)
         states = []
         for i, cb in enumerate(self.track):
-            states.append({"kind": type(cb).__name__, **{a: _plain(getattr(cb, a, None)) for a in _state_attributes(cb)}})
+            states.append({"kind": type(cb).__name__,
+                           **{a: _plain(getattr(cb, a, None)) for a in _state_attributes(cb)}})
             best_weights = getattr(cb, "best_weights", None)
             if best_weights is not None:  # the slot is published only below, whole
                 np.savez(os.path.join(slot, f"callback-{i}-best-weights.npz"), *best_weights)
@@ -191,14 +192,15 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
         compat.set_initial_epoch(self.model, meta["epoch"])
         states = meta.get("callbacks", [])
-        kinds = [s.get("kind") for s in states]
-        if None in kinds:  # a backup from before states named their callback: by position, same count only
-            pairs = list(enumerate(zip(self.track, states))) if len(states) == len(self.track) else []
+        slot_of = {}  # callback kind -> its state's position in the backup
+        for i, state in enumerate(states):
+            slot_of.setdefault(state.get("kind"), i)
+        if None in slot_of:  # a backup from before states named their callback: by position, same count only
+            pairs = list(enumerate(self.track)) if len(states) == len(self.track) else []
         else:  # each tracked callback takes the state of its kind (another schedule may track fewer)
-            pairs = [(kinds.index(type(cb).__name__), (cb, states[kinds.index(type(cb).__name__)]))
-                     for cb in self.track if type(cb).__name__ in kinds]
-        for i, (cb, state) in pairs:
-            for name, value in state.items():
+            pairs = [(slot_of[type(cb).__name__], cb) for cb in self.track if type(cb).__name__ in slot_of]
+        for i, cb in pairs:
+            for name, value in states[i].items():
                 if name != "kind":
                     setattr(cb, name, value)
             path = os.path.join(slot, f"callback-{i}-best-weights.npz")

@@ -27,7 +27,8 @@ def check_resume(config):
 
     An option that the folder's `config.json` lacks (a run from before the option existed) matches when it
     holds its default now; the fine-tuning settings of its rows (`run_config.finetuning_record`, registry
-    defaults included) must match those recorded, and a folder that recorded none resumes no fine-tuning row; the keys of older files are read under today's names (`LEGACY_KEYS`). A random
+    defaults included) must match those recorded, and a folder that recorded none resumes no fine-tuning row;
+    the keys of older files are read under today's names (`LEGACY_KEYS`). A random
     checkpoint (`RANDOM_CHECKPOINT`) matches the file its earlier run wrote in the folder.
 
     Raises:
@@ -60,11 +61,13 @@ def check_resume(config):
     diffs = [f"{{{k}}}: {quote(repr(old[k]))} there, {quote(repr(v))} now" if k in old else
              f"{{{k}}}: absent there, {quote(repr(v))} now"
              for k, v in new.items() if (old[k] != v if k in old else v != defaults.get(k))]
+    # Each fine-tuning row against what the folder recorded (the registry's defaults may have changed since);
+    # a row the folder never ran may be added, as --backbones may differ; a folder that recorded none may
+    # have run any of them.
     then, now = old.get("finetuning"), json.loads(json.dumps(finetuning_record(config)))
-    if now and then != now:  # the registry's fine-tuning defaults changed since the folder was started
-        diffs += [f"{row}'s fine-tuning: " + (f"{quote(repr(then[row]))} there" if then and row in then else
-                                             "not recorded there") + f", {quote(repr(tune))} now"
-                  for row, tune in now.items() if not then or then.get(row) != tune]
+    diffs += [f"{row}'s fine-tuning: " + ("not recorded there" if then is None else
+                                         f"{quote(repr(then[row]))} there") + f", {quote(repr(tune))} now"
+              for row, tune in now.items() if then is None or then.get(row, tune) != tune]
     if diffs:
         raise ConfigError(f"{{out}} {quote(config.out)} is a run started with other options, so its finished backbones "
                           f"would not match this configuration ({'; '.join(diffs)}). Use another {{out}}, or "

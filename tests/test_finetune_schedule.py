@@ -177,6 +177,7 @@ def test_a_run_folder_resumes_only_with_the_fine_tuning_it_started_with(tmp_path
     saved = {**config.record(), "finetuning": record}
     (tmp_path / "config.json").write_text(json.dumps(saved))
     check_resume(config)  # the same settings: resumed
+    check_resume(dataclasses.replace(config, backbones=(*config.backbones, "efficientnetlite0:finetune")))  # a new row
     then = {**record["efficientnetlite2:finetune"], "views": 2, "schedule": "plateau", "label_smoothing": 0.0}
     (tmp_path / "config.json").write_text(json.dumps({**saved, "finetuning": {"efficientnetlite2:finetune": then}}))
     with pytest.raises(ConfigError, match="efficientnetlite2:finetune's fine-tuning: .*'plateau'.* there") as e:
