@@ -134,6 +134,10 @@ def build_parser():
                         "cosine (decays per step to 0 over the fine-tuning epochs)")
     p.add_argument("--finetune-label-smoothing", type=float, metavar="S",
                    help="label smoothing of fine-tuning's cross-entropy, 0 <= S < 1 (0: none)")
+    p.add_argument("--finetune-mixup", type=float, metavar="ALPHA",
+                   help="MixUp during fine-tuning, Beta(ALPHA, ALPHA) weights (0: none): on cached activations "
+                        "pairs of activations at the cut mix (manifold mixup), when the whole model trains pairs "
+                        "of images")
     p.add_argument("--lr", type=float,
                    help=f"learning rate (default {_default('learning_rate'):g}; alexnet-smoke: 1e-4)")
     p.add_argument("--batch-size", type=int)
@@ -218,7 +222,8 @@ def _finetune_defaults():
         if get_spec(name).pretrained:
             shown.append(f"{name} from {tune.unfreeze_from or f'the last {tune.top_layers} layers'}, "
                          f"lr {tune.learning_rate:g} ({tune.schedule}), {tune.views} views, {tune.epochs} epochs"
-                         + (f", label smoothing {tune.label_smoothing:g}" if tune.label_smoothing else ""))
+                         + (f", label smoothing {tune.label_smoothing:g}" if tune.label_smoothing else "")
+                         + (f", mixup {tune.mixup:g}" if tune.mixup else ""))
     return "; ".join(shown)
 
 

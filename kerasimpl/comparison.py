@@ -122,6 +122,7 @@ def row_setup(row, options, seed, kind="mlp"):
         finetune_epochs=epochs, finetune_top_layers=tune.top_layers,
         finetune_from=tune.unfreeze_from, finetune_learning_rate=tune.learning_rate, finetune_views=tune.views,
         finetune_schedule=tune.schedule, finetune_label_smoothing=tune.label_smoothing,
+        finetune_mixup=tune.mixup,
         cache_features=options.cache_features, augment=tuple(options.augment), seed=seed,
         workers=options.workers or 1, head_kind=kind, inference_batch_size=options.inference_batch_size,
         precision=options.precision, precise_bn=options.precise_bn)

@@ -67,11 +67,20 @@ def check_resume(config):
     then, now = old.get("finetuning"), json.loads(json.dumps(finetuning_record(config)))
     diffs += [f"{row}'s fine-tuning: " + ("not recorded there" if then is None else
                                          f"{quote(repr(then[row]))} there") + f", {quote(repr(tune))} now"
-              for row, tune in now.items() if then is None or then.get(row, tune) != tune]
+              for row, tune in now.items() if then is None or _as_then(then.get(row, tune), tune) != tune]
     if diffs:
         raise ConfigError(f"{{out}} {quote(config.out)} is a run started with other options, so its finished backbones "
                           f"would not match this configuration ({'; '.join(diffs)}). Use another {{out}}, or "
                           "repeat the original options to resume it")
+
+
+def _as_then(recorded, now):
+    """A folder's fine-tuning record with the fields it predates (absent there, in `now`) at their
+    `Finetuning` default, the value they had before they existed."""
+    from kerasimpl.finetuning import Finetuning
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Finetuning)}
+    return {**{k: defaults[k] for k in now if k not in recorded and k in defaults}, **recorded}
 
 
 # Multiply-adds per second a 2-core CPU sustains in feature extraction: VGG16's measured 2.2 img/s at

@@ -29,6 +29,9 @@ class Finetuning:
             validation loss stalls (`ReduceLROnPlateau`); `"cosine"`: cosine decay per
             step from `learning_rate` to 0 over the stage's epochs (no halving).
         label_smoothing: of the stage's cross-entropy (0: none).
+        mixup: MixUp's alpha in the stage (0: none): on cached activations, pairs of activations at the
+            cut and their one-hot labels mix (manifold mixup, `kerasimpl.partial.ActivationMixUp`); when the
+            whole model trains, pairs of images (`keras.layers.MixUp`).
         measured: where these values come from (a sweep and its device, or "not measured").
     """
 
@@ -39,15 +42,17 @@ class Finetuning:
     views: int = 4
     schedule: str = "plateau"
     label_smoothing: float = 0.0
+    mixup: float = 0.0
     measured: str = "not measured here: the last stage at Keras' transfer-learning guide's 1e-5"
 
     def __post_init__(self):
         if self.learning_rate <= 0 or self.epochs < 1 or self.views < 0 or self.top_layers < 1:
             raise ValueError(f"Finetuning needs learning_rate > 0, epochs >= 1, views >= 0 and top_layers >= 1. "
                              f"Received: {self}")
-        if self.schedule not in SCHEDULES or not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"Finetuning needs schedule in {SCHEDULES} and 0 <= label_smoothing < 1. "
-                             f"Received: schedule={self.schedule!r}, label_smoothing={self.label_smoothing}")
+        if self.schedule not in SCHEDULES or not 0 <= self.label_smoothing < 1 or not self.mixup >= 0:
+            raise ValueError(f"Finetuning needs schedule in {SCHEDULES}, 0 <= label_smoothing < 1 and mixup >= 0. "
+                             f"Received: schedule={self.schedule!r}, label_smoothing={self.label_smoothing}, "
+                             f"mixup={self.mixup}")
 
 
 _LITE_MEASURED = {

@@ -13,8 +13,10 @@ bottom's 70% of the arithmetic runs once per view instead of every epoch.
 Augmentation becomes a pool of `views` fixed augmented copies of each
 training image (view 0 unaugmented, view v drawn with key `(v, batch)` from
 the run's seed); epoch e trains on view `e mod views`. Label-mixing
-augmentations (MixUp, CutMix) change labels per batch and are not cached:
-`split_at_trainable` callers fall back to the whole model for them.
+augmentations of images (MixUp, CutMix) change labels per batch and are not
+cached: `split_at_trainable` callers fall back to the whole model for them.
+MixUp can mix the cached activations instead (`ActivationMixUp`: manifold
+mixup at the cut), new pairs every epoch at no extraction cost.
 
 The split is exact: `top(bottom(x))` is the model's own function, with the
 same layer objects (the top's variables ARE the model's).
@@ -100,3 +102,41 @@ def cut_activations(bottom, x, indices, augment=(), views=1, seed=0, batch_size=
             progress.update(row + len(xb))
     progress.close()
     return out
+
+
+class ActivationMixUp:
+    """MixUp of cached activations: `mix(x, y, key) -> (x, y)` for an `ArrayDataset`'s `augment`.
+
+    Each row `i` of a batch becomes `lam_i * x_i + (1 - lam_i) * x_p(i)`, its
+    one-hot label likewise, with `lam_i ~ Beta(alpha, alpha)` and `p` a
+    permutation of the batch: MixUp (Zhang et al., 2018) applied at the cut
+    rather than to images, i.e. manifold mixup at one fixed layer (Verma et
+    al., 2019). Per-row weights, as `keras.layers.MixUp` draws them. The
+    frozen bottom is a fixed function, so mixing its outputs is what mixing
+    the top's inputs means; the views stay cached and each epoch pairs them
+    anew. `key` (`(epoch, batch)` from the loader) makes every draw a
+    function of `(seed, key)` alone, so a resumed run replays it.
+
+    Args:
+        alpha: Beta's both parameters, > 0 (small: weights near 0 or 1).
+        seed: the run's seed.
+    """
+
+    takes_key = True
+
+    def __init__(self, alpha, seed=0):
+        if not alpha > 0:
+            raise ValueError(f"ActivationMixUp needs alpha > 0. Received: alpha={alpha}")
+        self.alpha, self.seed = float(alpha), int(seed)
+
+    def __call__(self, x, y, key=(0, 0)):
+        y = np.asarray(y)
+        if y.ndim != 2:
+            raise ValueError(f"ActivationMixUp mixes one-hot labels of shape (batch, classes); serve them with "
+                             f"ArrayDataset(num_classes=...). Received labels of shape {y.shape}")
+        rng = np.random.default_rng([self.seed, *(int(k) for k in key)])
+        lam = rng.beta(self.alpha, self.alpha, size=len(y)).astype(np.float32)
+        perm = rng.permutation(len(y))
+        x = np.asarray(x, dtype=np.float32)
+        mix_x = lam.reshape(-1, *[1] * (x.ndim - 1))
+        return mix_x * x + (1 - mix_x) * x[perm], lam[:, None] * y + (1 - lam[:, None]) * y[perm]

@@ -83,8 +83,8 @@ class RunConfig:
         finetune_epochs: epochs of fine-tuning (0: frozen; `NAME:finetune`
             rows: the backbone's registry default).
         finetune_from, finetune_top_layers, finetune_learning_rate,
-            finetune_views, finetune_schedule, finetune_label_smoothing:
-            override the backbone's registry defaults
+            finetune_views, finetune_schedule, finetune_label_smoothing,
+            finetune_mixup: override the backbone's registry defaults
             (`backbones.Finetuning`; `None`: keep them). `finetune_from` and
             `finetune_top_layers` exclude each other.
         val_fraction: the stratified validation share of the training pool.
@@ -129,6 +129,7 @@ class RunConfig:
     finetune_views: int | None = None
     finetune_schedule: str | None = None
     finetune_label_smoothing: float | None = None
+    finetune_mixup: float | None = None
     val_fraction: float = 0.2
     seed: int = 0
     seeds: int = 1
@@ -187,7 +188,7 @@ class RunConfig:
 def finetuning(name, options):
     """Backbone `name`'s fine-tuning defaults (`backbones.Finetuning`) with the overrides of `options` (a
     `RunConfig`: `finetune_top_layers`, `finetune_from`, `finetune_learning_rate`, `finetune_views`,
-    `finetune_schedule`, `finetune_label_smoothing`; `None`:
+    `finetune_schedule`, `finetune_label_smoothing`, `finetune_mixup`; `None`:
     the default) applied: a layer count replaces the default block, a block replaces it too.
 
     Raises:
@@ -203,7 +204,8 @@ def finetuning(name, options):
     elif block is not None:
         tune = dataclasses.replace(tune, unfreeze_from=str(block))
     for key, field in (("finetune_learning_rate", "learning_rate"), ("finetune_views", "views"),
-                       ("finetune_schedule", "schedule"), ("finetune_label_smoothing", "label_smoothing")):
+                       ("finetune_schedule", "schedule"), ("finetune_label_smoothing", "label_smoothing"),
+                       ("finetune_mixup", "mixup")):
         if getattr(options, key) is not None:
             tune = dataclasses.replace(tune, **{field: getattr(options, key)})
     return tune
@@ -250,6 +252,8 @@ def _check(c: RunConfig):
                           f"Accepted: {', '.join(SCHEDULES)}")
     if c.finetune_label_smoothing is not None and not 0 <= c.finetune_label_smoothing < 1:
         raise ConfigError(f"{{finetune_label_smoothing}} must be in [0, 1). Received: {c.finetune_label_smoothing}")
+    if c.finetune_mixup is not None and not c.finetune_mixup >= 0:
+        raise ConfigError(f"{{finetune_mixup}} (MixUp's alpha) must be >= 0, 0 for none. Received: {c.finetune_mixup}")
     for field in ("val_fraction", "test_fraction"):
         if not 0 < getattr(c, field) < 1:
             raise ConfigError(f"{{{field}}} must be between 0 and 1. Received: {getattr(c, field)}")

@@ -47,6 +47,8 @@ class TrainConfig:
         finetune_schedule: stage 2's learning rate, `"plateau"` or
             `"cosine"` (`backbones.Finetuning.schedule`).
         finetune_label_smoothing: of stage 2's cross-entropy (0: none).
+        finetune_mixup: MixUp's alpha in stage 2 (0: none; `backbones.Finetuning.mixup`): activations at
+            the cut on cached activations, images when the whole model trains.
         cache_features: stage 1 on cached pooled features (frozen base only).
         augment: augmentations for full-model stages, from `AUGMENTATIONS`.
             `mixup`/`cutmix` switch those stages to one-hot labels and
@@ -84,6 +86,7 @@ class TrainConfig:
     finetune_from: str | None = Finetuning.unfreeze_from
     finetune_schedule: str = Finetuning.schedule
     finetune_label_smoothing: float = Finetuning.label_smoothing
+    finetune_mixup: float = Finetuning.mixup
     cache_features: bool = True
     augment: tuple = ("flip", "translate")
     patience: int = 3
@@ -118,6 +121,8 @@ class TrainConfig:
             raise ValueError(f"Unknown finetune_schedule. Received: {self.finetune_schedule!r}. Accepted: {SCHEDULES}")
         if not 0 <= self.finetune_label_smoothing < 1:
             raise ValueError(f"finetune_label_smoothing must be in [0, 1). Received: {self.finetune_label_smoothing}")
+        if not self.finetune_mixup >= 0:
+            raise ValueError(f"finetune_mixup must be >= 0 (MixUp's alpha; 0: none). Received: {self.finetune_mixup}")
         if self.epochs < 0 or self.finetune_epochs < 0 or self.batch_size < 1:
             raise ValueError(f"epochs, finetune_epochs must be >= 0 and batch_size >= 1. Received: {self}")
 

@@ -196,7 +196,8 @@ class _StagedRun:
         cfg = self.config
         return {"from": cfg.finetune_from, "top_layers": None if cfg.finetune_from else cfg.finetune_top_layers,
                 "learning_rate": cfg.finetune_learning_rate, "epochs": cfg.finetune_epochs,
-                "schedule": cfg.finetune_schedule, "label_smoothing": cfg.finetune_label_smoothing}
+                "schedule": cfg.finetune_schedule, "label_smoothing": cfg.finetune_label_smoothing,
+                "mixup": cfg.finetune_mixup}
 
     def top_on_activations(self):
         """Fine-tuning as `kerasimpl.partial` splits it: the frozen bottom once per view, the top trained."""
@@ -212,11 +213,14 @@ class _StagedRun:
                                              what="extract cut train", **common)
         val_acts = partial.cut_activations(bottom, data.x_train, split.val, what="extract cut val", **common)
         extract_seconds = time.perf_counter() - start
-        compile_full(top, cfg.finetune_learning_rate, label_smoothing=cfg.finetune_label_smoothing)
+        mix = cfg.finetune_mixup  # MixUp of activations: one-hot labels, train and val alike
+        classes = data.num_classes if mix else None
+        compile_full(top, cfg.finetune_learning_rate, one_hot=bool(mix), label_smoothing=cfg.finetune_label_smoothing)
         m = runtime.batch_multiple()
         train = ViewsDataset(train_acts, data.y_train[split.train], views, batch_size=cfg.batch_size, shuffle=True,
-                             seed=cfg.seed, multiple_of=m)
-        val = ArrayDataset(val_acts, data.y_train[split.val], cfg.batch_size, multiple_of=m)
+                             seed=cfg.seed, multiple_of=m, num_classes=classes,
+                             augment=partial.ActivationMixUp(mix, cfg.seed) if mix else None)
+        val = ArrayDataset(val_acts, data.y_train[split.val], cfg.batch_size, multiple_of=m, num_classes=classes)
         self.fit(top, train, val, "finetune", cfg.finetune_epochs, saved_model=self.model)
         self.seconds["finetune"] += extract_seconds
         self.store.record("finetune", {
@@ -226,14 +230,17 @@ class _StagedRun:
 
     def full_model(self, stage, epochs, learning_rate):
         cfg, data, split = self.config, self.data, self.split
-        mixing = any(a in MIXING for a in cfg.augment)
+        names, alpha = tuple(cfg.augment), 0.2  # keras.layers.MixUp's alpha unless fine-tuning's mixup says
+        if stage == "finetune" and cfg.finetune_mixup:
+            names, alpha = names + (() if "mixup" in names else ("mixup",)), cfg.finetune_mixup
+        mixing = any(a in MIXING for a in names)
         smoothing = cfg.finetune_label_smoothing if stage == "finetune" else 0.0
         compile_full(self.model, learning_rate, one_hot=mixing, label_smoothing=smoothing)
         kw = {"workers": cfg.workers} if cfg.workers > 1 else {}
         classes = len(data.class_names) if mixing else None  # one-hot labels, train and val alike
         # Across torch processes: each loads its slice of every global batch (DDP); validation is whole everywhere.
         train = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                             augment=augmenter(cfg.augment, distributed.rank_seed(cfg.seed)), indices=split.train,
+                             augment=augmenter(names, distributed.rank_seed(cfg.seed), mixup_alpha=alpha), indices=split.train,
                              num_classes=classes, **distributed.loader_options(split_batches=True), **kw)
         val = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, indices=split.val, num_classes=classes,
                            **distributed.loader_options(split_batches=False))
