@@ -137,7 +137,7 @@ def build_parser():
     p.add_argument("--finetune-mixup", type=float, metavar="ALPHA",
                    help="MixUp during fine-tuning, Beta(ALPHA, ALPHA) weights (0: none): on cached activations "
                         "pairs of activations at the cut mix (manifold mixup), when the whole model trains pairs "
-                        "of images")
+                        "of images (beside --augment's; with cutmix there, each batch gets one of the two)")
     p.add_argument("--lr", type=float,
                    help=f"learning rate (default {_default('learning_rate'):g}; alexnet-smoke: 1e-4)")
     p.add_argument("--batch-size", type=int)

@@ -74,13 +74,13 @@ def check_resume(config):
                           "repeat the original options to resume it")
 
 
-def _as_then(recorded, now):
-    """A folder's fine-tuning record with the fields it predates (absent there, in `now`) at their
-    `Finetuning` default, the value they had before they existed."""
-    from kerasimpl.finetuning import Finetuning
+# The fine-tuning fields a folder's record may predate, at the value they had before they existed.
+_PREDATED = {"mixup": 0.0}
 
-    defaults = {f.name: f.default for f in dataclasses.fields(Finetuning)}
-    return {**{k: defaults[k] for k in now if k not in recorded and k in defaults}, **recorded}
+
+def _as_then(recorded, now):
+    """A folder's fine-tuning record with the fields it predates (`_PREDATED`, absent there) at their old value."""
+    return {**{k: v for k, v in _PREDATED.items() if k in now and k not in recorded}, **recorded}
 
 
 # Multiply-adds per second a 2-core CPU sustains in feature extraction: VGG16's measured 2.2 img/s at

@@ -31,7 +31,8 @@ class Finetuning:
         label_smoothing: of the stage's cross-entropy (0: none).
         mixup: MixUp's alpha in the stage (0: none): on cached activations, pairs of activations at the
             cut and their one-hot labels mix (manifold mixup, `kerasimpl.partial.ActivationMixUp`); when the
-            whole model trains, pairs of images (`keras.layers.MixUp`).
+            whole model trains, pairs of images (`keras.layers.MixUp` at this alpha, added to `augment`'s
+            augmentations: with `cutmix` there each batch gets one of the two, as `--augment mixup,cutmix`).
         measured: where these values come from (a sweep and its device, or "not measured").
     """
 
@@ -49,8 +50,8 @@ class Finetuning:
         if self.learning_rate <= 0 or self.epochs < 1 or self.views < 0 or self.top_layers < 1:
             raise ValueError(f"Finetuning needs learning_rate > 0, epochs >= 1, views >= 0 and top_layers >= 1. "
                              f"Received: {self}")
-        if self.schedule not in SCHEDULES or not 0 <= self.label_smoothing < 1 or not self.mixup >= 0:
-            raise ValueError(f"Finetuning needs schedule in {SCHEDULES}, 0 <= label_smoothing < 1 and mixup >= 0. "
+        if self.schedule not in SCHEDULES or not 0 <= self.label_smoothing < 1 or not 0 <= self.mixup < float("inf"):
+            raise ValueError(f"Finetuning needs schedule in {SCHEDULES}, 0 <= label_smoothing < 1 and a finite mixup >= 0. "
                              f"Received: schedule={self.schedule!r}, label_smoothing={self.label_smoothing}, "
                              f"mixup={self.mixup}")
 

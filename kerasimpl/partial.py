@@ -104,6 +104,9 @@ def cut_activations(bottom, x, indices, augment=(), views=1, seed=0, batch_size=
     return out
 
 
+_MIX_STREAM = 0x6D6978  # "mix": ActivationMixUp's draws apart from `cut_activations`' (seed, view, batch)
+
+
 class ActivationMixUp:
     """MixUp of cached activations: `mix(x, y, key) -> (x, y)` for an `ArrayDataset`'s `augment`.
 
@@ -114,8 +117,8 @@ class ActivationMixUp:
     al., 2019). Per-row weights, as `keras.layers.MixUp` draws them. The
     frozen bottom is a fixed function, so mixing its outputs is what mixing
     the top's inputs means; the views stay cached and each epoch pairs them
-    anew. `key` (`(epoch, batch)` from the loader) makes every draw a
-    function of `(seed, key)` alone, so a resumed run replays it.
+    anew. `key` (`(epoch, batch)`, which `ArrayDataset` passes) makes every
+    draw a function of `(seed, key)` alone, so a resumed run replays it.
 
     Args:
         alpha: Beta's both parameters, > 0 (small: weights near 0 or 1).
@@ -129,12 +132,12 @@ class ActivationMixUp:
             raise ValueError(f"ActivationMixUp needs alpha > 0. Received: alpha={alpha}")
         self.alpha, self.seed = float(alpha), int(seed)
 
-    def __call__(self, x, y, key=(0, 0)):
+    def __call__(self, x, y, key):
         y = np.asarray(y)
         if y.ndim != 2:
             raise ValueError(f"ActivationMixUp mixes one-hot labels of shape (batch, classes); serve them with "
                              f"ArrayDataset(num_classes=...). Received labels of shape {y.shape}")
-        rng = np.random.default_rng([self.seed, *(int(k) for k in key)])
+        rng = np.random.default_rng([self.seed, _MIX_STREAM, *(int(k) for k in key)])  # not a view's stream
         lam = rng.beta(self.alpha, self.alpha, size=len(y)).astype(np.float32)
         perm = rng.permutation(len(y))
         x = np.asarray(x, dtype=np.float32)

@@ -230,7 +230,7 @@ class _StagedRun:
 
     def full_model(self, stage, epochs, learning_rate):
         cfg, data, split = self.config, self.data, self.split
-        names, alpha = tuple(cfg.augment), 0.2  # keras.layers.MixUp's alpha unless fine-tuning's mixup says
+        names, alpha = tuple(cfg.augment), 0.2  # keras.layers.MixUp's alpha, unless fine-tuning's mixup sets it
         if stage == "finetune" and cfg.finetune_mixup:
             names, alpha = names + (() if "mixup" in names else ("mixup",)), cfg.finetune_mixup
         mixing = any(a in MIXING for a in names)
@@ -240,7 +240,8 @@ class _StagedRun:
         classes = len(data.class_names) if mixing else None  # one-hot labels, train and val alike
         # Across torch processes: each loads its slice of every global batch (DDP); validation is whole everywhere.
         train = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                             augment=augmenter(names, distributed.rank_seed(cfg.seed), mixup_alpha=alpha), indices=split.train,
+                             augment=augmenter(names, distributed.rank_seed(cfg.seed), mixup_alpha=alpha),
+                             indices=split.train,
                              num_classes=classes, **distributed.loader_options(split_batches=True), **kw)
         val = ArrayDataset(data.x_train, data.y_train, cfg.batch_size, indices=split.val, num_classes=classes,
                            **distributed.loader_options(split_batches=False))
