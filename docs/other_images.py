@@ -13,7 +13,8 @@ for pixel with the same labels, and so do its first 1102/1017/... training image
 (the package is the official files in the official order); this script re-checks
 the overlap of the test images whenever it is given the subset (`--subset`).
 
-Prints a Markdown table: model, images, accuracy, its Wilson 95% interval.
+Prints a Markdown table: model, images, accuracy, its Wilson 95% interval (`--ensemble`: also the
+models' averaged probabilities). `--first 0 --count 500 --subset ''` reads the subset's own test images.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--flip", action="store_true",
                    help="also the test-time flip figure: probabilities of each image and its mirror averaged")
+    p.add_argument("--ensemble", action="store_true",
+                   help="also the models together: their probabilities averaged (e.g. the seeds of one row)")
     p.add_argument("models", nargs="+", help=".keras files saved by kerasimpl")
     args = p.parse_args(argv)
 
@@ -87,19 +90,24 @@ def main(argv=None) -> int:
         if args.first < n:
             raise SystemExit(f"--first {args.first} overlaps the subset's test images 0..{n - 1}")
     x, y = x[args.first:args.first + args.count], y[args.first:args.first + args.count]
-    rows = []
+    rows, every = [], []
+
+    def row(path, kind, p_):
+        acc = float((p_.argmax(1) == y).mean())
+        low, high = wilson_interval(acc, len(y))
+        rows.append([path, kind, str(len(y)), f"{acc:.2%}", f"{low:.1%}-{high:.1%}"])
+        print(json.dumps({"model": path, "kind": kind, "images": len(y), "first": args.first, "accuracy": acc,
+                          "ci95": [low, high]}), file=sys.stderr, flush=True)
+
     for path in args.models:
         model = load_model(path)
         probs = predict_batches(model, x, args.batch_size)
-        kinds = [("plain", probs)]
+        every.append(probs)
+        row(path, "plain", probs)
         if args.flip:
-            kinds.append(("flip-averaged", (probs + predict_batches(model, x[:, :, ::-1], args.batch_size)) / 2))
-        for kind, p_ in kinds:
-            acc = float((p_.argmax(1) == y).mean())
-            low, high = wilson_interval(acc, len(y))
-            rows.append([path, kind, str(len(y)), f"{acc:.2%}", f"{low:.1%}-{high:.1%}"])
-            print(json.dumps({"model": path, "kind": kind, "images": len(y), "first": args.first, "accuracy": acc,
-                              "ci95": [low, high]}), file=sys.stderr, flush=True)
+            row(path, "flip-averaged", (probs + predict_batches(model, x[:, :, ::-1], args.batch_size)) / 2)
+    if args.ensemble and len(every) > 1:
+        row(f"the {len(every)} models", "probabilities averaged", np.mean(every, axis=0))
     print("\n".join(markdown_grid(["model", "prediction", "images", "accuracy", "95% interval"], rows)))
     return 0
 
