@@ -50,9 +50,10 @@ class Finetuning:
         if self.learning_rate <= 0 or self.epochs < 1 or self.views < 0 or self.top_layers < 1:
             raise ValueError(f"Finetuning needs learning_rate > 0, epochs >= 1, views >= 0 and top_layers >= 1. "
                              f"Received: {self}")
-        if self.schedule not in SCHEDULES or not 0 <= self.label_smoothing < 1 or not 0 <= self.mixup < float("inf"):
-            raise ValueError(f"Finetuning needs schedule in {SCHEDULES}, 0 <= label_smoothing < 1 and a finite mixup >= 0. "
-                             f"Received: schedule={self.schedule!r}, label_smoothing={self.label_smoothing}, "
+        if (self.schedule not in SCHEDULES or not 0 <= self.label_smoothing < 1
+                or not 0 <= self.mixup < float("inf")):
+            raise ValueError(f"Finetuning needs schedule in {SCHEDULES}, 0 <= label_smoothing < 1 and a finite "
+                             f"mixup >= 0. Received: schedule={self.schedule!r}, label_smoothing={self.label_smoothing}, "
                              f"mixup={self.mixup}")
 
 

@@ -253,7 +253,8 @@ def _check(c: RunConfig):
     if c.finetune_label_smoothing is not None and not 0 <= c.finetune_label_smoothing < 1:
         raise ConfigError(f"{{finetune_label_smoothing}} must be in [0, 1). Received: {c.finetune_label_smoothing}")
     if c.finetune_mixup is not None and not 0 <= c.finetune_mixup < float("inf"):
-        raise ConfigError(f"{{finetune_mixup}} (MixUp's alpha) must be finite and >= 0, 0 for none. Received: {c.finetune_mixup}")
+        raise ConfigError(f"{{finetune_mixup}} (MixUp's alpha) must be finite and >= 0, 0 for none. "
+                          f"Received: {c.finetune_mixup}")
     for field in ("val_fraction", "test_fraction"):
         if not 0 < getattr(c, field) < 1:
             raise ConfigError(f"{{{field}}} must be between 0 and 1. Received: {getattr(c, field)}")

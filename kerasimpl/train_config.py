@@ -122,7 +122,8 @@ class TrainConfig:
         if not 0 <= self.finetune_label_smoothing < 1:
             raise ValueError(f"finetune_label_smoothing must be in [0, 1). Received: {self.finetune_label_smoothing}")
         if not 0 <= self.finetune_mixup < float("inf"):
-            raise ValueError(f"finetune_mixup must be finite and >= 0 (MixUp's alpha; 0: none). Received: {self.finetune_mixup}")
+            raise ValueError(f"finetune_mixup must be finite and >= 0 (MixUp's alpha; 0: none). "
+                             f"Received: {self.finetune_mixup}")
         if self.epochs < 0 or self.finetune_epochs < 0 or self.batch_size < 1:
             raise ValueError(f"epochs, finetune_epochs must be >= 0 and batch_size >= 1. Received: {self}")
 
